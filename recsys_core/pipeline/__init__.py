@@ -1,0 +1,23 @@
+"""The pipeline's steps as plain functions: each takes Settings and a run date, returns a small
+JSON-able summary. Prefect tasks wrap them one to one; a notebook can call them directly."""
+
+from recsys_core.pipeline._data import clean_step, ingest_step
+from recsys_core.pipeline._faults import InjectedFault, maybe_fail
+from recsys_core.pipeline._finalize import finalize_step, is_complete
+from recsys_core.pipeline._modelling import embed_step, evaluate_step, train_step
+from recsys_core.pipeline._scoring import active_users, merge_scores, score_shard
+
+__all__ = [
+    "InjectedFault",
+    "active_users",
+    "clean_step",
+    "embed_step",
+    "evaluate_step",
+    "finalize_step",
+    "ingest_step",
+    "is_complete",
+    "maybe_fail",
+    "merge_scores",
+    "score_shard",
+    "train_step",
+]

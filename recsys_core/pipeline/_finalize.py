@@ -1,0 +1,54 @@
+"""Finalize: the report, drift signals, and the marker that says the date is complete."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from recsys_core.config import Settings
+from recsys_core.io import Warehouse, atomic_write_json, read_parquet
+from recsys_core.pipeline._context import code_version
+from recsys_core.reporting import build_report, drift_signals, recommendation_stats
+
+__all__ = ["finalize_step", "is_complete"]
+
+
+def is_complete(settings: Settings, run_date: dt.date) -> bool:
+    """Whether ``run_date`` finished: its marker and its recommendation partition both exist."""
+    wh = Warehouse(settings.warehouse)
+    return wh.run_marker(run_date).is_file() and wh.recommendations(run_date).is_file()
+
+
+def _previous_stats(wh: Warehouse, run_date: dt.date) -> dict[str, Any] | None:
+    earlier = [d for d in wh.completed_run_dates() if d < run_date]
+    if not earlier:
+        return None
+    from recsys_core.io import read_json
+
+    marker = read_json(wh.run_marker(earlier[-1]))
+    return marker.get("recommendation_stats")
+
+
+def finalize_step(settings: Settings, run_date: dt.date, steps: dict[str, Any]) -> dict[str, Any]:
+    """Write the HTML report and the run marker (last, atomically) from the steps' summaries."""
+    wh = Warehouse(settings.warehouse)
+    recs = read_parquet(wh.recommendations(run_date))
+    n_items = int(steps.get("train", {}).get("n_items") or recs["item_id"].n_unique() or 1)
+    stats = recommendation_stats(recs, n_items)
+    drift = drift_signals(
+        {**stats, **steps.get("drift_inputs", {})},
+        _previous_stats(wh, run_date),
+        settings.evaluation.drift_threshold,
+    )
+    summary = {
+        "run_date": run_date.isoformat(),
+        "code_version": code_version(),
+        "settings": settings.model_dump(mode="json"),
+        "steps": steps,
+        "recommendation_stats": stats,
+        "drift": drift,
+    }
+    report = build_report(wh, run_date, summary=summary)
+    summary["report"] = str(report)
+    atomic_write_json(wh.run_marker(run_date), summary)
+    return {"report": str(report), "drift": drift, "recommendation_stats": stats}

@@ -1,0 +1,97 @@
+"""Score step: top-K for every active user with the champion, in shards that merge deterministically.
+
+Each shard writes a hidden staging file; the merge sorts every row by (user_id, rank), so the
+partition is identical whatever the number of shards or the task runner, then renames it into
+``recommendations/run_date=D/part-0.parquet`` in one step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from recsys_core.config import Settings
+from recsys_core.evaluation import ModelRegistry
+from recsys_core.ingest import load_catalog, load_clean_events
+from recsys_core.io import Warehouse, atomic_write_parquet, read_parquet
+from recsys_core.pipeline._faults import maybe_fail
+from recsys_core.schema import RECOMMENDATIONS_SCHEMA
+
+__all__ = ["active_users", "merge_scores", "score_shard"]
+
+
+def _staging(wh: Warehouse, run_date: dt.date) -> Path:
+    return wh.root / "_staging" / "recommendations" / f"run_date={run_date.isoformat()}"
+
+
+def active_users(settings: Settings, run_date: dt.date, known: set[str]) -> list[str]:
+    """Users with an event in the ``active_days`` before ``run_date`` (0 = every known user)."""
+    if settings.scoring.active_days == 0:
+        return sorted(known)
+    wh = Warehouse(settings.warehouse)
+    since = run_date - dt.timedelta(days=settings.scoring.active_days - 1)
+    ev = load_clean_events(wh, until=run_date, since=since)
+    return sorted(set(ev["user_id"].to_list()) & known)
+
+
+def score_shard(settings: Settings, run_date: dt.date, shard: int, n_shards: int) -> dict[str, Any]:
+    """Recommend for users ``shard, shard + n_shards, ...`` of the sorted active users."""
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} out of range for {n_shards} shards")
+    wh = Warehouse(settings.warehouse)
+    maybe_fail(settings, "score")
+    registry = ModelRegistry(wh.models_dir)
+    champion = registry.champion()
+    if champion is None:
+        raise RuntimeError(f"no champion model in {wh.models_dir}; run train and evaluate first")
+    model = registry.load_model(champion["model_id"])
+    users = active_users(settings, run_date, set(model.user_ids_))[shard::n_shards]
+    catalog = load_catalog(wh, as_of=run_date)
+    candidates = catalog["item_id"].to_list() if catalog.height else None
+    recs = model.recommend(
+        users,
+        settings.k,
+        block_size=settings.scoring.block_size,
+        candidate_items=candidates,
+        exclude_items=settings.scoring.exclude_items or None,
+    )
+    maybe_fail(settings, "score", point="shard-written")
+    path = _staging(wh, run_date) / f"shard-{shard:05d}-of-{n_shards:05d}.parquet"
+    atomic_write_parquet(recs, path)
+    return {"shard": shard, "users": len(users), "rows": recs.height, "path": str(path),
+            "model_id": champion["model_id"]}
+
+
+def merge_scores(settings: Settings, run_date: dt.date, shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge shard files into the run date's partition (atomic) and clear the staging folder."""
+    wh = Warehouse(settings.warehouse)
+    model_ids = {s["model_id"] for s in shards}
+    if len(model_ids) != 1:
+        raise RuntimeError(f"shards were scored by different models {sorted(model_ids)}; re-run score")
+    model_id = model_ids.pop()
+    frames = [read_parquet(s["path"]) for s in sorted(shards, key=lambda s: s["shard"])]
+    recs = pl.concat(frames) if frames else pl.DataFrame()
+    n = recs.height
+    recs = (
+        recs.with_columns(
+            pl.lit(model_id).alias("model_id"),
+            pl.lit(run_date).alias("run_date"),
+            pl.lit(None, dtype=pl.String).alias("reason") if "reason" not in recs.columns else pl.col("reason"),
+        )
+        .select([pl.col(c).cast(t) for c, t in RECOMMENDATIONS_SCHEMA.items()])
+        .sort(["user_id", "rank"])
+    )
+    maybe_fail(settings, "score", point="merge")
+    out = atomic_write_parquet(recs, wh.recommendations(run_date))
+    shutil.rmtree(_staging(wh, run_date), ignore_errors=True)
+    return {
+        "path": str(out),
+        "rows": n,
+        "users": recs["user_id"].n_unique() if n else 0,
+        "items": recs["item_id"].n_unique() if n else 0,
+        "model_id": model_id,
+    }

@@ -147,6 +147,11 @@ class ScoringConfig(_Model):
         description="Users with an event in this many days before run_date are scored; 0 = all "
         "known users.",
     )
+    shards: int = Field(
+        default=0,
+        ge=0,
+        description="User shards scored as separate tasks; 0 = one per Dask worker (1 with threads).",
+    )
     exclude_items: list[str] = Field(
         default_factory=list, description="Business exclusions: item ids never recommended."
     )

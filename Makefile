@@ -1,0 +1,53 @@
+# recsys: one task runner. `make demo` and `make test` do all setup on a fresh machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export PREFECT_HOME ?= $(CURDIR)/var/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export HF_HUB_OFFLINE := 1
+export HF_HUB_DISABLE_PROGRESS_BARS := 1
+PORT ?= 4200
+
+.PHONY: install demo test test-fast lint format server serve deploy bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first: the pinned CPU build; otherwise a dependency pulls a multi-GB CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install  ## synthetic landing data + the nightly pipeline, local Prefect (SQLite)
+	$(VENV)/bin/recsys demo
+
+test: install  ## the whole suite (CI runs this)
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not model and not postgres"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+server: install  ## a local Prefect server + UI on 127.0.0.1:$(PORT), SQLite
+	$(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PORT)
+
+serve: install  ## register and serve the deployments (needs PREFECT_API_URL of a server)
+	$(VENV)/bin/recsys serve
+
+bench: install
+	$(PY) benchmarks/bench_embeddings.py
+	$(PY) benchmarks/bench_ml100k.py
+
+clean:
+	rm -rf var/warehouse var/landing .pytest_cache

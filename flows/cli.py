@@ -1,0 +1,337 @@
+"""The ``recsys`` command line. It starts flows (and a few read-only core lookups).
+
+Exit status is 0 only when the command completed; otherwise the reason goes to stderr and the
+status is 1 (2 for a usage error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from flows.runtime import as_date, configure_environment
+
+__all__ = ["main"]
+
+
+# ---- argument groups ------------------------------------------------------------------------------
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config file (also RECSYS_CONFIG)")
+    p.add_argument("--landing", help="landing zone root (overrides config)")
+    p.add_argument("--warehouse", help="warehouse root (overrides config)")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    _add_common(p)
+    p.add_argument("--force", action="store_true", help="redo complete work (re-ingest, re-tune)")
+    p.add_argument("--k", type=int, help="recommendations per user")
+    p.add_argument("--models", help="comma-separated candidate models, e.g. popularity,ease")
+    p.add_argument("--tune-calls", type=int, help="Bayesian-search budget per model")
+    p.add_argument("--task-runner", help="threads (default), dask, or dask=ADDRESS")
+    p.add_argument("--sql-url", help="SQLAlchemy URL of the serving database (also RECSYS_SQL_URL)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="recsys", description="Nightly batch recommendations on Prefect.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the nightly pipeline for one date")
+    p.add_argument("--date", help="run date YYYY-MM-DD (default: yesterday, UTC)")
+    _add_run_options(p)
+
+    p = sub.add_parser("backfill", help="run every date in a range, skipping complete ones")
+    p.add_argument("--start", required=True)
+    p.add_argument("--end", required=True)
+    _add_run_options(p)
+
+    p = sub.add_parser("demo", help="synthetic landing data + one nightly run, with a summary")
+    p.add_argument("--users", type=int, default=400)
+    p.add_argument("--items", type=int, default=300)
+    p.add_argument("--days", type=int, default=21)
+    p.add_argument("--seed", type=int, default=7)
+    _add_run_options(p)
+
+    land = sub.add_parser("landing", help="write landing-zone data").add_subparsers(dest="source", required=True)
+    p = land.add_parser("synthetic", help="deterministic synthetic events and catalog")
+    p.add_argument("--out", required=True)
+    p.add_argument("--users", type=int, default=500)
+    p.add_argument("--items", type=int, default=300)
+    p.add_argument("--days", type=int, default=14)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--end-date", help="last partition date (default 2026-01-31)")
+    p = land.add_parser("movielens", help="replay MovieLens latest-small into daily partitions")
+    p.add_argument("--data", required=True, help="folder with ratings.csv, movies.csv, tags.csv")
+    p.add_argument("--overviews", help="ml-latest-small_tmdb_overviews.csv for item descriptions")
+    p.add_argument("--out", required=True)
+    p.add_argument("--since", help="first date to write")
+    p.add_argument("--until", help="last date to write")
+
+    p = sub.add_parser("embed", help="embed the catalog as of a date (incremental)")
+    p.add_argument("--date", help="catalog date (default: yesterday)")
+    _add_common(p)
+
+    p = sub.add_parser("similar", help="nearest items by text embedding")
+    p.add_argument("item_id")
+    p.add_argument("-k", type=int, default=10)
+    _add_common(p)
+
+    p = sub.add_parser("models", help="list registered models and the champion")
+    _add_common(p)
+    p = sub.add_parser("promote", help="make a registered model the champion")
+    p.add_argument("model_id")
+    p.add_argument("--reason", default="promoted by hand")
+    _add_common(p)
+    p = sub.add_parser("rollback", help="return to the previous champion")
+    _add_common(p)
+
+    p = sub.add_parser("experiment", help="tune, fit and evaluate models on explicit train/test files")
+    p.add_argument("--train", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--items")
+    p.add_argument("--models", default="popularity,itemknn,ease,rp3beta,als")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--tune-calls", type=int, default=20)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", required=True)
+    return ap
+
+
+# ---- commands -------------------------------------------------------------------------------------
+def _settings(args: argparse.Namespace):
+    from flows.runtime import resolve_settings
+
+    models = getattr(args, "models", None)
+    return resolve_settings(
+        args.config,
+        landing=args.landing,
+        warehouse=args.warehouse,
+        k=getattr(args, "k", None),
+        models=models.split(",") if isinstance(models, str) else None,
+        tune_calls=getattr(args, "tune_calls", None),
+        task_runner=getattr(args, "task_runner", None),
+        sql_url=getattr(args, "sql_url", None),
+    )
+
+
+def _flow_kwargs(args: argparse.Namespace, settings) -> dict[str, Any]:
+    return {
+        "force": args.force,
+        "k": args.k,
+        "models": args.models.split(",") if args.models else None,
+        "tune_calls": args.tune_calls,
+        "config_path": args.config,
+        "landing": str(settings.landing),
+        "warehouse": str(settings.warehouse),
+        "task_runner": args.task_runner,
+    }
+
+
+def _with_runner(flow_fn, settings):
+    from flows.runtime import build_task_runner
+
+    if settings.runner.task_runner == "threads":
+        return flow_fn
+    return flow_fn.with_options(task_runner=build_task_runner(settings.runner))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.nightly import nightly
+
+    settings = _settings(args)
+    day = as_date(args.date)
+    started = time.perf_counter()
+    steps = _with_runner(nightly, settings)(run_date=day, **_flow_kwargs(args, settings))
+    _print_summary(settings, day, steps, time.perf_counter() - started)
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from flows.nightly import backfill
+
+    settings = _settings(args)
+    out = backfill(start=as_date(args.start), end=as_date(args.end), **_flow_kwargs(args, settings))
+    print(f"backfill {args.start}..{args.end}: completed {out['completed']}, skipped {out['skipped']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.nightly import nightly
+    from recsys_core.ingest import landing_dates
+    from recsys_core.landing import generate_synthetic
+
+    settings = _settings(args)
+    if not landing_dates(settings.landing, "events"):
+        print(f"writing synthetic landing data to {settings.landing} "
+              f"({args.users} users, {args.items} items, {args.days} days, seed {args.seed})")
+        generate_synthetic(settings.landing, users=args.users, items=args.items, days=args.days, seed=args.seed)
+    day = landing_dates(settings.landing, "events")[-1]
+    started = time.perf_counter()
+    steps = _with_runner(nightly, settings)(run_date=day, **_flow_kwargs(args, settings))
+    _print_summary(settings, day, steps, time.perf_counter() - started)
+    return 0
+
+
+def _print_summary(settings, day, steps: dict[str, Any], seconds: float) -> None:
+    from recsys_core.io import Warehouse
+
+    wh = Warehouse(settings.warehouse)
+    clean = steps["clean"]
+    ev = steps["evaluate"]
+    d = ev["decision"]
+    cm = (ev.get("challenger_metrics") or {}).get("metrics") or {}
+    lines = [
+        f"recsys nightly {day} completed in {seconds:.1f}s",
+        f"  clean      {len(clean['dates_cleaned'])} date(s) cleaned; events {clean['events']}",
+        f"  embed      {_short(steps['embed'])}",
+        f"  train      challenger {steps['train']['challenger']} params={steps['train']['params']}",
+        f"  evaluate   " + ", ".join(f"{m}@{settings.k}={cm[m]:.4f}" for m in ("precision", "recall", "ndcg", "map") if m in cm),
+        f"  decision   {'PROMOTED' if d.get('promote') else 'KEPT CHAMPION'}: {d.get('reason')}",
+        f"  score      {steps['score']['rows']} recommendations for {steps['score']['users']} users "
+        f"by {steps['score']['model_id']}",
+        "outputs:",
+        f"  recommendations  {wh.recommendations(day)}",
+        f"  report           {steps['report']['report']}",
+        f"  manifest         {wh.manifest(day)}",
+        f"  quarantine       {wh.quarantine(day)}",
+        f"  models           {wh.models_dir}",
+    ]
+    print("\n".join(lines))
+
+
+def _short(d: dict[str, Any]) -> str:
+    keys = ("model_id", "n_items", "n_embedded", "n_reused", "n_truncated", "seconds", "skipped")
+    return ", ".join(f"{k}={d[k]}" for k in keys if k in d)
+
+
+def cmd_landing(args: argparse.Namespace) -> int:
+    if args.source == "synthetic":
+        from recsys_core.landing import generate_synthetic
+
+        kwargs: dict[str, Any] = {}
+        if args.end_date:
+            kwargs["end_date"] = as_date(args.end_date)
+        out = generate_synthetic(Path(args.out), users=args.users, items=args.items, days=args.days,
+                                 seed=args.seed, **kwargs)
+    else:
+        from recsys_core.landing import replay_movielens
+
+        out = replay_movielens(
+            Path(args.data), Path(args.out),
+            overviews=Path(args.overviews) if args.overviews else None,
+            since=as_date(args.since) if args.since else None,
+            until=as_date(args.until) if args.until else None,
+        )
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from recsys_core.pipeline import embed_step
+
+    settings = _settings(args)
+    out = embed_step(settings, as_date(args.date), log=print)
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    from recsys_core.embeddings import similar_items
+    from recsys_core.ingest import load_catalog
+    from recsys_core.io import Warehouse
+
+    settings = _settings(args)
+    wh = Warehouse(settings.warehouse)
+    dates = wh.clean_dates("items")
+    catalog = load_catalog(wh, as_of=dates[-1]) if dates else None
+    res = similar_items(wh.item_embeddings, args.item_id, args.k, catalog=catalog)
+    with _wide():
+        print(res)
+    return 0
+
+
+def _wide():
+    import polars as pl
+
+    return pl.Config(tbl_rows=100, fmt_str_lengths=80, tbl_width_chars=160)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from recsys_core.evaluation import ModelRegistry
+    from recsys_core.io import Warehouse
+
+    reg = ModelRegistry(Warehouse(_settings(args).warehouse).models_dir)
+    champ = reg.champion()
+    for e in reg.list():
+        mark = "*" if champ and e["model_id"] == champ["model_id"] else " "
+        val = json.dumps(e.get("metrics", {}), default=str)
+        print(f"{mark} {e['model_id']:<40} {e['name']:<10} run_date={e.get('run_date')} {val}")
+    if not champ:
+        print("(no champion yet)")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from recsys_core.evaluation import ModelRegistry
+    from recsys_core.io import Warehouse
+
+    reg = ModelRegistry(Warehouse(_settings(args).warehouse).models_dir)
+    reg.promote(args.model_id, args.reason)
+    print(f"champion is now {args.model_id}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from recsys_core.evaluation import ModelRegistry
+    from recsys_core.io import Warehouse
+
+    reg = ModelRegistry(Warehouse(_settings(args).warehouse).models_dir)
+    entry = reg.rollback()
+    print(f"champion is now {entry['model_id'] if isinstance(entry, dict) else entry}")
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from recsys_core.experiment import run_experiment
+
+    out = run_experiment(
+        Path(args.train), Path(args.test), Path(args.out),
+        items_path=Path(args.items) if args.items else None,
+        models=args.models.split(","), k=args.k, tune_calls=args.tune_calls, seed=args.seed,
+    )
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "backfill": cmd_backfill,
+    "demo": cmd_demo,
+    "landing": cmd_landing,
+    "embed": cmd_embed,
+    "similar": cmd_similar,
+    "models": cmd_models,
+    "promote": cmd_promote,
+    "rollback": cmd_rollback,
+    "experiment": cmd_experiment,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_environment()
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("recsys: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the reason goes to stderr, the status says it failed
+        print(f"recsys {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

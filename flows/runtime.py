@@ -1,0 +1,107 @@
+"""Process set-up shared by the CLI, the flows and the deployments.
+
+Environment defaults are applied by :func:`configure_environment` when a command starts (never at
+import): a project-local ``PREFECT_HOME`` (Prefect's local mode keeps its SQLite database there),
+no analytics, and no Hugging Face network access.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+from recsys_core.config import RunnerConfig, Settings, default_var_dir, load_settings
+from recsys_core.io import parse_date
+
+__all__ = [
+    "build_task_runner",
+    "configure_environment",
+    "default_run_date",
+    "n_shards",
+    "resolve_settings",
+]
+
+
+def configure_environment() -> None:
+    """Set safe defaults for Prefect and Hugging Face (existing values win)."""
+    os.environ.setdefault("PREFECT_HOME", str(default_var_dir() / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def default_run_date(today: dt.date | None = None) -> dt.date:
+    """Yesterday in UTC: the last complete day."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    return today - dt.timedelta(days=1)
+
+
+def resolve_settings(
+    config_path: str | Path | None = None,
+    *,
+    landing: str | Path | None = None,
+    warehouse: str | Path | None = None,
+    k: int | None = None,
+    models: list[str] | None = None,
+    tune_calls: int | None = None,
+    task_runner: str | None = None,
+    sql_url: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Settings:
+    """Defaults < TOML file < ``RECSYS_*`` environment < explicit arguments."""
+    runner: dict[str, Any] = {}
+    if task_runner:
+        kind, _, address = task_runner.partition("=")
+        if kind not in ("threads", "dask"):
+            raise ValueError(f"--task-runner {task_runner!r}: expected threads, dask or dask=ADDRESS")
+        runner = {"task_runner": kind, "dask_address": address or None}
+    overrides: dict[str, Any] = {
+        "landing": landing,
+        "warehouse": warehouse,
+        "k": k,
+        "train": {"models": models, "tune_calls": tune_calls},
+        "runner": runner,
+        "scoring": {"sql_url": sql_url or os.environ.get("RECSYS_SQL_URL") or None},
+    }
+    config_path = config_path or os.environ.get("RECSYS_CONFIG") or None
+    settings = load_settings(config_path, **overrides, **(extra or {}))
+    return settings.model_copy(
+        update={"landing": settings.landing.resolve(), "warehouse": settings.warehouse.resolve()}
+    )
+
+
+def n_shards(settings: Settings) -> int:
+    if settings.scoring.shards:
+        return settings.scoring.shards
+    return settings.runner.dask_workers if settings.runner.task_runner == "dask" else 1
+
+
+def build_task_runner(runner: RunnerConfig) -> Any:
+    """A Prefect task runner for the configured choice (threads, or Dask local / remote)."""
+    if runner.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if runner.dask_address:
+            return DaskTaskRunner(address=runner.dask_address)
+        return DaskTaskRunner(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={
+                "n_workers": runner.dask_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+                "host": "127.0.0.1",
+            },
+        )
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(max_workers=max(1, os.cpu_count() or 1))
+
+
+def as_date(value: str | dt.date | None) -> dt.date:
+    return default_run_date() if value in (None, "") else parse_date(value)

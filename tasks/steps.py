@@ -1,0 +1,128 @@
+"""Thin Prefect tasks: retries, logging and artifacts around one core function each.
+
+Tasks take the run's :class:`~recsys_core.config.Settings` and a date, and return a small
+JSON-able summary: never a DataFrame or a model. Caching is off (``NO_CACHE``): the core steps are
+themselves incremental (embeddings by content hash, tuning by age) and every output is replaced
+atomically, so re-running a task is always safe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from recsys_core import pipeline
+from recsys_core.config import Settings
+from recsys_core.ingest import MissingPartitionError
+from tasks.artifacts import publish_clean, publish_evaluation, publish_train
+
+__all__ = [
+    "clean_task",
+    "embed_task",
+    "evaluate_task",
+    "finalize_task",
+    "ingest_task",
+    "merge_task",
+    "score_shard_task",
+    "train_task",
+]
+
+_COMMON = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+def _retry_unless_missing(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's signature
+    """Generic steps do not retry a missing landing partition (the ingest task owns that)."""
+    try:
+        state.result()
+    except MissingPartitionError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(name="ingest", **_COMMON)
+def ingest_task(settings: Settings, run_date: dt.date, force: bool = False) -> dict[str, Any]:
+    log = get_run_logger()
+    log.info("ingest %s from %s into %s", run_date, settings.landing, settings.warehouse)
+    try:
+        out = pipeline.ingest_step(settings, run_date, force=force)
+    except MissingPartitionError as exc:
+        log.warning("late data: %s", exc)
+        raise
+    log.info("ingested %s", out.get("rows", out))
+    return out
+
+
+@task(name="clean", retry_condition_fn=_retry_unless_missing, **_COMMON)
+def clean_task(settings: Settings, run_date: dt.date, force: bool = False) -> dict[str, Any]:
+    out = pipeline.clean_step(settings, run_date, force=force)
+    get_run_logger().info("cleaned %d date(s): %s", len(out["dates_cleaned"]), out["events"])
+    publish_clean(run_date, out)
+    return out
+
+
+class _PrefectLogHandler(logging.Handler):
+    """Forwards the core's progress lines (rate, ETA) to the task's Prefect log."""
+
+    def __init__(self, logger: Any) -> None:
+        super().__init__(logging.INFO)
+        self._logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._logger.info(record.getMessage())
+
+
+@task(name="embed", **_COMMON)
+def embed_task(settings: Settings, run_date: dt.date) -> dict[str, Any]:
+    log = get_run_logger()
+    core_logger = logging.getLogger("recsys_core.embeddings")
+    handler = _PrefectLogHandler(log)
+    core_logger.addHandler(handler)
+    try:
+        out = pipeline.embed_step(settings, run_date, log=log.info)
+    finally:
+        core_logger.removeHandler(handler)
+    log.info("embeddings: %s", out)
+    return out
+
+
+@task(name="train", **_COMMON)
+def train_task(settings: Settings, run_date: dt.date, force: bool = False) -> dict[str, Any]:
+    out = pipeline.train_step(settings, run_date, force=force)
+    get_run_logger().info("challenger %s (%s) params=%s", out["challenger"], out["model"], out["params"])
+    publish_train(run_date, out)
+    return out
+
+
+@task(name="evaluate", **_COMMON)
+def evaluate_task(settings: Settings, run_date: dt.date, challenger_id: str) -> dict[str, Any]:
+    out = pipeline.evaluate_step(settings, run_date, challenger_id)
+    get_run_logger().info("decision: %s", out["decision"].get("reason"))
+    publish_evaluation(run_date, out)
+    return out
+
+
+@task(name="score-shard", **_COMMON)
+def score_shard_task(settings: Settings, run_date: dt.date, shard: int, n_shards: int) -> dict[str, Any]:
+    out = pipeline.score_shard(settings, run_date, shard, n_shards)
+    get_run_logger().info("shard %d/%d: %d users, %d rows", shard + 1, n_shards, out["users"], out["rows"])
+    return out
+
+
+@task(name="write-recommendations", **_COMMON)
+def merge_task(settings: Settings, run_date: dt.date, shards: list[dict[str, Any]]) -> dict[str, Any]:
+    out = pipeline.merge_scores(settings, run_date, shards)
+    get_run_logger().info("wrote %d recommendations for %d users to %s", out["rows"], out["users"], out["path"])
+    return out
+
+
+@task(name="report", **_COMMON)
+def finalize_task(settings: Settings, run_date: dt.date, steps: dict[str, Any]) -> dict[str, Any]:
+    out = pipeline.finalize_step(settings, run_date, steps)
+    get_run_logger().info("report: %s", out["report"])
+    return out

@@ -12,11 +12,16 @@ Definitions (``R_u`` = relevant items of user u, ``hit_j`` = 1 if the item at ra
 
 * precision@k = sum_j hit_j / k
 * recall@k    = sum_j hit_j / |R_u|
+* f1@k        = 2 precision recall / (precision + recall) = 2 sum_j hit_j / (k + |R_u|) (0 if no hit)
 * ndcg@k      = DCG / IDCG with DCG = sum_j gain_j / log2(j + 1), IDCG the DCG of the ideal order
   of R_u truncated at k (binary gain 1, or graded ``relevance``)
 * map@k       = (sum_j precision@j * hit_j) / min(|R_u|, k)
 * hit@k       = 1 if any hit
 * mrr@k       = 1 / rank of the first hit (0 if none)
+
+NDCG is binary when ``truth`` has no ``relevance`` column (every gain 1) and graded otherwise.
+Duplicate truth pairs keep their largest relevance. All metrics lie in [0, 1]; a ranking that puts
+all of R_u first (min(|R_u|, k) of them) scores 1 on recall (when |R_u| <= k), ndcg, map, hit, mrr.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import polars as pl
 
 __all__ = ["METRIC_NAMES", "mean_metrics", "ranking_metrics"]
 
-METRIC_NAMES: tuple[str, ...] = ("precision", "recall", "ndcg", "map", "hit", "mrr")
+METRIC_NAMES: tuple[str, ...] = ("precision", "recall", "f1", "ndcg", "map", "hit", "mrr")
 
 
 def ranking_metrics(recs: pl.DataFrame, truth: pl.DataFrame, k: int) -> pl.DataFrame:
@@ -41,7 +46,9 @@ def ranking_metrics(recs: pl.DataFrame, truth: pl.DataFrame, k: int) -> pl.DataF
         .group_by("user_id", "item_id")
         .agg(pl.col("relevance").max())
     )
-    recs = recs.filter(pl.col("rank") <= k).select("user_id", "item_id", pl.col("rank").cast(pl.Int64))
+    recs = recs.filter(pl.col("rank") <= k).select(
+        "user_id", "item_id", pl.col("rank").cast(pl.Int64)
+    )
     hits = recs.join(truth, on=["user_id", "item_id"], how="inner").with_columns(
         (1.0 / (pl.col("rank") + 1).cast(pl.Float64).log(2)).alias("disc")
     )
@@ -61,7 +68,9 @@ def ranking_metrics(recs: pl.DataFrame, truth: pl.DataFrame, k: int) -> pl.DataF
         .with_columns(pl.int_range(1, pl.len() + 1).over("user_id").alias("pos"))
         .filter(pl.col("pos") <= k)
         .group_by("user_id")
-        .agg((pl.col("relevance") / (pl.col("pos") + 1).cast(pl.Float64).log(2)).sum().alias("idcg"))
+        .agg(
+            (pl.col("relevance") / (pl.col("pos") + 1).cast(pl.Float64).log(2)).sum().alias("idcg")
+        )
     )
     n_rel = truth.group_by("user_id").agg(pl.len().alias("n_relevant"))
     out = (
@@ -76,7 +85,11 @@ def ranking_metrics(recs: pl.DataFrame, truth: pl.DataFrame, k: int) -> pl.DataF
             "user_id",
             (pl.col("n_hits") / k).alias("precision"),
             (pl.col("n_hits") / pl.col("n_relevant")).alias("recall"),
-            pl.when(pl.col("idcg") > 0).then(pl.col("dcg") / pl.col("idcg")).otherwise(0.0).alias("ndcg"),
+            (2.0 * pl.col("n_hits") / (pl.col("n_relevant") + k)).alias("f1"),
+            pl.when(pl.col("idcg") > 0)
+            .then(pl.col("dcg") / pl.col("idcg"))
+            .otherwise(0.0)
+            .alias("ndcg"),
             (pl.col("sum_prec") / pl.min_horizontal(pl.col("n_relevant"), pl.lit(k))).alias("map"),
             (pl.col("n_hits") > 0).cast(pl.Float64).alias("hit"),
             pl.when(pl.col("first_hit").is_not_null())

@@ -1,0 +1,105 @@
+"""Small digests of a run summary for Prefect artifacts: a metrics table and a Markdown note.
+
+``summary`` is the run summary described in :mod:`recsys_core.reporting._report`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recsys_core.metrics import METRIC_NAMES
+
+__all__ = ["headline", "markdown_summary", "metrics_table"]
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _round(value: Any) -> Any:
+    return round(float(value), 4) if isinstance(value, int | float) and value is not None else None
+
+
+def metrics_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows ``metric, challenger, champion, difference, ci_low, ci_high`` (4 decimals, None if
+    unknown): from ``summary["comparison"]`` when present, else from the two metrics dicts."""
+    challenger = (summary.get("challenger") or {}).get("metrics") or {}
+    champion = (summary.get("champion") or {}).get("metrics") or {}
+    rows: list[dict[str, Any]] = []
+    done: set[str] = set()
+    for row in summary.get("comparison") or []:
+        rows.append(
+            {
+                "metric": row["metric"],
+                "challenger": _round(row.get("challenger")),
+                "champion": _round(row.get("champion")),
+                "difference": _round(row.get("diff")),
+                "ci_low": _round(row.get("low")),
+                "ci_high": _round(row.get("high")),
+            }
+        )
+        done.add(row["metric"])
+    order = [*METRIC_NAMES, "coverage", "novelty", "arp"]
+    names = [m for m in order if m in challenger] + sorted(set(challenger) - set(order))
+    for m in names:
+        if m in done:
+            continue
+        a, b = challenger.get(m), champion.get(m)
+        diff = a - b if isinstance(a, int | float) and isinstance(b, int | float) else None
+        rows.append(
+            {
+                "metric": m,
+                "challenger": _round(a),
+                "champion": _round(b),
+                "difference": _round(diff),
+                "ci_low": None,
+                "ci_high": None,
+            }
+        )
+    return rows
+
+
+def headline(summary: dict[str, Any]) -> tuple[bool, str, str]:
+    decision = summary.get("decision") or {}
+    promote = bool(decision.get("promote"))
+    challenger = (summary.get("challenger") or {}).get("model_id") or "the challenger"
+    champion = (summary.get("champion") or {}).get("model_id")
+    title = f"Promoted {challenger}" if promote else f"Kept the champion {champion or ''}".rstrip()
+    return promote, title, str(decision.get("reason", ""))
+
+
+def markdown_summary(summary: dict[str, Any]) -> str:
+    """A short Markdown digest (decision, metrics table, flagged drift) for a Prefect artifact."""
+    _, title, reason = headline(summary)
+    k = summary.get("k")
+    lines = [f"## Run {summary['run_date']}: {title}", "", reason, ""]
+    rows = metrics_table(summary)
+    if rows:
+        lines += [
+            f"| metric{f'@{k}' if k else ''} | challenger | champion | difference | 95% interval |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for r in rows:
+            ci = f"{fmt(r['ci_low'])} to {fmt(r['ci_high'])}" if r["ci_low"] is not None else "–"
+            lines.append(
+                f"| {r['metric']} | {fmt(r['challenger'])} | {fmt(r['champion'])} | "
+                f"{fmt(r['difference'])} | {ci} |"
+            )
+        lines.append("")
+    flagged = [s for s in summary.get("drift") or [] if s.get("flagged")]
+    if flagged:
+        lines.append(
+            "**Drift flagged:** "
+            + "; ".join(f"{s['name']} = {fmt(s['value'])} ({s['rule']})" for s in flagged)
+        )
+    elif summary.get("drift") is not None:
+        lines.append("No drift signal flagged.")
+    return "\n".join(lines).rstrip() + "\n"

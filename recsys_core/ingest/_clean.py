@@ -1,0 +1,272 @@
+"""Clean: raw partitions -> clean events/items, quarantine and a manifest whose counts reconcile.
+
+For each date ``clean_days`` writes (atomically, manifest last so that it marks completion)
+
+* ``clean/events/date=D`` in :data:`~recsys_core.schema.CLEAN_EVENTS_SCHEMA`, sorted by
+  (timestamp, user_id, item_id, event_type, event_id). ``event_id`` is the source's, or
+  ``<source_file>#<source_row>`` where the source gave none;
+* ``clean/items/date=D`` in :data:`~recsys_core.schema.CLEAN_ITEMS_SCHEMA` (if D has an item drop);
+* ``quarantine/date=D``: every invalid row, in :data:`QUARANTINE_SCHEMA` (always written, maybe
+  empty, so that a re-run replaces an earlier one);
+* ``manifests/date=D.json``: ``ingested == clean + duplicates + quarantined`` for events and items,
+  reason counts, source files and the clean config.
+
+Many dates are processed in one vectorised pass; the outputs of a date do not depend on which
+other dates share the pass. Near duplicates across midnight are caught by chaining each date
+after the previous one: in the same pass, or from the previous date's clean partition on disk —
+so clean dates in increasing order (a re-clean of D does not revisit D + 1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import polars as pl
+
+from recsys_core.config import CleanConfig
+from recsys_core.ingest._errors import MissingPartitionError
+from recsys_core.ingest._events import mark_duplicates, validate_events
+from recsys_core.ingest._items import clean_items_frame, items_output, validate_items
+from recsys_core.ingest._load import read_dated_parquet
+from recsys_core.io import Warehouse, atomic_write_json, atomic_write_parquet
+from recsys_core.schema import (
+    CLEAN_EVENTS_SCHEMA,
+    EVENT_OPTIONAL,
+    EVENT_REQUIRED,
+    ITEM_OPTIONAL,
+    ITEM_REQUIRED,
+    SOURCE_FILE,
+    SOURCE_ROW,
+)
+
+__all__ = ["QUARANTINE_SCHEMA", "clean", "clean_days"]
+
+_EVENT_COLS = EVENT_REQUIRED + EVENT_OPTIONAL
+_ITEM_COLS = ITEM_REQUIRED + ITEM_OPTIONAL
+_TEXT_COLS = tuple(dict.fromkeys(_EVENT_COLS + _ITEM_COLS))
+
+#: Quarantined rows: the kind ("events"/"items"), the original strings, lineage and the reason.
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "kind": pl.String(),
+    **{c: pl.String() for c in _TEXT_COLS},
+    SOURCE_FILE: pl.String(),
+    SOURCE_ROW: pl.Int64(),
+    "date": pl.Date(),
+    "reason_category": pl.String(),
+    "reason": pl.String(),
+}
+
+
+def _raw_schema(cols: tuple[str, ...]) -> dict[str, pl.DataType]:
+    return {**{c: pl.String() for c in cols}, SOURCE_FILE: pl.String(), SOURCE_ROW: pl.Int64()}
+
+
+def clean(warehouse: Warehouse, day: dt.date, config: CleanConfig | None = None) -> dict[str, Any]:
+    """Clean one date; returns its manifest (see :func:`clean_days`)."""
+    return clean_days(warehouse, [day], config)[0]
+
+
+def clean_days(
+    warehouse: Warehouse, days: Iterable[dt.date], config: CleanConfig | None = None
+) -> list[dict[str, Any]]:
+    """Clean every date in ``days`` in one pass; returns their manifests in date order.
+
+    Raises :class:`MissingPartitionError` naming the raw path if a date has neither a raw events
+    nor a raw items partition (run ``ingest`` first).
+    """
+    config = config or CleanConfig()
+    days = sorted(set(days))
+    ev_files = {d: warehouse.raw("events", d) for d in days if warehouse.raw("events", d).is_file()}
+    it_files = {d: warehouse.raw("items", d) for d in days if warehouse.raw("items", d).is_file()}
+    for d in days:
+        if d not in ev_files and d not in it_files:
+            raise MissingPartitionError(
+                f"{warehouse.raw('events', d)} does not exist (nor a raw items partition for "
+                f"{d}); ingest the landing partition for {d} before cleaning it"
+            )
+    order = ["_date", SOURCE_FILE, SOURCE_ROW]
+    raw_ev = read_dated_parquet(ev_files, _raw_schema(_EVENT_COLS), "_date").sort(order)
+    raw_it = read_dated_parquet(it_files, _raw_schema(_ITEM_COLS), "_date").sort(order)
+
+    ev = validate_events(raw_ev, config)
+    good_ev = mark_duplicates(
+        ev.filter(pl.col("reason_category").is_null()),
+        _anchors(warehouse, days, config.dedupe_window_seconds),
+        config.dedupe_window_seconds,
+    )
+    it = validate_items(raw_it, config)
+    good_it = clean_items_frame(it.filter(pl.col("reason_category").is_null()))
+    bad = pl.concat(
+        [
+            _quarantine_rows(ev.filter(pl.col("reason_category").is_not_null()), "events"),
+            _quarantine_rows(it.filter(pl.col("reason_category").is_not_null()), "items"),
+        ]
+    )
+    clean_ev = _events_output(good_ev)
+    clean_it = items_output(good_it)
+
+    ev_by_day = _split(clean_ev, "date")
+    it_by_day = _split(clean_it, "date")
+    q_by_day = _split(bad, "date")
+    stats = _stats(raw_ev, raw_it, good_ev, good_it, bad)
+    manifests = []
+    for d in days:
+        atomic_write_parquet(
+            ev_by_day.get(d, clean_ev.clear()).rechunk(), warehouse.clean("events", d)
+        )
+        if d in it_files:
+            atomic_write_parquet(
+                it_by_day.get(d, clean_it.clear()).rechunk(), warehouse.clean("items", d)
+            )
+        atomic_write_parquet(q_by_day.get(d, bad.clear()).rechunk(), warehouse.quarantine(d))
+        manifest = _manifest(d, stats, config)
+        atomic_write_json(warehouse.manifest(d), manifest)
+        manifests.append(manifest)
+    return manifests
+
+
+def _split(df: pl.DataFrame, col: str) -> dict[dt.date, pl.DataFrame]:
+    return {
+        key[0]: part
+        for key, part in df.partition_by(col, as_dict=True, maintain_order=True).items()
+    }
+
+
+def _events_output(good: pl.DataFrame) -> pl.DataFrame:
+    event_id = pl.coalesce(
+        pl.col("_eid"),
+        pl.concat_str([pl.col(SOURCE_FILE), pl.lit("#"), pl.col(SOURCE_ROW).cast(pl.String)]),
+    )
+    return (
+        good.filter(pl.col("_status") == "clean")
+        .select(
+            event_id.alias("event_id"),
+            pl.col("_uid").alias("user_id"),
+            pl.col("_iid").alias("item_id"),
+            pl.col("_et").alias("event_type"),
+            pl.from_epoch(pl.col("_ts"), time_unit="us")
+            .dt.replace_time_zone("UTC")
+            .alias("timestamp"),
+            pl.col("_val").alias("value"),
+            pl.col("_date").alias("date"),
+            pl.col(SOURCE_FILE),
+            pl.col(SOURCE_ROW),
+        )
+        .cast(CLEAN_EVENTS_SCHEMA)  # type: ignore[arg-type]
+        .sort(["timestamp", "user_id", "item_id", "event_type", "event_id"])
+    )
+
+
+def _quarantine_rows(bad: pl.DataFrame, kind: str) -> pl.DataFrame:
+    return bad.select(
+        [
+            pl.lit(kind).alias("kind"),
+            *[
+                pl.col(c) if c in bad.columns else pl.lit(None, pl.String).alias(c)
+                for c in _TEXT_COLS
+            ],
+            pl.col(SOURCE_FILE),
+            pl.col(SOURCE_ROW),
+            pl.col("_date").alias("date"),
+            pl.col("reason_category"),
+            pl.col("reason"),
+        ]
+    ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+
+
+def _anchors(warehouse: Warehouse, days: list[dt.date], window_seconds: int) -> pl.DataFrame | None:
+    """Last clean event of each (user, item, type) on the on-disk dates that precede a batch date
+    by at most the dedupe window and are not themselves in the batch."""
+    if window_seconds <= 0:
+        return None
+    lookback = math.ceil(window_seconds / 86400)
+    batch = set(days)
+    before = {d - dt.timedelta(days=k) for d in days for k in range(1, lookback + 1)} - batch
+    files = {
+        d: warehouse.clean("events", d) for d in before if warehouse.clean("events", d).is_file()
+    }
+    if not files:
+        return None
+    prev = read_dated_parquet(files, CLEAN_EVENTS_SCHEMA)
+    return (
+        prev.group_by("date", "user_id", "item_id", "event_type")
+        .agg(pl.col("timestamp").max().dt.epoch("us").alias("_ts"))
+        .select(
+            pl.col("user_id").alias("_uid"),
+            pl.col("item_id").alias("_iid"),
+            pl.col("event_type").alias("_et"),
+            "_ts",
+        )
+    )
+
+
+def _count(df: pl.DataFrame, *by: str) -> dict[tuple[Any, ...], int]:
+    if df.height == 0:
+        return {}
+    return {tuple(r[:-1]): r[-1] for r in df.group_by(*by).len().iter_rows()}
+
+
+def _nested(counts: dict[tuple[Any, ...], int]) -> dict[Any, dict[Any, int]]:
+    out: dict[Any, dict[Any, int]] = {}
+    for (outer, inner), n in counts.items():
+        out.setdefault(outer, {})[inner] = n
+    return out
+
+
+def _stats(
+    raw_ev: pl.DataFrame,
+    raw_it: pl.DataFrame,
+    good_ev: pl.DataFrame,
+    good_it: pl.DataFrame,
+    bad: pl.DataFrame,
+) -> dict[str, Any]:
+    files = pl.concat([raw_ev.select("_date", SOURCE_FILE), raw_it.select("_date", SOURCE_FILE)])
+    return {
+        "raw_events": _count(raw_ev, "_date"),
+        "raw_items": _count(raw_it, "_date"),
+        "events": _count(good_ev, "_date", "_status"),
+        "items": _count(good_it, "_date", "_status"),
+        "quarantined": _count(bad, "date", "kind"),
+        "reasons": _nested(_count(bad, "date", "reason_category")),
+        "files": {
+            d: sorted(set(f))
+            for d, f in files.group_by("_date").agg(pl.col(SOURCE_FILE).unique()).iter_rows()
+        },
+    }
+
+
+def _manifest(day: dt.date, stats: dict[str, Any], config: CleanConfig) -> dict[str, Any]:
+    ev, it, q = stats["events"], stats["items"], stats["quarantined"]
+    exact, near = ev.get((day, "exact"), 0), ev.get((day, "near"), 0)
+    blocks = {
+        "events": {
+            "ingested": stats["raw_events"].get((day,), 0),
+            "clean": ev.get((day, "clean"), 0),
+            "duplicates": exact + near,
+            "quarantined": q.get((day, "events"), 0),
+        },
+        "items": {
+            "ingested": stats["raw_items"].get((day,), 0),
+            "clean": it.get((day, "clean"), 0),
+            "duplicates": it.get((day, "duplicate"), 0),
+            "quarantined": q.get((day, "items"), 0),
+        },
+    }
+    for kind, b in blocks.items():
+        if b["ingested"] != b["clean"] + b["duplicates"] + b["quarantined"]:
+            raise RuntimeError(
+                f"clean {day}: {kind} counts do not reconcile: ingested {b['ingested']} != clean "
+                f"{b['clean']} + duplicates {b['duplicates']} + quarantined {b['quarantined']}"
+            )
+    reasons = stats["reasons"].get(day, {})
+    return {
+        "date": day.isoformat(),
+        **blocks,
+        "duplicate_kinds": {"events_exact": exact, "events_near": near},
+        "reasons": dict(sorted(reasons.items())),
+        "source_files": stats["files"].get(day, []),
+        "clean_config": config.model_dump(mode="json"),
+    }

@@ -1,0 +1,143 @@
+"""Vectorised parsing and checks shared by event and item cleaning (polars expressions only).
+
+Timestamps (:func:`timestamp_us`) are accepted as
+
+* Unix seconds, integer or decimal (``1767225600``, ``1767225600.25``), exact to the microsecond;
+* ISO 8601 date-times ``YYYY-MM-DD[T| ]HH:MM[:SS[.ffffff]][Z|±HH[:MM]]`` (no offset = UTC), or a
+  bare date ``YYYY-MM-DD`` (midnight UTC).
+
+Everything else (``"yesterday"``, ``2026-13-40``, a milliseconds epoch) parses to null.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+__all__ = [
+    "Check",
+    "apply_checks",
+    "id_checks",
+    "quoted",
+    "timestamp_us",
+    "us_to_iso",
+]
+
+#: Latest accepted Unix second (9999-12-31T23:59:59Z); larger numbers are not seconds.
+MAX_UNIX_SECONDS = 253_402_300_799
+_UNIX_RE = r"^([+-]?)(\d+)(?:\.(\d*))?$"
+_ISO_RE = (
+    r"^(\d{4}-\d{2}-\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?"
+    r"\s*(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?$"
+)
+
+
+def _frac_us(frac: pl.Expr) -> pl.Expr:
+    """Fraction-of-second digits ("25", "123456789") as whole microseconds (truncated)."""
+    return frac.fill_null("").str.pad_end(6, "0").str.slice(0, 6).cast(pl.Int64)
+
+
+def timestamp_us(s: pl.Expr) -> pl.Expr:
+    """Microseconds since the Unix epoch (UTC) of a string column; null if not parseable."""
+    s = s.str.strip_chars()
+    u = s.str.extract_groups(_UNIX_RE)
+    whole = u.struct.field("2").cast(pl.Int64, strict=False)
+    sign = pl.when(u.struct.field("1") == "-").then(-1).otherwise(1)
+    unix = (
+        pl.when(whole <= MAX_UNIX_SECONDS)
+        .then(sign * (whole * 1_000_000 + _frac_us(u.struct.field("3"))))
+        .otherwise(None)
+    )
+    g = s.str.extract_groups(_ISO_RE)
+    naive = pl.concat_str(
+        [
+            g.struct.field("1"),
+            pl.lit(" "),
+            g.struct.field("2").fill_null("00"),
+            pl.lit(":"),
+            g.struct.field("3").fill_null("00"),
+            pl.lit(":"),
+            g.struct.field("4").fill_null("00"),
+        ]
+    ).str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", strict=False)
+    offset_min = pl.when(g.struct.field("7").is_not_null()).then(
+        pl.when(g.struct.field("7") == "-").then(-1).otherwise(1)
+        * (
+            g.struct.field("8").cast(pl.Int64) * 60
+            + g.struct.field("9").fill_null("0").cast(pl.Int64)
+        )
+    )
+    iso = (
+        naive.dt.epoch("us") + _frac_us(g.struct.field("5")) - offset_min.fill_null(0) * 60_000_000
+    )
+    return pl.coalesce(unix, iso)
+
+
+def us_to_iso(us: pl.Expr) -> pl.Expr:
+    """Microseconds since the epoch as ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``."""
+    return pl.from_epoch(us, time_unit="us").dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ")
+
+
+def quoted(col: pl.Expr, limit: int = 60) -> pl.Expr:
+    """A value for a message: quoted, control characters shown as '?', cut at ``limit`` chars."""
+    text = col.str.replace_all(r"\p{Cc}", "?")
+    cut = pl.when(text.str.len_chars() > limit).then(
+        pl.concat_str([text.str.slice(0, limit), pl.lit("...")])
+    )
+    return pl.concat_str([pl.lit("'"), cut.otherwise(text), pl.lit("'")])
+
+
+@dataclass(frozen=True)
+class Check:
+    """One validation rule: rows where ``failed`` is true get ``category`` and ``message``."""
+
+    category: str
+    failed: pl.Expr
+    message: pl.Expr
+
+
+def id_checks(name: str, col: pl.Expr, max_len: int, prefix: str = "") -> list[Check]:
+    """Checks of a stripped id column: present, not too long, no control characters."""
+    return [
+        Check(f"{prefix}missing_{name}", col.is_null() | (col == ""), pl.lit(f"{name} is missing")),
+        Check(
+            f"{prefix}bad_{name}",
+            col.str.len_chars() > max_len,
+            pl.format(
+                "{} is {} characters long, more than max_id_length {}",
+                pl.lit(name),
+                col.str.len_chars(),
+                pl.lit(max_len),
+            ),
+        ),
+        Check(
+            f"{prefix}bad_{name}",
+            col.str.contains(r"\p{Cc}"),
+            pl.concat_str(
+                [pl.lit(f"{name} "), quoted(col), pl.lit(" contains control characters")]
+            ),
+        ),
+    ]
+
+
+def apply_checks(df: pl.DataFrame, checks: list[Check]) -> pl.DataFrame:
+    """Add ``reason_category`` (first failed check) and ``reason`` (every failed message, "; ")."""
+    fails = [c.failed.fill_null(False) for c in checks]
+    return df.with_columns(
+        pl.coalesce(
+            [pl.when(f).then(pl.lit(c.category)) for f, c in zip(fails, checks, strict=True)]
+        )
+        .cast(pl.String)
+        .alias("reason_category"),
+        pl.concat_str(
+            [pl.when(f).then(c.message) for f, c in zip(fails, checks, strict=True)],
+            separator="; ",
+            ignore_nulls=True,
+        ).alias("reason"),
+    ).with_columns(
+        pl.when(pl.col("reason_category").is_null())
+        .then(None)
+        .otherwise(pl.col("reason"))
+        .alias("reason")
+    )

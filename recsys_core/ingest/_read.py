@@ -1,0 +1,313 @@
+"""Reading landing partitions into all-string frames with row lineage.
+
+A landing partition is a folder ``<landing>/<kind>/date=YYYY-MM-DD/`` holding any number of
+``*.csv``, ``*.jsonl`` / ``*.ndjson``, ``*.json`` and ``*.parquet`` files. Files whose name starts
+with ``.`` or ``_`` (temporaries, ``_SUCCESS`` markers) are skipped; any other extension is an
+error, so a misnamed drop is never silently ignored.
+
+Every value is read as a string exactly as the source wrote it ("007" stays "007", a JSON ``5.0``
+stays "5.0"); typing and validation happen in :func:`recsys_core.ingest.clean`. Header names are
+stripped and lower-cased. The result has the kind's required and optional columns (missing optional
+ones as null), then ``_source_file`` (path relative to the landing root, with ``/``) and
+``_source_row`` (1-based record number in the file: for CSV the data record, counting a quoted
+multi-line field as one record; for JSON lines the line number).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from recsys_core.ingest._errors import (
+    LandingReadError,
+    LandingSchemaError,
+    LandingWarning,
+    MissingPartitionError,
+)
+from recsys_core.schema import (
+    EVENT_OPTIONAL,
+    EVENT_REQUIRED,
+    ITEM_OPTIONAL,
+    ITEM_REQUIRED,
+    SOURCE_FILE,
+    SOURCE_ROW,
+)
+
+__all__ = [
+    "DATA_EXTENSIONS",
+    "KINDS",
+    "landing_columns",
+    "landing_dates",
+    "partition_dir",
+    "partition_files",
+    "read_landing_partition",
+]
+
+Kind = Literal["events", "items"]
+KINDS: tuple[str, ...] = ("events", "items")
+DATA_EXTENSIONS: tuple[str, ...] = (".csv", ".jsonl", ".ndjson", ".json", ".parquet")
+_COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "events": (EVENT_REQUIRED, EVENT_OPTIONAL),
+    "items": (ITEM_REQUIRED, ITEM_OPTIONAL),
+}
+_DATE_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+
+
+def landing_columns(kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(required, optional)`` column names of ``kind`` ("events" or "items")."""
+    if kind not in _COLUMNS:
+        raise ValueError(f"kind {kind!r} is not one of {list(KINDS)}")
+    return _COLUMNS[kind]
+
+
+def partition_dir(landing: Path, kind: str, day: dt.date) -> Path:
+    """``<landing>/<kind>/date=YYYY-MM-DD``."""
+    landing_columns(kind)
+    return Path(landing) / kind / f"date={day.isoformat()}"
+
+
+def partition_files(directory: Path) -> list[Path]:
+    """Data files of one partition folder, sorted by name; hidden and ``_`` files skipped."""
+    if not directory.is_dir():
+        return []
+    return sorted(
+        p for p in directory.iterdir() if p.is_file() and not p.name.startswith((".", "_"))
+    )
+
+
+def landing_dates(landing: Path, kind: str, *, until: dt.date | None = None) -> list[dt.date]:
+    """Sorted dates of ``kind``'s partitions that hold at least one data file.
+
+    With ``until``, folders dated later are not even listed (a run never looks at the future).
+    A folder with only hidden/underscore files (a drop still being written) does not count.
+    """
+    root = Path(landing) / kind
+    landing_columns(kind)
+    if not root.is_dir():
+        return []
+    out = []
+    for child in root.iterdir():
+        m = _DATE_DIR.match(child.name)
+        if not m or not child.is_dir():
+            continue
+        try:
+            day = dt.date.fromisoformat(m.group(1))
+        except ValueError:
+            continue
+        if until is not None and day > until:
+            continue
+        if partition_files(child):
+            out.append(day)
+    return sorted(out)
+
+
+def read_landing_partition(landing: Path, kind: Kind, day: dt.date) -> pl.DataFrame:
+    """Every data file of one partition as all-string columns plus lineage (see module doc).
+
+    Raises :class:`MissingPartitionError` if the folder has no data file,
+    :class:`LandingSchemaError` for a missing required column and :class:`LandingReadError` for a
+    file that cannot be parsed. Extra columns are dropped with a :class:`LandingWarning`.
+    """
+    df, notes = read_partition_with_notes(landing, kind, day)
+    for note in notes:
+        warnings.warn(note, LandingWarning, stacklevel=2)
+    return df
+
+
+def read_partition_with_notes(
+    landing: Path, kind: str, day: dt.date
+) -> tuple[pl.DataFrame, list[str]]:
+    """:func:`read_landing_partition` returning its warnings as strings instead of emitting them."""
+    landing = Path(landing)
+    directory = partition_dir(landing, kind, day)
+    files = partition_files(directory)
+    if not files:
+        raise MissingPartitionError(
+            f"landing partition {directory} is missing (or has no data file); expected files "
+            f"{'/'.join('*' + e for e in DATA_EXTENSIONS)} under it"
+        )
+    frames, notes = [], []
+    for path in files:
+        df, note = read_landing_file(path, kind, landing)
+        frames.append(df)
+        if note:
+            notes.append(note)
+    return pl.concat(frames, how="vertical"), notes
+
+
+def read_landing_file(path: Path, kind: str, landing: Path) -> tuple[pl.DataFrame, str | None]:
+    """One landing file conformed to ``kind``'s columns; also a note naming dropped columns."""
+    required, optional = landing_columns(kind)
+    try:
+        rel = path.relative_to(landing).as_posix()
+    except ValueError:
+        rel = path.as_posix()
+    ext = path.suffix.lower()
+    if ext not in DATA_EXTENSIONS:
+        raise LandingReadError(
+            f"{rel}: unknown file extension {path.suffix!r}; expected one of "
+            f"{list(DATA_EXTENSIONS)} (or prefix the name with '_' to make readers skip it)"
+        )
+    rows: list[int] | None = None
+    if path.stat().st_size == 0:
+        raw = pl.DataFrame()
+    elif ext == ".csv":
+        raw = _read_csv(path, rel)
+    elif ext == ".parquet":
+        raw = _read_parquet(path, rel)
+    else:
+        raw, rows = _read_json(path, rel)
+    raw = _normalise_names(raw, rel, required + optional)
+    return _conform(raw, rel, required, optional, rows)
+
+
+def _normalise_names(df: pl.DataFrame, rel: str, expected: tuple[str, ...]) -> pl.DataFrame:
+    names = [c.lstrip("\ufeff").strip().lower() for c in df.columns]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise LandingSchemaError(
+                f"{rel}: column {name!r} appears twice (after stripping and lower-casing); "
+                f"found columns {df.columns}, expected {list(expected)}"
+            )
+        seen.add(name)
+    return df.rename(dict(zip(df.columns, names, strict=True)))
+
+
+def _conform(
+    df: pl.DataFrame,
+    rel: str,
+    required: tuple[str, ...],
+    optional: tuple[str, ...],
+    rows: list[int] | None,
+) -> tuple[pl.DataFrame, str | None]:
+    if df.width == 0 and df.height == 0:  # empty file: no header, no rows
+        df = pl.DataFrame(schema={c: pl.String for c in required})
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise LandingSchemaError(
+            f"{rel}: missing required column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(c) for c in missing)}; found columns {df.columns}; expected "
+            f"{list(required)} (optional: {list(optional)})"
+        )
+    wanted = required + optional
+    extra = [c for c in df.columns if c not in wanted]
+    note = (
+        f"{rel}: dropped {len(extra)} extra column{'s' if len(extra) > 1 else ''} {extra} "
+        f"(kept {list(wanted)})"
+        if extra
+        else None
+    )
+    out = df.select(
+        [
+            pl.col(c).cast(pl.String) if c in df.columns else pl.lit(None, pl.String).alias(c)
+            for c in wanted
+        ]
+    )
+    row_numbers = (
+        pl.Series(SOURCE_ROW, rows, dtype=pl.Int64)
+        if rows is not None
+        else pl.Series(SOURCE_ROW, range(1, out.height + 1), dtype=pl.Int64)
+    )
+    return out.with_columns(pl.lit(rel, pl.String).alias(SOURCE_FILE), row_numbers), note
+
+
+def _read_csv(path: Path, rel: str) -> pl.DataFrame:
+    try:
+        df = pl.read_csv(path, infer_schema=False, encoding="utf8")
+    except Exception as exc:  # polars raises several error types for bad CSV
+        raise LandingReadError(f"{rel}: cannot parse as CSV ({type(exc).__name__}: {exc})") from exc
+    return df
+
+
+def _read_parquet(path: Path, rel: str) -> pl.DataFrame:
+    try:
+        df = pl.read_parquet(path)
+    except Exception as exc:
+        raise LandingReadError(
+            f"{rel}: cannot read as Parquet ({type(exc).__name__}: {exc})"
+        ) from exc
+    exprs = []
+    for name, dtype in df.schema.items():
+        col = pl.col(name)
+        if isinstance(dtype, pl.Datetime):
+            if dtype.time_zone is not None:
+                col = col.dt.convert_time_zone("UTC").dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ")
+            else:
+                col = col.dt.to_string("%Y-%m-%dT%H:%M:%S%.f")
+        elif dtype == pl.Date:
+            col = col.dt.to_string("%Y-%m-%d")
+        elif dtype.is_nested():
+            col = col.map_elements(
+                lambda v: json.dumps(_to_jsonable(v), ensure_ascii=False), return_dtype=pl.String
+            )
+        elif dtype == pl.Binary:
+            col = col.cast(pl.String, strict=False)
+        exprs.append(col.cast(pl.String).alias(name))
+    try:
+        return df.select(exprs)
+    except Exception as exc:
+        raise LandingReadError(
+            f"{rel}: cannot convert Parquet columns to text ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, pl.Series):
+        return value.to_list()
+    return value
+
+
+def _json_text(value: Any) -> str | None:
+    """A parsed JSON value as text; numbers arrive as their literal source text already."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _read_json(path: Path, rel: str) -> tuple[pl.DataFrame, list[int]]:
+    """JSON lines (one object per line) or one JSON array of objects; also each record's
+    line number (JSON lines) or 1-based position (array)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise LandingReadError(f"{rel}: not UTF-8 text ({exc})") from exc
+    loads = {"parse_float": str, "parse_int": str, "parse_constant": str}
+    records: list[tuple[int, Any]]
+    if text.lstrip().startswith("["):
+        try:
+            data = json.loads(text, **loads)
+        except json.JSONDecodeError as exc:
+            raise LandingReadError(f"{rel}: invalid JSON ({exc})") from exc
+        records = list(enumerate(data, start=1))
+    else:
+        records = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append((lineno, json.loads(line, **loads)))
+            except json.JSONDecodeError as exc:
+                raise LandingReadError(
+                    f"{rel} line {lineno}: invalid JSON ({exc.msg} at column {exc.colno}); "
+                    "expected one JSON object per line"
+                ) from exc
+    columns: dict[str, None] = {}
+    for n, rec in records:
+        if not isinstance(rec, dict):
+            raise LandingReadError(
+                f"{rel} record {n}: is a JSON {type(rec).__name__}, expected an object"
+            )
+        for key in rec:
+            columns.setdefault(key, None)
+    data = {key: [_json_text(rec.get(key)) for _, rec in records] for key in columns}
+    df = pl.DataFrame(data, schema={key: pl.String for key in columns}, height=len(records))
+    return df, [n for n, _ in records]

@@ -132,7 +132,7 @@ class Decision:
 
 
 def decide_promotion(
-    challenger_per_user: pl.DataFrame,
+    challenger_per_user: pl.DataFrame | None,
     champion_per_user: pl.DataFrame | None,
     *,
     metric: str,
@@ -143,10 +143,30 @@ def decide_promotion(
     """Promote the challenger unless its mean ``metric`` is below the champion's by > ``tolerance``.
 
     The first model (``champion_per_user`` None) is promoted. With no evaluated users the champion
-    is kept (nothing to compare on). See the module docstring for why this rule.
+    is kept (nothing to compare on). ``challenger_per_user`` None means there was no holdout to
+    evaluate on (the first nights): the challenger is promoted only if there is no champion.
+    See the module docstring for why this rule.
     """
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    if challenger_per_user is None:
+        first = champion_per_user is None
+        return Decision(
+            promote=first,
+            reason=(
+                "Promoted without a test: there is no champion yet and not enough history for a "
+                "holdout."
+                if first
+                else "Kept the champion: the challenger could not be evaluated (no holdout)."
+            ),
+            diff=None,
+            low=None,
+            high=None,
+            challenger_score=0.0,
+            champion_score=None,
+            metric=metric,
+            tolerance=tolerance,
+        )
     if metric not in challenger_per_user.columns:
         raise ValueError(
             f"challenger per-user frame has columns {challenger_per_user.columns}; no {metric!r}"

@@ -77,9 +77,11 @@ def evaluate(
 
     ``truth`` is ``user_id, item_id`` (+ optional ``relevance``), e.g. from
     :func:`~recsys_core.evaluation.holdout_truth`. Every truth user is evaluated (a user with no
-    recommendations scores 0), except — when ``train`` is given — users absent from it, who are
-    counted in the ``new_users`` segment together with the users of ``test`` absent from
-    ``train``. Recommendations of users outside the truth are ignored.
+    recommendations scores 0). When ``train`` is given the holdout rules of
+    :func:`~recsys_core.evaluation.holdout_truth` are (re)applied, so raw test events may be passed
+    as ``truth``: pairs seen in ``train`` are dropped, and users absent from ``train`` are not
+    evaluated but counted in the ``new_users`` segment (with the users of ``test``, if given,
+    absent from ``train``). Recommendations of users outside the truth are ignored.
 
     ``train`` enables novelty/ARP, the cold-item and heavy-user segments. ``n_items`` is the size of
     the catalog for coverage; by default the number of distinct items in ``train`` and ``recs``.
@@ -101,7 +103,9 @@ def evaluate(
             test_new = test.select("user_id").unique().join(train_users, on="user_id", how="anti")
             new = pl.concat([new, test_new]).unique()
         segments["new_users"] = {"n_users": new.height}
-        truth = truth.join(train_users, on="user_id", how="semi")
+        truth = truth.join(train_users, on="user_id", how="semi").join(
+            train.select("user_id", "item_id").unique(), on=["user_id", "item_id"], how="anti"
+        )
     users = truth.select("user_id").unique()
     recs = recs.filter(pl.col("rank") <= k).join(users, on="user_id", how="semi")
     per_user = ranking_metrics(recs, truth, k)

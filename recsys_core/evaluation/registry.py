@@ -210,6 +210,8 @@ class ModelRegistry:
             )
         return read_json(path)
 
+    get = entry
+
     def list(self) -> list[dict[str, Any]]:
         """Every entry, oldest first (by run date, then creation time, then id)."""
         entries = [self.entry(i) for i in self.ids()]

@@ -15,6 +15,7 @@ from recsys_core.reporting._history import (
     write_evaluation,
 )
 from recsys_core.reporting._report import build_report
+from recsys_core.reporting._summary import normalize_summary
 
 __all__ = [
     "RELATIVE_SIGNALS",
@@ -26,6 +27,7 @@ __all__ = [
     "markdown_summary",
     "metrics_history",
     "metrics_table",
+    "normalize_summary",
     "previous_stats",
     "recommendation_stats",
     "write_evaluation",

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from recsys_core.metrics import METRIC_NAMES
+from recsys_core.reporting._summary import normalize_summary
 
 __all__ = ["headline", "markdown_summary", "metrics_table"]
 
@@ -31,6 +32,7 @@ def _round(value: Any) -> Any:
 def metrics_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows ``metric, challenger, champion, difference, ci_low, ci_high`` (4 decimals, None if
     unknown): from ``summary["comparison"]`` when present, else from the two metrics dicts."""
+    summary = normalize_summary(summary)
     challenger = (summary.get("challenger") or {}).get("metrics") or {}
     champion = (summary.get("champion") or {}).get("metrics") or {}
     rows: list[dict[str, Any]] = []
@@ -68,16 +70,21 @@ def metrics_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def headline(summary: dict[str, Any]) -> tuple[bool, str, str]:
+    """(promoted?, one-line title, reason) of a normalised summary."""
     decision = summary.get("decision") or {}
+    note = f" Note: {summary['note']}." if summary.get("note") else ""
+    if not decision:
+        return False, "No promotion decision was recorded for this run", note.strip()
     promote = bool(decision.get("promote"))
     challenger = (summary.get("challenger") or {}).get("model_id") or "the challenger"
     champion = (summary.get("champion") or {}).get("model_id")
     title = f"Promoted {challenger}" if promote else f"Kept the champion {champion or ''}".rstrip()
-    return promote, title, str(decision.get("reason", ""))
+    return promote, title, str(decision.get("reason", "")) + note
 
 
 def markdown_summary(summary: dict[str, Any]) -> str:
     """A short Markdown digest (decision, metrics table, flagged drift) for a Prefect artifact."""
+    summary = normalize_summary(summary)
     _, title, reason = headline(summary)
     k = summary.get("k")
     lines = [f"## Run {summary['run_date']}: {title}", "", reason, ""]

@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from recsys_core.io import CorruptFileError, Warehouse, atomic_write_json, read_json
+from recsys_core.reporting._summary import normalize_summary
 
 __all__ = ["evaluation_record", "metrics_history", "previous_stats", "write_evaluation"]
 
@@ -21,6 +22,7 @@ RECORD_VERSION = 1
 
 def evaluation_record(summary: dict[str, Any]) -> dict[str, Any]:
     """The subset of a run ``summary`` (see ``build_report``) kept in ``metrics.json``."""
+    summary = normalize_summary(summary)
 
     def model(part: dict[str, Any] | None) -> dict[str, Any] | None:
         if not part:
@@ -66,7 +68,8 @@ def _records(warehouse: Warehouse, until: dt.date | None) -> list[dict[str, Any]
         except CorruptFileError:
             continue  # one damaged night must not break every later report
         if isinstance(rec, dict):
-            rec.setdefault("run_date", d.isoformat())
+            rec = normalize_summary(rec)
+            rec["run_date"] = d.isoformat()
             out.append(rec)
     return out
 

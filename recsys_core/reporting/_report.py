@@ -15,14 +15,20 @@ The run ``summary`` (a plain JSON-able dict the pipeline assembles) has this sha
                                                  # low, high, p_worse (table with intervals)
       "evaluation": EvalResult.to_dict(),        # challenger's coverage, novelty, segments
       "ingest_dates": ["2026-01-31"],            # manifests to show (default: [run_date])
+      "ingest_totals": {"ingested": int, ...},   # counts over every partition cleaned tonight
       "stats": {**data_stats(...), **recommendation_stats(...)},  # tonight's drift inputs
       "drift": drift_signals(...),               # default: computed from "stats" and the
       "drift_threshold": 0.25,                   #   previous run's metrics.json "stats"
       "tuning": {model_name: {"trials": [objective per call], "direction": "max" | "min",
-                              "plot": "path/to/convergence.png", "best_params": {...}}},
+                              "plot": "convergence.png", "trials_path": "trials.parquet",
+                              "best_params": {...}, "best_value": float}},
       "recommendations": "path/to/recs.parquet", # default: warehouse.recommendations(run_date)
       "timings": {step: seconds},
+      "note": "free text shown under the decision",
     }
+
+A trials Parquet file is read for the convergence plot when ``trials`` is absent: its first column
+among ``value``, ``objective``, ``score``, ``loss``, in row order.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from recsys_core.reporting._plots import (
     metrics_over_time_png,
     score_histogram_png,
 )
+from recsys_core.reporting._summary import normalize_summary
 
 __all__ = ["build_report", "metrics_history_from_summary"]
 
@@ -119,6 +126,11 @@ def _section_ingest(warehouse: Warehouse, summary: dict[str, Any], run_date: dt.
             parts.append(f"<p class=flag>{html.escape(str(exc))}</p>")
             continue
         parts.append(f"<p>Partition {d}:</p>" + _table(["count", "value"], _flatten(manifest)))
+    if summary.get("ingest_totals"):
+        parts.append(
+            "<p>Totals over the partitions cleaned tonight:</p>"
+            + _table(["count", "value"], _flatten(summary["ingest_totals"]))
+        )
     return "\n".join(parts)
 
 
@@ -180,8 +192,10 @@ def _section_segments(summary: dict[str, Any]) -> str:
 def build_report(warehouse: Warehouse, run_date: dt.date, *, summary: dict[str, Any]) -> Path:
     """Write ``<warehouse>/reports/run_date=D/report.html`` (self-contained, plots embedded).
 
-    ``summary`` is described in the module docstring. Returns the report's path.
+    ``summary`` is described in the module docstring (the pipeline's evaluate/finalize step
+    outputs are accepted too, see :func:`normalize_summary`). Returns the report's path.
     """
+    summary = normalize_summary(summary)
     run_date = (
         dt.date.fromisoformat(str(run_date)) if not isinstance(run_date, dt.date) else run_date
     )
@@ -319,24 +333,48 @@ def _params(params: Any) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
 
 
+_TRIAL_COLUMNS = ("value", "objective", "score", "loss")
+
+
+def _trial_values(t: dict[str, Any]) -> list[float] | None:
+    if t.get("trials"):
+        return [float(v) for v in t["trials"]]
+    path = t.get("trials_path")
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        frame = read_parquet(path)
+    except CorruptFileError:
+        return None
+    col = next((c for c in _TRIAL_COLUMNS if c in frame.columns), None)
+    return None if col is None else frame[col].cast(pl.Float64).drop_nulls().to_list()
+
+
 def _section_tuning(summary: dict[str, Any]) -> str:
+    """A model's own convergence PNG when there is one, else one plot drawn from the trials."""
     tuning = summary.get("tuning") or {}
     if not tuning:
         return ""
     parts = ["<h2>Hyperparameter tuning</h2>"]
-    trials = {name: t["trials"] for name, t in tuning.items() if t.get("trials")}
-    if trials:
-        direction = next(iter(tuning.values())).get("direction", "max")
-        parts.append(_img(convergence_png(trials, direction), "tuning convergence"))
+    to_draw: dict[str, list[float]] = {}
+    direction = "max"
     for name, t in tuning.items():
+        label = html.escape(name)
+        best = t.get("best_value")
+        text = f"<p><b>{label}</b>"
+        if best is not None:
+            text += f": best validation objective {fmt(best)}"
+        if t.get("best_params"):
+            text += f" with {html.escape(_params(t['best_params']))}"
+        parts.append(text + "</p>")
         plot = t.get("plot")
         if plot and Path(plot).is_file():
-            parts.append(
-                f"<p>{html.escape(name)}:</p>"
-                + _img(Path(plot).read_bytes(), f"{name} convergence")
-            )
-        if t.get("best_params"):
-            parts.append(
-                f"<p>{html.escape(name)} best parameters: {html.escape(_params(t['best_params']))}</p>"
-            )
+            parts.append(_img(Path(plot).read_bytes(), f"{name} convergence"))
+            continue
+        values = _trial_values(t)
+        if values:
+            to_draw[name] = values
+            direction = t.get("direction", direction)
+    if to_draw:
+        parts.append(_img(convergence_png(to_draw, direction), "tuning convergence"))
     return "\n".join(parts)

@@ -1,0 +1,145 @@
+"""The three deployments, and the two ways to run them: ``serve`` (one process) or a work pool.
+
+===============================  ========================  =====================================
+deployment                       schedule                  concurrency
+===============================  ========================  =====================================
+``recsys-nightly/nightly``       cron ``0 2 * * *`` UTC    1 run at a time, later ones queue
+``recsys-nightly/manual``        none (UI form / API)      1 run at a time, later ones queue
+``recsys-backfill/backfill``     none                      1 backfill at a time, later ones queue
+===============================  ========================  =====================================
+
+Why per-deployment limits: a backfill runs its dates as ``manual`` runs, one after the other, so
+at most one backfill date runs at any moment, and it never takes the scheduled nightly's slot (the
+nightly deployment has its own limit). Runs beyond a limit wait in ``AwaitingConcurrencySlot``
+(enforced by the server when a run becomes Pending, so it holds for ``serve`` and for workers).
+Two runs for the same date (the nightly and a manual run, say) are kept apart by the pipeline's
+per-date lock: the second fails at once naming the lock file and its holder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import RunnerDeployment
+from prefect.schedules import Cron
+from prefect.types.entrypoint import EntrypointType
+
+__all__ = ["NIGHTLY_CRON", "build_deployments", "deploy_all", "serve_all"]
+
+NIGHTLY_CRON = "0 2 * * *"
+MIN_SERVE_LIMIT = 3
+"""A backfill holds one slot while its child runs in another; the scheduled nightly needs a third."""
+
+
+def _queue(limit: int) -> ConcurrencyLimitConfig:
+    return ConcurrencyLimitConfig(limit=limit, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+
+
+def _defaults(
+    config_path: str | Path | None, landing: str | Path | None, warehouse: str | Path | None
+) -> dict[str, Any]:
+    """Default parameters of every deployment: absolute paths (runs may start in another cwd)."""
+    given = {"config_path": config_path, "landing": landing, "warehouse": warehouse}
+    return {key: str(Path(value).resolve()) for key, value in given.items() if value is not None}
+
+
+def build_deployments(
+    config_path: str | Path | None = None,
+    landing: str | Path | None = None,
+    warehouse: str | Path | None = None,
+    cron: str = NIGHTLY_CRON,
+    timezone: str = "UTC",
+    tags: Sequence[str] = ("recsys",),
+) -> list[RunnerDeployment]:
+    """``[nightly, manual, backfill]`` as Prefect runner deployments (nothing is sent to the API).
+
+    ``config_path``, ``landing`` and ``warehouse`` become default parameters of all three; a
+    manual run or a backfill can still override them. The nightly deployment passes no
+    ``run_date``, so each scheduled run processes the previous day (UTC).
+    """
+    from deployments._backfill import backfill_via_deployments
+    from flows.nightly import nightly
+
+    params = _defaults(config_path, landing, warehouse)
+    common: dict[str, Any] = {
+        "parameters": params,
+        "tags": list(tags),
+        "enforce_parameter_schema": True,
+        "entrypoint_type": EntrypointType.MODULE_PATH,
+    }
+    return [
+        nightly.to_deployment(
+            "nightly",
+            schedules=[Cron(cron, timezone=timezone)],
+            concurrency_limit=_queue(1),
+            description=f"The nightly pipeline for the previous day, on cron {cron!r} ({timezone}).",
+            **common,
+        ),
+        nightly.to_deployment(
+            "manual",
+            concurrency_limit=_queue(1),
+            description="One run of the nightly pipeline with chosen parameters (run date, force, "
+            "K, models, tuning budget). Backfills run their dates here.",
+            **common,
+        ),
+        backfill_via_deployments.to_deployment(
+            "backfill",
+            concurrency_limit=_queue(1),
+            description="Every date in [start, end] as a recsys-nightly/manual run, in order; "
+            "complete dates are skipped unless force; resubmitting never runs a date twice.",
+            **common,
+        ),
+    ]
+
+
+def serve_all(
+    config_path: str | Path | None = None,
+    landing: str | Path | None = None,
+    warehouse: str | Path | None = None,
+    cron: str = NIGHTLY_CRON,
+    limit: int | None = None,
+) -> None:
+    """Register the three deployments and run them from this process until interrupted.
+
+    Needs ``PREFECT_API_URL`` pointing at a Prefect server (``make server``) for the schedule and
+    the UI; ``limit`` caps concurrent runs in this process (at least 3, or None for no cap).
+    """
+    if limit is not None and limit < MIN_SERVE_LIMIT:
+        raise ValueError(
+            f"serve limit {limit} is too small: a backfill holds one run slot while its child "
+            f"date runs in another, and the nightly schedule needs a third; use >= "
+            f"{MIN_SERVE_LIMIT} or no limit"
+        )
+    from prefect import serve
+
+    from flows.runtime import configure_environment
+
+    configure_environment()
+    serve(*build_deployments(config_path, landing, warehouse, cron=cron), limit=limit)
+
+
+def deploy_all(
+    work_pool_name: str,
+    config_path: str | Path | None = None,
+    landing: str | Path | None = None,
+    warehouse: str | Path | None = None,
+    cron: str = NIGHTLY_CRON,
+) -> list[UUID]:
+    """Register the three deployments on a work pool (``prefect worker start --pool NAME`` runs them).
+
+    The entrypoints are module paths (``flows.nightly.nightly``), so a *process* worker needs this
+    project importable: install it (``pip install -e .``) or start the worker from the repository
+    root. Container pools need an image with the project installed (see ``deployments/README.md``).
+    """
+    from prefect import deploy
+
+    return deploy(
+        *build_deployments(config_path, landing, warehouse, cron=cron),
+        work_pool_name=work_pool_name,
+        print_next_steps_message=False,
+        ignore_warnings=True,
+    )

@@ -1,0 +1,224 @@
+"""The deployments: names, schedule, typed parameter forms, concurrency, and idempotent backfills.
+
+Deployment objects are built without an API; the idempotency and schema-enforcement checks
+register the manual deployment on the session's Prefect test harness (no runner: the runs created
+there stay Scheduled, which is all these checks need).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from deployments import (
+    CHILD_DEPLOYMENT,
+    NIGHTLY_CRON,
+    backfill_via_deployments,
+    build_deployments,
+    child_parameters,
+    idempotency_key,
+    serve_all,
+    submit_child,
+)
+
+DAY = dt.date(2026, 1, 8)
+
+
+@pytest.fixture(scope="module")
+def deployments_by_name(tmp_path_factory):
+    root = tmp_path_factory.mktemp("deploy")
+    built = build_deployments(root / "recsys.toml", root / "landing", root / "warehouse")
+    return {f"{d.flow_name}/{d.name}": d for d in built}, root
+
+
+def test_three_deployments_with_one_schedule_and_queueing_limits(deployments_by_name):
+    deps, _ = deployments_by_name
+    assert sorted(deps) == [
+        "recsys-backfill/backfill",
+        "recsys-nightly/manual",
+        "recsys-nightly/nightly",
+    ]
+
+    nightly = deps["recsys-nightly/nightly"]
+    (schedule,) = nightly.schedules
+    assert schedule.schedule.cron == NIGHTLY_CRON == "0 2 * * *"
+    assert schedule.schedule.timezone == "UTC"
+    assert schedule.active
+    assert "run_date" not in nightly.parameters  # None: the flow takes the previous day
+    assert deps["recsys-nightly/manual"].schedules == []
+    assert deps["recsys-backfill/backfill"].schedules == []
+
+    for dep in deps.values():
+        assert dep.concurrency_limit == 1
+        assert dep.concurrency_options.collision_strategy.value == "ENQUEUE"
+        assert dep.enforce_parameter_schema
+        assert dep.tags == ["recsys"]
+    # module entrypoints: a process worker imports them (no file-path guessing)
+    assert nightly.entrypoint == "flows.nightly.nightly"
+    assert (
+        deps["recsys-backfill/backfill"].entrypoint
+        == "deployments._backfill.backfill_via_deployments"
+    )
+
+
+def test_cron_and_timezone_are_configurable(tmp_path):
+    nightly = build_deployments(cron="30 4 * * *", timezone="Europe/Paris")[0]
+    cron = nightly.schedules[0].schedule
+    assert (cron.cron, cron.timezone) == ("30 4 * * *", "Europe/Paris")
+    assert nightly.parameters == {}
+
+
+def test_paths_become_absolute_default_parameters(deployments_by_name, monkeypatch, tmp_path):
+    deps, root = deployments_by_name
+    for dep in deps.values():
+        assert dep.parameters == {
+            "config_path": str(root / "recsys.toml"),
+            "landing": str(root / "landing"),
+            "warehouse": str(root / "warehouse"),
+        }
+    monkeypatch.chdir(tmp_path)
+    relative = build_deployments(landing="land", warehouse="wh")[1]
+    assert relative.parameters == {
+        "landing": str(tmp_path / "land"),
+        "warehouse": str(tmp_path / "wh"),
+    }
+
+
+def test_manual_parameters_render_as_a_typed_form(deployments_by_name):
+    deps, _ = deployments_by_name
+    schema = deps["recsys-nightly/manual"]._parameter_openapi_schema.model_dump()
+    props = schema["properties"]
+    assert list(props)[:5] == ["run_date", "force", "k", "models", "tune_calls"]
+    assert {"format": "date", "type": "string"} in props["run_date"]["anyOf"]
+    assert props["force"]["type"] == "boolean" and props["force"]["default"] is False
+    assert {"type": "integer"} in props["k"]["anyOf"]
+    assert {"items": {"type": "string"}, "type": "array"} in props["models"]["anyOf"]
+    assert {"type": "integer"} in props["tune_calls"]["anyOf"]
+    assert schema["required"] == []
+
+    backfill = deps["recsys-backfill/backfill"]._parameter_openapi_schema.model_dump()
+    assert backfill["required"] == ["start", "end"]
+    assert backfill["properties"]["start"] == {
+        "format": "date", "position": 0, "title": "start", "type": "string"
+    }  # fmt: skip
+
+
+def test_serve_rejects_a_limit_that_would_deadlock_a_backfill():
+    with pytest.raises(ValueError, match="serve limit 2 is too small"):
+        serve_all(limit=2)
+
+
+def test_child_parameters_are_json_and_leave_unset_values_to_the_deployment():
+    params = child_parameters(DAY, k=5, models=["ease"], warehouse="/w")
+    assert params == {
+        "run_date": "2026-01-08",
+        "force": False,
+        "k": 5,
+        "models": ["ease"],
+        "warehouse": "/w",
+    }
+
+
+def test_idempotency_key_is_per_deployment_date_and_parameters():
+    params = child_parameters(DAY, k=5)
+    key = idempotency_key(CHILD_DEPLOYMENT, DAY, params)
+    assert key == idempotency_key(CHILD_DEPLOYMENT, DAY, dict(reversed(list(params.items()))))
+    assert key.startswith("recsys-nightly/manual|2026-01-08|")
+    other_day = DAY + dt.timedelta(days=1)
+    assert idempotency_key(CHILD_DEPLOYMENT, other_day, child_parameters(other_day, k=5)) != key
+    assert idempotency_key(CHILD_DEPLOYMENT, DAY, child_parameters(DAY, k=6)) != key
+    assert idempotency_key(CHILD_DEPLOYMENT, DAY, params, nonce="run-1") == f"{key}|run-1"
+
+
+# ---- against the Prefect test harness -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def manual_deployment_id(prefect_harness, deployments_by_name):
+    deps, _ = deployments_by_name
+    return deps["recsys-nightly/manual"].apply()
+
+
+def _runs_of(deployment_id) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id])
+            )
+        )
+
+
+@pytest.mark.prefect
+def test_resubmitting_a_date_finds_its_run_and_reschedules_a_failed_one(manual_deployment_id):
+    from prefect.client.orchestration import get_client
+    from prefect.states import Failed
+
+    day = dt.date(2026, 2, 1)
+    params = child_parameters(day, k=3)
+    key = idempotency_key(CHILD_DEPLOYMENT, day, params)
+    first, how = submit_child(day, params, key)
+    assert how == "submitted" and first.name == "nightly-2026-02-01"
+    again, how = submit_child(day, params, key)
+    assert (again.id, how) == (first.id, "submitted")
+    assert [
+        r.id for r in _runs_of(manual_deployment_id) if r.parameters.get("run_date") == "2026-02-01"
+    ] == [first.id]
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(first.id, Failed(message="injected"), force=True)
+    retried, how = submit_child(day, params, key)
+    assert (retried.id, how) == (first.id, "rescheduled")
+    assert retried.state.is_scheduled()
+    assert (
+        len(
+            [
+                r
+                for r in _runs_of(manual_deployment_id)
+                if r.parameters.get("run_date") == "2026-02-01"
+            ]
+        )
+        == 1
+    )
+
+    # other parameters for the same date are other work: a new run
+    other = child_parameters(day, k=4)
+    new, _ = submit_child(day, other, idempotency_key(CHILD_DEPLOYMENT, day, other))
+    assert new.id != first.id
+
+
+@pytest.mark.prefect
+def test_the_api_rejects_parameters_that_do_not_fit_the_form(manual_deployment_id):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        with pytest.raises(Exception, match="k"):
+            client.create_flow_run_from_deployment(manual_deployment_id, parameters={"k": "ten"})
+        with pytest.raises(Exception, match="models"):
+            client.create_flow_run_from_deployment(
+                manual_deployment_id, parameters={"models": "ease"}
+            )
+
+
+@pytest.mark.prefect
+def test_backfill_skips_complete_dates_without_creating_child_runs(manual_deployment_id, tmp_path):
+    from recsys_core.io import Warehouse, atomic_write_json
+
+    wh = Warehouse(tmp_path / "warehouse")
+    days = [DAY, DAY + dt.timedelta(days=1)]
+    for d in days:  # what is_complete looks at: the run marker and the recommendation partition
+        atomic_write_json(wh.run_marker(d), {"run_date": d.isoformat()})
+        wh.recommendations(d).parent.mkdir(parents=True)
+        wh.recommendations(d).write_bytes(b"")
+    cfg = tmp_path / "recsys.toml"
+    cfg.write_text('[train]\nmodels = ["popularity"]\ntune_calls = 2\n', encoding="utf-8")
+    before = len(_runs_of(manual_deployment_id))
+    out = backfill_via_deployments(
+        start=days[0], end=days[1], config_path=str(cfg), warehouse=str(wh.root)
+    )
+    assert out == {"completed": [], "skipped": ["2026-01-08", "2026-01-09"], "runs": {}}
+    assert len(_runs_of(manual_deployment_id)) == before
+
+    with pytest.raises(ValueError, match="before start"):
+        backfill_via_deployments(start=days[1], end=days[0], config_path=str(cfg))

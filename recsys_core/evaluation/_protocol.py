@@ -96,15 +96,17 @@ def evaluate(
         if missing:
             raise ValueError(f"{name} lacks columns {missing}; it has {frame.columns}")
     segments: dict[str, dict[str, Any]] = {}
+    pairs = None
     if train is not None:
-        train_users = train.select("user_id").unique()
+        pairs = train.select("user_id", "item_id").unique()  # computed once, reused below
+        train_users = pairs.select("user_id").unique()
         new = truth.select("user_id").unique().join(train_users, on="user_id", how="anti")
         if test is not None:
             test_new = test.select("user_id").unique().join(train_users, on="user_id", how="anti")
             new = pl.concat([new, test_new]).unique()
         segments["new_users"] = {"n_users": new.height}
         truth = truth.join(train_users, on="user_id", how="semi").join(
-            train.select("user_id", "item_id").unique(), on=["user_id", "item_id"], how="anti"
+            pairs, on=["user_id", "item_id"], how="anti"
         )
     users = truth.select("user_id").unique()
     recs = recs.filter(pl.col("rank") <= k).join(users, on="user_id", how="semi")
@@ -112,20 +114,20 @@ def evaluate(
     metrics = mean_metrics(per_user)
 
     coverage = novelty = arp = None
-    if n_items is None and train is not None:
-        n_items = pl.concat([train.select("item_id"), recs.select("item_id")]).n_unique()
+    if n_items is None and pairs is not None:
+        n_items = pl.concat([pairs.select("item_id"), recs.select("item_id")]).n_unique()
     if n_items is not None:
         coverage = catalog_coverage(recs, n_items, k)
         metrics["coverage"] = coverage
-    if train is not None:
-        beyond = beyond_accuracy(recs, train, k)
+    if train is not None and pairs is not None:
+        beyond = beyond_accuracy(recs, pairs, k)
         per_user = per_user.join(beyond, on="user_id", how="left").sort("user_id")
         if beyond.height:
             novelty = float(beyond["novelty"].mean())
             arp = float(beyond["arp"].mean())
             metrics["novelty"] = novelty
             metrics["arp"] = arp
-        segments["cold_items"] = _cold_items(recs, truth, train)
+        segments["cold_items"] = _cold_items(recs, truth, pairs)
         segments["heavy_users"] = _heavy_users(per_user, train, heavy_fraction)
     return EvalResult(
         k=k,

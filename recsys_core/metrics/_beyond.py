@@ -32,10 +32,9 @@ def item_popularity(train: pl.DataFrame) -> pl.DataFrame:
     Sorted by ``item_id``. Repeated events of one user on one item count once.
     """
     n_users = train["user_id"].n_unique() if train.height else 0
-    pairs = train.select("user_id", "item_id").unique()
     return (
-        pairs.group_by("item_id")
-        .agg(pl.len().cast(pl.Int64).alias("n_users"))
+        train.group_by("item_id")
+        .agg(pl.col("user_id").n_unique().cast(pl.Int64).alias("n_users"))
         .with_columns(
             (pl.col("n_users") / max(n_users, 1)).alias("popularity"),
             _novelty_expr(pl.col("n_users"), n_users),
@@ -56,8 +55,9 @@ def beyond_accuracy(recs: pl.DataFrame, train: pl.DataFrame, k: int) -> pl.DataF
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    pop = item_popularity(train)
     n_users = train["user_id"].n_unique() if train.height else 0
-    pop = item_popularity(train).select("item_id", "n_users")
+    pop = pop.select("item_id", "n_users")
     top = recs.filter(pl.col("rank") <= k).select("user_id", "item_id")
     joined = top.join(pop, on="item_id", how="left").with_columns(pl.col("n_users").fill_null(0))
     return (

@@ -313,3 +313,35 @@ def test_gate_on_real_models_rejects_a_deliberately_worse_one():
     assert ndcg["low"] > 0
     solo = compare_metrics(r_good.per_user, None, samples=50, seed=0)
     assert all(r["champion"] is None for r in solo) and len(solo) == 7
+
+
+# ---- real data -----------------------------------------------------------------------------------
+@pytest.mark.shared_data
+def test_movielens_ease_beats_popularity_and_wins_the_gate(shared_data):
+    """MovieLens latest-small, per-user random holdout, positive = rating >= 4, frequent items."""
+    ratings = pl.read_csv(
+        shared_data / "ml-latest-small" / "ratings.csv",
+        schema_overrides={"userId": pl.String, "movieId": pl.String},
+    )
+    events = ratings.select(
+        pl.col("userId").alias("user_id"),
+        pl.col("movieId").alias("item_id"),
+        pl.lit("rating").alias("event_type"),
+        pl.col("rating").alias("value"),
+        pl.from_epoch("timestamp", time_unit="s").dt.replace_time_zone("UTC").alias("timestamp"),
+    )
+    frequent = events.group_by("item_id").len().filter(pl.col("len") >= 50).select("item_id")
+    events = events.join(frequent, on="item_id", how="semi")  # ~450 items: EASE fits in a second
+    train, test = random_split(events, test_fraction=0.2, seed=42)
+    truth = holdout_truth(train, test, min_rating=4.0)
+    inter = Interactions.from_frame(train, event_weights={"rating": 1.0}, min_rating=4.0)
+    users = truth["user_id"].unique().sort().to_list()
+    ease = evaluate(EASE(reg=250.0).fit(inter).recommend(users, 10), truth, 10, train=train)
+    pop = evaluate(Popularity().fit(inter).recommend(users, 10), truth, 10, train=train)
+    assert ease.n_users > 500
+    assert ease.metrics["ndcg"] > pop.metrics["ndcg"] + 0.03
+    assert ease.coverage > pop.coverage and ease.novelty > pop.novelty
+    kw = {"metric": "ndcg", "tolerance": 0.005, "samples": 500, "seed": 0}
+    win = decide_promotion(ease.per_user, pop.per_user, **kw)
+    assert win.promote and win.low > 0
+    assert not decide_promotion(pop.per_user, ease.per_user, **kw).promote

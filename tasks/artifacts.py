@@ -7,6 +7,8 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from recsys_core.reporting import markdown_summary, metrics_table
+
 __all__ = ["publish_clean", "publish_evaluation", "publish_train"]
 
 
@@ -39,29 +41,9 @@ def publish_train(run_date: dt.date, out: dict[str, Any]) -> None:
 
 
 def publish_evaluation(run_date: dt.date, out: dict[str, Any]) -> None:
-    metric = out["metric"]
-    ch = (out.get("challenger_metrics") or {}).get("metrics", {}) or {}
-    cp = (out.get("champion_metrics") or {}).get("metrics", {}) or {}
-    rows = []
-    for name in sorted(set(ch) | set(cp)):
-        a, b = ch.get(name), cp.get(name)
-        rows.append({
-            "metric": f"{name}@{out['k']}",
-            "challenger": None if a is None else round(float(a), 5),
-            "champion": None if b is None else round(float(b), 5),
-            "difference": None if a is None or b is None else round(float(a) - float(b), 5),
-        })
+    rows = metrics_table(out)
     if rows:
-        create_table_artifact(rows, key=_key("metrics", run_date), description=f"Holdout metrics for {run_date}")
-    d = out["decision"]
-    interval = ""
-    if d.get("low") is not None and d.get("high") is not None:
-        interval = f" (difference {d.get('diff', 0):+.4f}, 95% interval [{d['low']:+.4f}, {d['high']:+.4f}])"
-    md = (
-        f"# recsys {run_date}: {'promoted' if d.get('promote') else 'kept champion'}\n\n"
-        f"* challenger: `{out['challenger']}`\n"
-        f"* champion before: `{out.get('champion_before')}` → after: `{out.get('champion_after')}`\n"
-        f"* primary metric: {metric}@{out['k']}{interval}\n\n"
-        f"**Why:** {d.get('reason', '')}\n"
-    )
-    create_markdown_artifact(md, key=_key("decision", run_date), description=f"Promotion decision for {run_date}")
+        create_table_artifact(rows, key=_key("metrics", run_date),
+                              description=f"Holdout metrics for {run_date}: challenger, champion, difference, 95% interval")
+    create_markdown_artifact(markdown_summary(out), key=_key("decision", run_date),
+                             description=f"Promotion decision for {run_date}")

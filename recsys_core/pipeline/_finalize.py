@@ -8,7 +8,8 @@ from typing import Any
 from recsys_core.config import Settings
 from recsys_core.io import Warehouse, atomic_write_json, read_parquet
 from recsys_core.pipeline._context import code_version
-from recsys_core.reporting import build_report, drift_signals, recommendation_stats
+from recsys_core.ingest import load_clean_events
+from recsys_core.reporting import build_report, data_stats, drift_signals, recommendation_stats
 
 __all__ = ["finalize_step", "is_complete"]
 
@@ -35,8 +36,10 @@ def finalize_step(settings: Settings, run_date: dt.date, steps: dict[str, Any]) 
     recs = read_parquet(wh.recommendations(run_date))
     n_items = int(steps.get("train", {}).get("n_items") or recs["item_id"].n_unique() or 1)
     stats = recommendation_stats(recs, n_items)
+    tonight = load_clean_events(wh, until=run_date, since=run_date)
+    before = load_clean_events(wh, until=run_date - dt.timedelta(days=1))
     drift = drift_signals(
-        {**stats, **steps.get("drift_inputs", {})},
+        {**stats, **data_stats(tonight, before)},
         _previous_stats(wh, run_date),
         settings.evaluation.drift_threshold,
     )

@@ -25,7 +25,14 @@ import polars as pl
 
 from recsys_core.config import Settings
 from recsys_core.embeddings import embed_catalog, load_embeddings
-from recsys_core.evaluation import ModelRegistry, decide_promotion, evaluate, make_model_id, temporal_split
+from recsys_core.evaluation import (
+    ModelRegistry,
+    compare_metrics,
+    decide_promotion,
+    evaluate,
+    make_model_id,
+    temporal_split,
+)
 from recsys_core.io import Warehouse, atomic_write_json, read_json
 from recsys_core.models import get_model_class
 from recsys_core.pipeline._context import DataWindow, code_version, load_window
@@ -223,6 +230,12 @@ def evaluate_step(settings: Settings, run_date: dt.date, challenger_id: str) -> 
             None if champ_eval is None else champ_eval.per_user,
             metric=settings.train.metric,
             tolerance=settings.evaluation.tolerance,
+            samples=settings.evaluation.bootstrap_samples,
+            seed=settings.seed,
+        )
+        results["comparison"] = compare_metrics(
+            ch_eval.per_user,
+            None if champ_eval is None else champ_eval.per_user,
             samples=settings.evaluation.bootstrap_samples,
             seed=settings.seed,
         )

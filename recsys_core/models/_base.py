@@ -89,6 +89,18 @@ class Recommender:
         items: pl.DataFrame | None = None,
         item_embeddings: pl.DataFrame | None = None,
     ) -> Recommender:
+        """Learn from ``interactions`` (and, for content models, ``item_embeddings``).
+
+        Zero interactions raise :class:`ValueError` naming the class: there is nothing to learn, and
+        a silently empty model would only fail later, at scoring. Items in the vocabulary with no
+        interaction (catalog items) are allowed and never produce NaN scores.
+        """
+        if interactions.nnz == 0:
+            raise ValueError(
+                f"{type(self).__name__}.fit: the interactions are empty (0 user-item pairs over "
+                f"{interactions.n_users} users x {interactions.n_items} items); expected at least "
+                "one positive interaction. Check the training window and the event filters."
+            )
         self.interactions_ = interactions
         self.user_ids_ = interactions.user_ids
         self.item_ids_ = interactions.item_ids
@@ -172,7 +184,12 @@ class Recommender:
                 "rank": r.astype(np.int32),
                 "score": s.astype(np.float32),
             },
-            schema={"user_id": pl.String, "item_id": pl.String, "rank": pl.Int32, "score": pl.Float32},
+            schema={
+                "user_id": pl.String,
+                "item_id": pl.String,
+                "rank": pl.Int32,
+                "score": pl.Float32,
+            },
         )
 
     def score_users(self, user_ids: Sequence[str]) -> np.ndarray:
@@ -180,7 +197,9 @@ class Recommender:
         self._check_fitted()
         idx = self.interactions_.user_index(list(user_ids))
         if (idx < 0).any():
-            raise KeyError(f"unknown user ids: {[u for u, i in zip(user_ids, idx, strict=True) if i < 0][:5]}")
+            raise KeyError(
+                f"unknown user ids: {[u for u, i in zip(user_ids, idx, strict=True) if i < 0][:5]}"
+            )
         return np.asarray(self._score_block(idx), dtype=np.float32)
 
     # ---- persistence --------------------------------------------------------------------------
@@ -202,9 +221,8 @@ class Recommender:
         for key, value in payload.items():
             if np.asarray(value).dtype == object:
                 raise TypeError(f"array {key!r} has dtype object; save would need pickle")
-        with atomic_path(directory / "arrays.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **payload)
+        with atomic_path(directory / "arrays.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **payload)
         atomic_write_json(
             directory / "model.json",
             {
@@ -287,4 +305,6 @@ def _empty_recs() -> pl.DataFrame:
 
 def dumps_params(params: dict[str, Any]) -> str:
     """Stable JSON of hyperparameters (numpy scalars cast)."""
-    return json.dumps({k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}, sort_keys=True)
+    return json.dumps(
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}, sort_keys=True
+    )

@@ -29,7 +29,13 @@ class Popularity(Recommender):
     name = "popularity"
     config_class = PopularityConfig
 
-    def _fit(self, interactions: Interactions, *, items: pl.DataFrame | None, item_embeddings: pl.DataFrame | None) -> None:
+    def _fit(
+        self,
+        interactions: Interactions,
+        *,
+        items: pl.DataFrame | None,
+        item_embeddings: pl.DataFrame | None,
+    ) -> None:
         m = interactions.matrix.tocoo()
         w = m.data.astype(np.float64)
         hl = self.config.half_life_days

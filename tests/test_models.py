@@ -1,0 +1,242 @@
+"""Every model passes the contract; model-specific known answers on planted data."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys_core.interactions import Interactions
+from recsys_core.metrics import mean_metrics, ranking_metrics
+from recsys_core.models import (
+    ALS,
+    EASE,
+    MODELS,
+    Hybrid,
+    ItemKNN,
+    MissingEmbeddingsWarning,
+    Popularity,
+    RP3beta,
+    get_model_class,
+)
+from recsys_core.models._sparse import _topk_positive_rows
+from recsys_core.models.ease import ease_weights
+from recsys_core.testing import RecommenderContract, checkerboard
+
+
+# ---- the contract, one line per model --------------------------------------------------------------
+class TestPopularity(RecommenderContract):
+    model_class = Popularity
+    personalized = False
+
+
+class TestItemKNN(RecommenderContract):
+    model_class = ItemKNN
+    params = {"neighbors": 20, "shrink": 1.0}
+
+
+class TestEASE(RecommenderContract):
+    model_class = EASE
+    params = {"reg": 10.0}
+
+
+class TestRP3beta(RecommenderContract):
+    model_class = RP3beta
+    params = {"alpha": 1.0, "beta": 0.3, "neighbors": 20}
+
+
+class TestALS(RecommenderContract):
+    model_class = ALS
+    params = {"embedding_size": 8, "epochs": 8, "reg": 0.1, "alpha": 2.0}
+
+
+class TestHybrid(RecommenderContract):
+    model_class = Hybrid
+    params = {"reg": 10.0, "text_weight": 0.3}
+
+
+class TestHybridItemKNN(RecommenderContract):
+    model_class = Hybrid
+    params = {"base": "itemknn", "neighbors": 20, "shrink": 1.0, "text_weight": 0.3}
+
+
+def test_registry_names_every_model() -> None:
+    assert set(MODELS) == {"popularity", "itemknn", "ease", "rp3beta", "als", "hybrid"}
+    for name, cls in MODELS.items():
+        assert get_model_class(name) is cls and cls.name == name
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        get_model_class("nope")
+
+
+# ---- planted data ----------------------------------------------------------------------------------
+def clustered(n_users: int = 240, n_clusters: int = 4, per_cluster: int = 30, seed: int = 0):
+    """Users of cluster c pick 12 of cluster c's items (popular ones more often) plus 2 random
+    items; one of their cluster items is held out as the test truth."""
+    rng = np.random.default_rng(seed)
+    n_items = n_clusters * per_cluster
+    pop = 1.0 / np.arange(1, per_cluster + 1) ** 0.5
+    train, test = [], []
+    for u in range(n_users):
+        c = u % n_clusters
+        items = c * per_cluster + rng.choice(per_cluster, 12, replace=False, p=pop / pop.sum())
+        noise = rng.choice(n_items, 2, replace=False)
+        test.append((f"u{u:03d}", f"i{items[0]:03d}"))
+        train += [(f"u{u:03d}", f"i{i:03d}") for i in set(items[1:]) | set(noise) - {items[0]}]
+    frame = lambda rows: pl.DataFrame(rows, schema=["user_id", "item_id"], orient="row")  # noqa: E731
+    catalog = [f"i{i:03d}" for i in range(n_items)]
+    return Interactions.from_frame(frame(train), item_ids=catalog), frame(test)
+
+
+def ndcg_of(model, inter: Interactions, truth: pl.DataFrame) -> float:
+    recs = model.fit(inter).recommend(truth["user_id"].to_list(), 10)
+    return mean_metrics(ranking_metrics(recs, truth, 10))["ndcg"]
+
+
+def test_personalised_models_beat_popularity_on_planted_clusters() -> None:
+    inter, truth = clustered()
+    pop = ndcg_of(Popularity(), inter, truth)
+    for model in (EASE(reg=20.0), ItemKNN(neighbors=30), RP3beta(beta=0.3), ALS(embedding_size=8)):
+        score = ndcg_of(model, inter, truth)
+        assert score > pop + 0.1, (type(model).__name__, score, pop)
+
+
+def test_ease_matches_the_closed_form() -> None:
+    inter, _ = clustered(n_users=60, per_cluster=15)
+    x = inter.binarized().toarray().astype(np.float64)
+    g = x.T @ x + 7.0 * np.eye(x.shape[1])
+    p = np.linalg.inv(g)
+    expected = np.eye(len(p)) - p / np.diag(p)
+    np.testing.assert_allclose(EASE(reg=7.0).fit(inter).weights_, expected, atol=1e-5)
+    np.testing.assert_allclose(ease_weights(g.copy()), expected, atol=1e-5)
+
+
+def test_edlae_dropout_only_changes_the_diagonal_regulariser() -> None:
+    inter, _ = clustered(n_users=60, per_cluster=15)
+    x = inter.binarized().toarray().astype(np.float64)
+    g = x.T @ x
+    lam = 5.0 + 0.25 / 0.75 * np.diag(g)
+    expected = ease_weights(g + np.diag(lam))
+    np.testing.assert_allclose(EASE(reg=5.0, dropout=0.25).fit(inter).weights_, expected, atol=1e-6)
+
+
+def test_itemknn_keeps_at_most_k_neighbours_with_shrunk_cosine() -> None:
+    inter, _ = clustered(n_users=60, per_cluster=15)
+    model = ItemKNN(neighbors=3, shrink=2.0).fit(inter)
+    w = model.similarity_.toarray()
+    assert (np.count_nonzero(w, axis=0) <= 3).all()
+    assert np.all(np.diag(w) == 0)
+    x = inter.binarized().toarray()
+    norms = np.linalg.norm(x, axis=0)
+    j = int(np.argmax(np.count_nonzero(w, axis=0)))
+    for i in np.nonzero(w[:, j])[0]:
+        expected = x[:, i] @ x[:, j] / (norms[i] * norms[j] + 2.0)
+        assert w[i, j] == pytest.approx(expected, rel=1e-5)
+    # the kept neighbours are the most similar ones
+    sims = (x.T @ x[:, j]) / (norms * norms[j] + 2.0)
+    sims[j] = -1
+    assert set(np.nonzero(w[:, j])[0]) == set(np.argsort(-sims, kind="stable")[:3])
+
+
+def test_topk_rows_breaks_ties_by_lower_column() -> None:
+    block = np.array([[1.0, 2.0, 2.0, 2.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+    rows, cols, vals = _topk_positive_rows(block, 2)
+    assert rows.tolist() == [0, 0] and cols.tolist() == [1, 2]
+    assert vals.tolist() == [2.0, 2.0]
+
+
+def test_rp3beta_beta_damps_popular_items() -> None:
+    inter, truth = clustered()
+    users = truth["user_id"].to_list()
+    pop = np.asarray(inter.matrix.getnnz(axis=0))
+    mean_pop = {}
+    for beta in (0.0, 0.8):
+        recs = RP3beta(beta=beta).fit(inter).recommend(users, 10)
+        idx = inter.item_index(recs["item_id"].to_list())
+        mean_pop[beta] = pop[idx].mean()
+    assert mean_pop[0.8] < mean_pop[0.0]
+
+
+def test_als_seed_changes_factors_but_not_determinism() -> None:
+    inter = checkerboard(12)
+    a = ALS(embedding_size=4, epochs=3, seed=1).fit(inter)
+    b = ALS(embedding_size=4, epochs=3, seed=1).fit(inter)
+    c = ALS(embedding_size=4, epochs=3, seed=2).fit(inter)
+    np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
+    assert not np.array_equal(a.user_factors_, c.user_factors_)
+
+
+def test_als_cg_reaches_the_exact_least_squares_solution() -> None:
+    inter = checkerboard(10)
+    model = ALS(embedding_size=3, epochs=1, cg_steps=3, reg=0.5, alpha=2.0, seed=0).fit(inter)
+    # with 3 factors, 3 CG steps solve each user's 3x3 system exactly: check the last item step
+    y, x = model.item_factors_.astype(np.float64), model.user_factors_.astype(np.float64)
+    r = inter.matrix.toarray().T  # items x users
+    for i in range(r.shape[0]):
+        c = 1.0 + 2.0 * r[i]
+        a = (x.T * c) @ x + 0.5 * np.eye(3)
+        b = (x.T * c) @ (r[i] > 0)
+        np.testing.assert_allclose(y[i], np.linalg.solve(a, b), rtol=1e-3, atol=1e-4)
+
+
+# ---- hybrid: cold start ----------------------------------------------------------------------------
+def cold_start_case():
+    """Users of cluster A (items a0..a9) have every A item; users of cluster B every B item.
+    Item 'cold' has no interactions and a text vector next to cluster A's."""
+    rows = [(f"ua{u}", f"a{i}") for u in range(8) for i in range(10)]
+    rows += [(f"ub{u}", f"b{i}") for u in range(8) for i in range(10)]
+    rows += [("ua0", "b0"), ("ub0", "a0")]  # a little cross-traffic
+    events = pl.DataFrame(rows, schema=["user_id", "item_id"], orient="row")
+    catalog = [f"a{i}" for i in range(10)] + [f"b{i}" for i in range(10)] + ["cold"]
+    inter = Interactions.from_frame(events, item_ids=catalog)
+    rng = np.random.default_rng(0)
+    axis_a, axis_b = np.eye(16, dtype=np.float32)[:2]
+    vec = {f"a{i}": axis_a + 0.1 * rng.standard_normal(16) for i in range(10)}
+    vec |= {f"b{i}": axis_b + 0.1 * rng.standard_normal(16) for i in range(10)}
+    vec["cold"] = axis_a + 0.05 * rng.standard_normal(16)
+    emb = pl.DataFrame(
+        {"item_id": list(vec), "vector": [v.astype(np.float32).tolist() for v in vec.values()]}
+    )  # List[f64] on purpose: the hybrid accepts lists as well as fixed-size arrays
+    return inter, emb
+
+
+def test_hybrid_recommends_a_cold_item_close_to_the_history() -> None:
+    inter, emb = cold_start_case()
+    model = Hybrid(reg=10.0, text_weight=0.3).fit(inter, item_embeddings=emb)
+    recs = model.recommend(k=1)
+    top = dict(zip(recs["user_id"], recs["item_id"], strict=True))
+    assert all(top[f"ua{u}"] == "cold" for u in range(1, 8))
+    assert all(top[f"ub{u}"] != "cold" for u in range(1, 8))
+    # a pure collaborative model cannot: the cold item has no interactions
+    ease = EASE(reg=10.0).fit(inter).recommend([f"ua{u}" for u in range(1, 8)], k=1)
+    assert "cold" not in ease["item_id"].to_list()
+
+
+def test_hybrid_cold_scale_zero_hides_cold_items_behind_text_weight() -> None:
+    inter, emb = cold_start_case()
+    scores = Hybrid(reg=10.0, text_weight=0.3, cold_scale=0.0).fit(inter, item_embeddings=emb)
+    full = Hybrid(reg=10.0, text_weight=0.3, cold_scale=1.0).fit(inter, item_embeddings=emb)
+    cold = inter.item_index(["cold"])[0]
+    s0 = scores.score_users(["ua1"])[0, cold]
+    s1 = full.score_users(["ua1"])[0, cold]
+    assert s1 == pytest.approx(s0 / 0.3)  # text part only vs. text on both parts
+
+
+def test_hybrid_without_embeddings_warns_and_ranks_by_cf() -> None:
+    inter, _ = cold_start_case()
+    with pytest.warns(MissingEmbeddingsWarning, match="no item embeddings"):
+        model = Hybrid(reg=10.0).fit(inter)
+    ease = EASE(reg=10.0).fit(inter)
+    users = ["ua1", "ub2"]
+    assert model.recommend(users, k=3)["item_id"].equals(ease.recommend(users, k=3)["item_id"])
+
+
+def test_hybrid_rejects_malformed_embeddings() -> None:
+    inter, emb = cold_start_case()
+    ragged = pl.DataFrame({"item_id": ["a0", "a1"], "vector": [[1.0, 0.0], [1.0]]})
+    with pytest.raises(ValueError, match="different lengths"):
+        Hybrid().fit(inter, item_embeddings=ragged)
+    with pytest.raises(ValueError, match="missing column 'vector'"):
+        Hybrid().fit(inter, item_embeddings=emb.rename({"vector": "v"}))
+    nan = pl.DataFrame({"item_id": ["a0"], "vector": [[float("nan"), 1.0]]})
+    with pytest.raises(ValueError, match="'a0' has NaN"):
+        Hybrid().fit(inter, item_embeddings=nan)

@@ -1,0 +1,87 @@
+"""Validation splits carved from the *training* events only (the test split never reaches tuning).
+
+* ``days=N`` (nightly pipeline): a temporal holdout. Events on the last ``N`` calendar days (UTC)
+  up to the newest training event validate; everything before trains.
+* ``fraction=f`` (experiment protocol): a random per-user holdout. For every user with at least two
+  distinct items, ``round(f * n_items)`` of their (user, item) pairs (at least 1, at most
+  ``n_items - 1``) move to validation with all their events; users with one item stay in train.
+  Seeded: the same events and seed give the same split.
+
+Rows keep their input order in both outputs; the two outputs partition the input.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+
+__all__ = ["split_validation"]
+
+
+def _event_day(events: pl.DataFrame) -> pl.Expr:
+    dtype = events.schema["timestamp"]
+    ts = pl.col("timestamp")
+    if dtype == pl.Date:
+        return ts
+    if isinstance(dtype, pl.Datetime):
+        return (ts.dt.convert_time_zone("UTC") if dtype.time_zone else ts).dt.date()
+    if dtype.is_numeric():
+        return pl.from_epoch(ts.cast(pl.Int64), time_unit="s").dt.date()
+    raise ValueError(
+        f"split_validation: column 'timestamp' is {dtype}; expected a Datetime, a Date or Unix "
+        "seconds"
+    )
+
+
+def split_validation(
+    events: pl.DataFrame,
+    *,
+    days: int | None = None,
+    fraction: float | None = None,
+    seed: int,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split training ``events`` (``user_id, item_id`` [+ ``timestamp``]) into (train, valid).
+
+    Give exactly one of ``days`` (temporal, needs ``timestamp``) or ``fraction`` (random per user).
+    """
+    if (days is None) == (fraction is None):
+        raise ValueError(
+            "split_validation: give exactly one of days= (temporal) or fraction= (random)"
+        )
+    for col in ("user_id", "item_id"):
+        if col not in events.columns:
+            raise ValueError(
+                f"split_validation: events have no column {col!r}; found {events.columns}"
+            )
+    if events.height == 0:
+        return events, events.clear()
+    if days is not None:
+        if days < 1:
+            raise ValueError(f"split_validation: days must be >= 1, got {days}")
+        if "timestamp" not in events.columns:
+            raise ValueError("split_validation(days=...): events have no 'timestamp' column")
+        day = _event_day(events)
+        last = events.select(day.max()).item()
+        cut = last - dt.timedelta(days=days)
+        is_valid = day > pl.lit(cut)
+        return events.filter(~is_valid), events.filter(is_valid)
+    assert fraction is not None
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"split_validation: fraction must be in (0, 1), got {fraction}")
+    pairs = events.select("user_id", "item_id").unique().sort("user_id", "item_id")
+    rng = np.random.default_rng(seed)
+    pairs = pairs.with_columns(pl.Series("_key", rng.random(pairs.height)))
+    n = pl.len().over("user_id")
+    n_hold = (pl.lit(fraction) * n).round().clip(1, None).cast(pl.Int64)
+    n_hold = pl.min_horizontal(n_hold, n - 1)
+    held = pairs.filter(pl.col("_key").rank("ordinal").over("user_id") <= n_hold).select(
+        "user_id", "item_id", pl.lit(True).alias("_held")
+    )
+    flagged = events.join(held, on=["user_id", "item_id"], how="left", maintain_order="left")
+    is_valid = pl.col("_held").fill_null(False)
+    return (
+        flagged.filter(~is_valid).drop("_held"),
+        flagged.filter(is_valid).drop("_held"),
+    )

@@ -146,6 +146,25 @@ def _cli(*args: str, cwd: Path, fault: str | None = None) -> subprocess.Complete
     )  # fmt: skip
 
 
+def _task_run_counts(flow_run_id) -> dict[str, int]:
+    """Attempts per task of one flow run, as the Prefect API recorded them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    flt = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    deadline = time.monotonic() + 30
+    with get_client(sync_client=True) as client:
+        while True:  # task-run states reach the API asynchronously (events)
+            runs = client.read_task_runs(flow_run_filter=flt)
+            if (
+                runs
+                and all(r.state and r.state.is_final() for r in runs)
+                or time.monotonic() > deadline
+            ):
+                return {r.name.rsplit("-", 1)[0]: r.run_count for r in runs}
+            time.sleep(0.2)
+
+
 # ---- late data ------------------------------------------------------------------------------------
 def _hide(tmp: Path, day: dt.date) -> list[tuple[Path, Path]]:
     moved = []
@@ -176,6 +195,7 @@ def test_late_partition_is_waited_for_then_ingested(baseline, tmp_path, landing_
     writer.join()
     assert state.is_completed(), state.message
     assert time.monotonic() - started > 1.5
+    assert _task_run_counts(state.state_details.flow_run_id)["ingest"] >= 2  # waited, retried
     assert END in wh.raw_dates("events")
     _assert_same_outputs(wh, baseline)
 
@@ -205,8 +225,9 @@ def test_a_step_failing_twice_completes_through_retries(
 
     cfg, wh = _fresh(tmp_path, landing_master, retries=2, retry_delay_seconds=0)
     monkeypatch.setenv("RECSYS_FAULT", "train:2")
-    nightly(run_date=END, config_path=str(cfg))
-    assert (wh.root / "_faults" / "train.attempts").read_text() == "3"
+    state = nightly(run_date=END, config_path=str(cfg), return_state=True)
+    assert state.is_completed(), state.message
+    assert _task_run_counts(state.state_details.flow_run_id)["train"] == 3  # 2 failed + 1 good
     _assert_same_outputs(wh, baseline)
 
 

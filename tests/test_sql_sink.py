@@ -175,6 +175,27 @@ def test_failed_write_leaves_previous_rows(db_url: str, monkeypatch: pytest.Monk
     assert read_recommendations_sql(db_url, D1).equals(expected(old, D1))
 
 
+def test_database_error_is_reported_and_rolled_back(db_url: str) -> None:
+    # a table made beforehand with a CHECK the new rows break: the driver itself rejects the
+    # bulk insert (COPY / executemany), after the date's rows were already deleted
+    engine = sa.create_engine(db_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE recommendations (user_id TEXT NOT NULL, item_id TEXT NOT NULL,"
+            " rank INTEGER NOT NULL, score REAL NOT NULL CHECK (score < 1000), model_id TEXT NOT"
+            " NULL, run_date DATE NOT NULL, reason TEXT, PRIMARY KEY (run_date, user_id, rank))"
+        )
+    engine.dispose()
+    old = recs_frame(5, 2)
+    write_recommendations_sql(old, db_url, D1)
+    bad = recs_frame(5, 2, offset=2000.0)
+    with pytest.raises(RuntimeError, match="previous rows are unchanged") as info:
+        write_recommendations_sql(bad, db_url, D1)
+    assert "10 rows of run_date 2024-03-01 failed" in str(info.value)
+    assert "check" in str(info.value).lower()
+    assert read_recommendations_sql(db_url, D1).equals(expected(old, D1))
+
+
 def test_concurrent_reader_never_sees_a_partial_date(db_url: str) -> None:
     small, large = recs_frame(300, 10), recs_frame(500, 10, offset=1.0)
     write_recommendations_sql(small, db_url, D1)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,13 @@ def _insert_sqlite(conn: sa.Connection, frame: pl.DataFrame, chunk_rows: int) ->
         cur.close()
 
 
+def _is_db_error(exc: BaseException) -> bool:
+    """An error of SQLAlchemy or of a driver (COPY and executemany use the driver directly)."""
+    return isinstance(exc, sa.exc.SQLAlchemyError | sqlite3.Error) or type(
+        exc
+    ).__module__.startswith("psycopg")
+
+
 def write_recommendations_sql(
     recs: pl.DataFrame, url: str | URL, run_date: dt.date, *, chunk_rows: int = 50_000
 ) -> dict[str, Any]:
@@ -218,11 +226,14 @@ def write_recommendations_sql(
                 _insert_postgres(conn, frame, chunk_rows)
             else:
                 _insert_sqlite(conn, frame, chunk_rows)
-    except sa.exc.SQLAlchemyError as exc:
+    except Exception as exc:
+        if not _is_db_error(exc):
+            raise
+        cause = getattr(exc, "orig", None) or exc
         raise RuntimeError(
             f"SQL sink {safe}: writing {frame.height} rows of run_date {run_date.isoformat()} "
-            f"failed; the date's previous rows are unchanged: {type(exc.orig or exc).__name__}: "
-            f"{exc.orig or exc}"
+            f"failed; the date's previous rows are unchanged: {type(cause).__name__}: "
+            f"{str(cause).strip()}"
         ) from exc
     finally:
         engine.dispose()

@@ -31,6 +31,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
+from recsys_core.io import Warehouse, read_parquet
 from recsys_core.schema import RECOMMENDATIONS_SCHEMA
 
 __all__ = [
@@ -195,9 +196,9 @@ def _insert_sqlite(conn: sa.Connection, frame: pl.DataFrame, chunk_rows: int) ->
 
 def _is_db_error(exc: BaseException) -> bool:
     """An error of SQLAlchemy or of a driver (COPY and executemany use the driver directly)."""
-    return isinstance(exc, sa.exc.SQLAlchemyError | sqlite3.Error) or type(
-        exc
-    ).__module__.startswith("psycopg")
+    if isinstance(exc, sa.exc.SQLAlchemyError | sqlite3.Error):
+        return True
+    return type(exc).__module__.startswith("psycopg")
 
 
 def write_recommendations_sql(
@@ -286,7 +287,5 @@ def load_partition_to_sql(
     warehouse: Path | str, run_date: dt.date, url: str | URL, *, chunk_rows: int = 50_000
 ) -> dict[str, Any]:
     """Load the warehouse partition of ``run_date`` (the system of record) into the database."""
-    from recsys_core.io import Warehouse, read_parquet
-
     recs = read_parquet(Warehouse(Path(warehouse)).recommendations(run_date))
     return write_recommendations_sql(recs, url, run_date, chunk_rows=chunk_rows)

@@ -23,6 +23,7 @@ from tasks.steps import (
     ingest_task,
     merge_task,
     score_shard_task,
+    sql_task,
     train_task,
 )
 
@@ -57,6 +58,8 @@ def run_pipeline(settings: Settings, run_date: dt.date, force: bool = False) -> 
     futures = [score_shard_task.with_options(**retry).submit(settings, run_date, i, n) for i in range(n)]
     shards = [f.result() for f in futures]
     steps["score"] = merge_task.with_options(**retry)(settings, run_date, shards)
+    if settings.scoring.sql_url:
+        steps["sql"] = sql_task.with_options(**retry)(settings, run_date)
     steps["report"] = finalize_task.with_options(**retry)(settings, run_date, steps)
     return steps
 

@@ -28,6 +28,7 @@ __all__ = [
     "ingest_task",
     "merge_task",
     "score_shard_task",
+    "sql_task",
     "train_task",
 ]
 
@@ -118,6 +119,13 @@ def score_shard_task(settings: Settings, run_date: dt.date, shard: int, n_shards
 def merge_task(settings: Settings, run_date: dt.date, shards: list[dict[str, Any]]) -> dict[str, Any]:
     out = pipeline.merge_scores(settings, run_date, shards)
     get_run_logger().info("wrote %d recommendations for %d users to %s", out["rows"], out["users"], out["path"])
+    return out
+
+
+@task(name="publish-sql", **_COMMON)
+def sql_task(settings: Settings, run_date: dt.date) -> dict[str, Any]:
+    out = pipeline.publish_sql(settings, run_date)
+    get_run_logger().info("serving database: %s", out)
     return out
 
 

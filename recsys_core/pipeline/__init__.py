@@ -5,7 +5,7 @@ from recsys_core.pipeline._data import clean_step, ingest_step
 from recsys_core.pipeline._faults import InjectedFault, maybe_fail
 from recsys_core.pipeline._finalize import finalize_step, is_complete
 from recsys_core.pipeline._modelling import embed_step, evaluate_step, train_step
-from recsys_core.pipeline._scoring import active_users, merge_scores, score_shard
+from recsys_core.pipeline._scoring import active_users, merge_scores, publish_sql, score_shard
 
 __all__ = [
     "InjectedFault",
@@ -18,6 +18,7 @@ __all__ = [
     "is_complete",
     "maybe_fail",
     "merge_scores",
+    "publish_sql",
     "score_shard",
     "train_step",
 ]

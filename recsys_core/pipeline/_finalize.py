@@ -46,7 +46,7 @@ def finalize_step(settings: Settings, run_date: dt.date, steps: dict[str, Any]) 
     summary = {
         "run_date": run_date.isoformat(),
         "code_version": code_version(),
-        "settings": settings.model_dump(mode="json"),
+        "settings": _redacted(settings),
         "steps": steps,
         "recommendation_stats": stats,
         "drift": drift,
@@ -55,3 +55,17 @@ def finalize_step(settings: Settings, run_date: dt.date, steps: dict[str, Any]) 
     summary["report"] = str(report)
     atomic_write_json(wh.run_marker(run_date), summary)
     return {"report": str(report), "drift": drift, "recommendation_stats": stats}
+
+
+def _redacted(settings: Settings) -> dict[str, Any]:
+    """Settings as JSON with the database password hidden."""
+    data = settings.model_dump(mode="json")
+    url = data.get("scoring", {}).get("sql_url")
+    if url:
+        from sqlalchemy.engine import make_url
+
+        try:
+            data["scoring"]["sql_url"] = make_url(url).render_as_string(hide_password=True)
+        except Exception:
+            data["scoring"]["sql_url"] = "***"
+    return data

@@ -21,7 +21,7 @@ from recsys_core.io import Warehouse, atomic_write_parquet, read_parquet
 from recsys_core.pipeline._faults import maybe_fail
 from recsys_core.schema import RECOMMENDATIONS_SCHEMA
 
-__all__ = ["active_users", "merge_scores", "score_shard"]
+__all__ = ["active_users", "merge_scores", "publish_sql", "score_shard"]
 
 
 def _staging(wh: Warehouse, run_date: dt.date) -> Path:
@@ -95,3 +95,14 @@ def merge_scores(settings: Settings, run_date: dt.date, shards: list[dict[str, A
         "items": recs["item_id"].n_unique() if n else 0,
         "model_id": model_id,
     }
+
+
+def publish_sql(settings: Settings, run_date: dt.date) -> dict[str, Any]:
+    """Load the date's partition into the serving database (one transaction), if one is set."""
+    from recsys_core.scoring import load_partition_to_sql, resolve_sql_url
+
+    url = resolve_sql_url(settings.scoring.sql_url)
+    if url is None:
+        return {"skipped": "no sql_url configured (RECSYS_SQL_URL)"}
+    maybe_fail(settings, "sql")
+    return load_partition_to_sql(settings.warehouse, run_date, url)

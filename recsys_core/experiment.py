@@ -2,8 +2,8 @@
 
 :func:`run_experiment` is what ``recsys experiment`` runs. For every candidate model:
 
-1. a validation split is carved from the **train file only** (random per-user holdout,
-   ``valid_fraction``, seeded) — the test file is read after all tuning is done and is used only to
+1. a validation split is carved from the **train file only** (random per-user holdout, or per-item
+   with ``valid_stratify="item"``; ``valid_fraction``, seeded) — the test file is read after all tuning is done and is used only to
    score the final recommendations;
 2. the hyperparameters are searched (:func:`recsys_core.tuning.tune`) on that split;
 3. the model is refit on the whole train file with the best parameters (timed);
@@ -23,9 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
@@ -104,10 +104,11 @@ def run_experiment(
     items_path: Path | str | None = None,
     models: Sequence[str],
     k: int = 10,
-    tune_calls: int,
+    tune_calls: int | Mapping[str, int],
     seed: int,
     metric: str = "ndcg",
     valid_fraction: float = 0.2,
+    valid_stratify: Literal["user", "item"] = "user",
     n_initial_points: int = 5,
     embedder: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
 ) -> dict[str, Any]:
@@ -116,12 +117,21 @@ def run_experiment(
     ``items_path`` (optional) is the catalog: its item ids join the vocabulary (so items with no
     training interaction can be recommended by content models), and its ``vector`` column, if any,
     gives the item embeddings; otherwise ``embedder(items)`` (``item_id, vector``) is called when
-    given.
+    given. ``tune_calls`` is one budget for every model or a ``{model: calls}`` mapping.
+    ``valid_stratify="item"`` holds validation out per item instead of per user: use it when the
+    test split is stratified by item, so that validation mirrors the test protocol.
     """
     if not models:
         raise ValueError("run_experiment: no models given")
     for name in models:
         get_model_class(name)  # unknown names fail before any work
+    if isinstance(tune_calls, Mapping):
+        missing = [name for name in models if name not in tune_calls]
+        if missing:
+            raise ValueError(f"run_experiment: tune_calls has no budget for {missing}")
+        budgets = {name: int(tune_calls[name]) for name in models}
+    else:
+        budgets = dict.fromkeys(models, int(tune_calls))
     started = time.perf_counter()
     out_dir = Path(out_dir)
     train_df = read_interaction_file(train_path)
@@ -138,7 +148,7 @@ def run_experiment(
     full_train = Interactions.from_frame(train_df.select(cols), item_ids=vocab)
 
     # ---- tuning on a split of the train file only ---------------------------------------------
-    tr, va = split_validation(train_df, fraction=valid_fraction, seed=seed)
+    tr, va = split_validation(train_df, fraction=valid_fraction, seed=seed, stratify=valid_stratify)
     tune_train = Interactions.from_frame(tr.select(cols), item_ids=vocab)
     valid = va.select("user_id", "item_id")
     results = {}
@@ -147,7 +157,7 @@ def run_experiment(
             name,
             tune_train,
             valid,
-            n_calls=tune_calls,
+            n_calls=budgets[name],
             seed=seed,
             k=k,
             metric=metric,
@@ -187,8 +197,9 @@ def run_experiment(
         "protocol": {
             "train": str(train_path),
             "test": str(test_path),
-            "validation": f"random per-user holdout of {valid_fraction:g} of train (seed {seed})",
-            "tune_calls": tune_calls,
+            "validation": f"random per-{valid_stratify} holdout of {valid_fraction:g} of train "
+            f"(seed {seed})",
+            "tune_calls": budgets,
             "exclude_train_items": True,
             "n_train_interactions": train_df.height,
             "n_test_pairs": truth.height,

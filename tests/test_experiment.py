@@ -120,7 +120,7 @@ def test_catalog_with_vectors_feeds_the_hybrid(tmp_path: Path) -> None:
     items.write_parquet(tmp_path / "items.parquet")
     report = run_experiment(
         train, test, tmp_path / "out", items_path=tmp_path / "items.parquet",
-        models=["hybrid"], k=5, tune_calls=1, seed=0,
+        models=["hybrid"], k=5, tune_calls={"hybrid": 1}, seed=0,
     )  # fmt: skip
     assert report["protocol"]["n_items"] == 61
     assert report["models"]["hybrid"]["test"]["ndcg"] > 0

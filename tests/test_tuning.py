@@ -226,6 +226,19 @@ def test_random_split_holds_out_a_fraction_of_each_users_items() -> None:
     )
 
 
+def test_item_stratified_split_holds_out_a_fraction_of_each_items_users() -> None:
+    events = clustered_events(40)
+    train, valid = split_validation(events, fraction=0.25, seed=2, stratify="item")
+    assert train.height + valid.height == events.height
+    n = events.group_by("item_id").len().rename({"len": "n"})
+    held = valid.group_by("item_id").len().join(n, on="item_id")
+    expected = np.minimum(np.maximum(np.round(held["n"].to_numpy() * 0.25), 1), held["n"] - 1)
+    np.testing.assert_array_equal(held["len"].to_numpy(), expected)
+    assert set(train["item_id"]) == set(events["item_id"])  # every item keeps a training user
+    with pytest.raises(ValueError, match="stratify must be"):
+        split_validation(events, fraction=0.25, seed=2, stratify="day")  # type: ignore[arg-type]
+
+
 def test_random_split_keeps_single_item_users_in_train() -> None:
     events = pl.DataFrame({"user_id": ["a", "b", "b"], "item_id": ["x", "x", "y"]})
     train, valid = split_validation(events, fraction=0.9, seed=0)

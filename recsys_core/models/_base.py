@@ -153,10 +153,13 @@ class Recommender:
         out_r: list[np.ndarray] = []
         for start in range(0, len(uidx), block_size):
             block = uidx[start : start + block_size]
-            scores = np.asarray(self._score_block(block), dtype=np.float32)
-            if scores is None or scores.shape != (len(block), len(self.item_ids_)):
-                raise RuntimeError(f"{type(self).__name__}._score_block returned a wrong shape")
-            scores = np.array(scores, dtype=np.float32, copy=True)
+            # a copy: _score_block may return a read-only view (popularity) or cached rows
+            scores = np.array(self._score_block(block), dtype=np.float32, copy=True)
+            if scores.shape != (len(block), len(self.item_ids_)):
+                raise RuntimeError(
+                    f"{type(self).__name__}._score_block returned shape {scores.shape}, expected "
+                    f"{(len(block), len(self.item_ids_))}"
+                )
             if exclude_seen:
                 rows = seen[block]
                 r = np.repeat(np.arange(len(block)), np.diff(rows.indptr))

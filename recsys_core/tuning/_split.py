@@ -5,7 +5,8 @@
 * ``fraction=f`` (experiment protocol): a random per-user holdout. For every user with at least two
   distinct items, ``round(f * n_items)`` of their (user, item) pairs (at least 1, at most
   ``n_items - 1``) move to validation with all their events; users with one item stay in train.
-  Seeded: the same events and seed give the same split.
+  Seeded: the same events and seed give the same split. ``stratify="item"`` holds out per item
+  instead (each item keeps at least one training user), for test protocols stratified by item.
 
 Rows keep their input order in both outputs; the two outputs partition the input.
 """
@@ -13,6 +14,7 @@ Rows keep their input order in both outputs; the two outputs partition the input
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -41,11 +43,15 @@ def split_validation(
     days: int | None = None,
     fraction: float | None = None,
     seed: int,
+    stratify: Literal["user", "item"] = "user",
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split training ``events`` (``user_id, item_id`` [+ ``timestamp``]) into (train, valid).
 
-    Give exactly one of ``days`` (temporal, needs ``timestamp``) or ``fraction`` (random per user).
+    Give exactly one of ``days`` (temporal, needs ``timestamp``) or ``fraction`` (random per user,
+    or per item with ``stratify="item"``).
     """
+    if stratify not in ("user", "item"):
+        raise ValueError(f"split_validation: stratify must be 'user' or 'item', got {stratify!r}")
     if (days is None) == (fraction is None):
         raise ValueError(
             "split_validation: give exactly one of days= (temporal) or fraction= (random)"
@@ -73,10 +79,11 @@ def split_validation(
     pairs = events.select("user_id", "item_id").unique().sort("user_id", "item_id")
     rng = np.random.default_rng(seed)
     pairs = pairs.with_columns(pl.Series("_key", rng.random(pairs.height)))
-    n = pl.len().over("user_id")
+    group = f"{stratify}_id"
+    n = pl.len().over(group)
     n_hold = (pl.lit(fraction) * n).round().clip(1, None).cast(pl.Int64)
     n_hold = pl.min_horizontal(n_hold, n - 1)
-    held = pairs.filter(pl.col("_key").rank("ordinal").over("user_id") <= n_hold).select(
+    held = pairs.filter(pl.col("_key").rank("ordinal").over(group) <= n_hold).select(
         "user_id", "item_id", pl.lit(True).alias("_held")
     )
     flagged = events.join(held, on=["user_id", "item_id"], how="left", maintain_order="left")

@@ -244,6 +244,9 @@ def test_corrupt_previous_table_is_rebuilt_with_a_warning(tmp_path):
     with pytest.warns(DataCoercionWarning, match="rebuilding every vector"):
         summary = embed(catalog(), tmp_path)
     assert summary.n_embedded == 5 and load_embeddings(tmp_path).height == 5
+    pl.DataFrame({"item_id": ["i1"]}).write_parquet(path)  # an older, foreign table
+    with pytest.warns(DataCoercionWarning, match="no column content_hash"):
+        assert embed(catalog(), tmp_path).n_embedded == 5
 
 
 def test_truncation_and_progress_are_reported(tmp_path):
@@ -371,3 +374,33 @@ def test_real_truncation_counted_and_quantised_close(minilm):
     fast = TextEncoder(minilm.files, quantize=True, threads=2)
     cos = (fast.encode(TITLES[:3]) * minilm.encode(TITLES[:3])).sum(axis=1)
     assert cos.min() > 0.98 and cos.mean() >= 0.99
+
+
+def test_batches_give_long_texts_smaller_batches():
+    from recsys_core.embeddings._encoder import _batches
+
+    lengths = np.array([40, 250, 40, 10, 40, 30])
+    order = np.argsort(-lengths, kind="stable")  # 1, 0, 2, 4, 5, 3
+    # mean length 68 -> at most 4 x 68 = 272 padded tokens a batch
+    got = [b.tolist() for b in _batches(order, lengths, batch_size=4)]
+    assert got == [[1], [0, 2, 4, 5], [3]]
+
+
+def test_progress_reporter_rate_and_eta_lines():
+    from recsys_core.embeddings import ProgressReporter
+
+    now = [0.0]
+    lines: list[str] = []
+    with ProgressReporter(
+        10, total_work=100, log=lines.append, log_every_s=5, clock=lambda: now[0]
+    ) as rep:
+        now[0] = 2.0
+        rep.update(1, 10)  # before log_every_s: silent
+        now[0] = 10.0
+        rep.update(1, 40)
+        now[0] = 20.0
+        rep.update(8, 50)
+    assert lines == [
+        "embedded 2/10 texts (20%), 0.2 texts/s, ETA 10.0s",
+        "embedded 10/10 texts (100%), 0.5 texts/s, took 20.0s",
+    ]

@@ -162,7 +162,8 @@ class TextEncoder:
     ) -> np.ndarray:
         """``(len(texts), dim)`` float32 unit vectors, rows in the order of ``texts``.
 
-        Empty strings give zero rows. Statistics land in :attr:`last_stats`.
+        Empty (or whitespace-only, or non-string) entries give zero rows and are counted in
+        :attr:`last_stats`, with the number of texts truncated at :attr:`max_length` tokens.
         """
         import torch
 
@@ -170,8 +171,9 @@ class TextEncoder:
         batch_size = batch_size or self.batch_size
         tokenizer, model = self._load()
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        live = [i for i, t in enumerate(texts) if t and t.strip()]
+        live = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
         live_texts = [texts[i] for i in live]
+        live_rows = np.asarray(live, dtype=np.int64)
         n_trunc = n_tokens = n_padded = 0
         with _torch_threads(self.threads):
             if live_texts:
@@ -207,8 +209,7 @@ class TextEncoder:
                     mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                     pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
                     pooled = torch.nn.functional.normalize(pooled.float(), p=2.0, dim=1)
-                    rows = np.asarray(live, dtype=np.int64)[idx]
-                    out[rows] = pooled.numpy()
+                    out[live_rows[idx]] = pooled.numpy()
                     n_padded += int(batch["attention_mask"].numel()) - int(lengths[idx].sum())
                     reporter.update(len(idx), float(lengths[idx].sum()))
         self.last_stats = EncodeStats(
@@ -225,9 +226,9 @@ class TextEncoder:
 def _batches(order: np.ndarray, lengths: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
     """Consecutive slices of ``order`` (texts by decreasing token length).
 
-    A batch holds at most ``batch_size`` texts and, beyond its first text, at most
-    ``batch_size x mean length`` padded tokens: the few long texts go in smaller batches, so
-    a batch never pads a 40-token text to 250 tokens, and every batch costs about the same.
+    A batch holds at most ``batch_size`` texts and at most ``batch_size x mean length`` padded
+    tokens (or a single text): the few long texts go in smaller batches, so that short texts
+    are rarely padded to a long one's length and every batch costs about the same.
     """
     if len(order) == 0:
         return

@@ -111,11 +111,17 @@ def _read_previous(path: Path, log: LogSink) -> pl.DataFrame | None:
     if not path.is_file():
         return None
     try:
-        return read_parquet(path)
+        df = read_parquet(path)
     except CorruptFileError as exc:
-        warnings.warn(f"{exc}; rebuilding every vector", DataCoercionWarning, stacklevel=3)
-        _emit(log, f"previous embedding table unreadable, rebuilding: {exc}")
-        return None
+        problem = str(exc)
+    else:
+        missing = [c for c in _schema(1) if c not in df.columns]
+        if not missing:
+            return df
+        problem = f"{path}: no column {', '.join(missing)} (columns are {df.columns})"
+    warnings.warn(f"{problem}; rebuilding every vector", DataCoercionWarning, stacklevel=3)
+    _emit(log, f"previous embedding table unusable, rebuilding: {problem}")
+    return None
 
 
 def embed_catalog(
@@ -250,11 +256,10 @@ def embedding_matrix(df: pl.DataFrame, item_ids: Sequence[str]) -> tuple[np.ndar
     ``mask[i]`` is True where a vector was found. ``df`` is a :func:`load_embeddings` frame.
     """
     ids = pl.Series("item_id", list(item_ids), dtype=pl.String)
-    dim = (
-        int(df.schema["vector"].size)
-        if df.height or isinstance(df.schema["vector"], pl.Array)
-        else 0
-    )
+    dtype = df.schema["vector"]
+    if not isinstance(dtype, pl.Array):
+        raise TypeError(f"column 'vector' is {dtype}, expected a fixed-size Array of Float32")
+    dim = int(dtype.size)
     matrix = np.zeros((ids.len(), dim), dtype=np.float32)
     if df.height == 0 or ids.len() == 0:
         return matrix, np.zeros(ids.len(), dtype=bool)

@@ -18,6 +18,7 @@ per-date lock: the second fails at once naming the lock file and its holder.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -115,10 +116,18 @@ def serve_all(
             f"{MIN_SERVE_LIMIT} or no limit"
         )
     from prefect import serve
+    from prefect.settings import PREFECT_API_URL
 
     from flows.runtime import configure_environment
 
     configure_environment()
+    if not PREFECT_API_URL.value():
+        print(
+            "recsys serve: PREFECT_API_URL is not set, so the deployments live in a temporary "
+            "local server that no UI can see; start `make server` and export "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api first",
+            file=sys.stderr,
+        )
     serve(*build_deployments(config_path, landing, warehouse, cron=cron), limit=limit)
 
 

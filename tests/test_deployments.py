@@ -17,6 +17,7 @@ from deployments import (
     backfill_via_deployments,
     build_deployments,
     child_parameters,
+    deploy_all,
     idempotency_key,
     serve_all,
     submit_child,
@@ -222,3 +223,22 @@ def test_backfill_skips_complete_dates_without_creating_child_runs(manual_deploy
 
     with pytest.raises(ValueError, match="before start"):
         backfill_via_deployments(start=days[1], end=days[0], config_path=str(cfg))
+
+
+@pytest.mark.prefect
+def test_deploy_all_registers_the_three_on_a_work_pool(prefect_harness, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(
+            WorkPoolCreate(name="recsys-test-pool", type="process"), overwrite=True
+        )
+        ids = deploy_all("recsys-test-pool", warehouse=tmp_path / "wh", cron="15 3 * * *")
+        deps = [client.read_deployment(i) for i in ids]
+    assert [d.name for d in deps] == ["nightly", "manual", "backfill"]
+    assert {d.work_pool_name for d in deps} == {"recsys-test-pool"}
+    assert deps[0].schedules[0].schedule.cron == "15 3 * * *"
+    assert all(d.parameters == {"warehouse": str(tmp_path / "wh")} for d in deps)
+    assert deps[0].entrypoint == "flows.nightly.nightly"
+    assert [d.global_concurrency_limit.limit for d in deps] == [1, 1, 1]

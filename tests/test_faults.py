@@ -313,6 +313,31 @@ def test_rerun_after_failure_reuses_tuning_and_force_redoes_it(
     _assert_same_outputs(wh, baseline)
 
 
+@pytest.mark.model
+@pytest.mark.slow
+def test_rerun_after_failure_does_not_embed_unchanged_items_again(
+    prefect_harness, tmp_path, landing_master, monkeypatch
+):
+    from flows.nightly import nightly
+    from recsys_core.pipeline import InjectedFault
+
+    cfg, wh = _fresh(tmp_path, landing_master)
+    cfg.write_text(cfg.read_text().replace("enabled = false", "enabled = true"), encoding="utf-8")
+    monkeypatch.setenv("RECSYS_FAULT", "train:1")
+    with pytest.raises(InjectedFault):
+        nightly(run_date=END, config_path=str(cfg))
+    table = wh.item_embeddings
+    embedded_at = table.stat().st_mtime_ns
+    n_vectors = read_parquet(table).height
+    assert n_vectors > 0
+    monkeypatch.delenv("RECSYS_FAULT")
+
+    steps = nightly(run_date=END, config_path=str(cfg))
+    embed = steps["embed"]
+    assert (embed["n_embedded"], embed["n_reused"], embed["written"]) == (0, n_vectors, False)
+    assert table.stat().st_mtime_ns == embedded_at
+
+
 # ---- two runs for one date ------------------------------------------------------------------------
 def test_second_run_for_the_same_date_exits_with_a_clear_message(
     baseline, tmp_path, landing_master

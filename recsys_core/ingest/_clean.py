@@ -6,8 +6,8 @@ For each date ``clean_days`` writes (atomically, manifest last so that it marks 
   (timestamp, user_id, item_id, event_type, event_id). ``event_id`` is the source's, or
   ``<source_file>#<source_row>`` where the source gave none;
 * ``clean/items/date=D`` in :data:`~recsys_core.schema.CLEAN_ITEMS_SCHEMA` (if D has an item drop);
-* ``quarantine/date=D``: every invalid row, in :data:`QUARANTINE_SCHEMA` (always written, maybe
-  empty, so that a re-run replaces an earlier one);
+* ``quarantine/date=D``: every invalid row, in :data:`QUARANTINE_SCHEMA` (only if there is one;
+  a re-run with none removes an earlier file);
 * ``manifests/date=D.json``: ``ingested == clean + duplicates + quarantined`` for events and items,
   reason counts, source files and the clean config.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import polars as pl
@@ -29,9 +30,10 @@ import polars as pl
 from recsys_core.config import CleanConfig
 from recsys_core.ingest._errors import MissingPartitionError
 from recsys_core.ingest._events import mark_duplicates, validate_events
+from recsys_core.ingest._ingest import IO_THREADS
 from recsys_core.ingest._items import clean_items_frame, items_output, validate_items
-from recsys_core.ingest._load import read_dated_parquet
-from recsys_core.io import Warehouse, atomic_write_json, atomic_write_parquet
+from recsys_core.ingest._load import read_dated_parquet, write_partition
+from recsys_core.io import Warehouse, atomic_write_json
 from recsys_core.schema import (
     CLEAN_EVENTS_SCHEMA,
     EVENT_OPTIONAL,
@@ -91,20 +93,15 @@ def clean_days(
     raw_ev = read_dated_parquet(ev_files, _raw_schema(_EVENT_COLS), "_date").sort(order)
     raw_it = read_dated_parquet(it_files, _raw_schema(_ITEM_COLS), "_date").sort(order)
 
-    ev = validate_events(raw_ev, config)
+    good_ev, bad_ev = validate_events(raw_ev, config)
     good_ev = mark_duplicates(
-        ev.filter(pl.col("reason_category").is_null()),
+        good_ev,
         _anchors(warehouse, days, config.dedupe_window_seconds),
         config.dedupe_window_seconds,
     )
-    it = validate_items(raw_it, config)
-    good_it = clean_items_frame(it.filter(pl.col("reason_category").is_null()))
-    bad = pl.concat(
-        [
-            _quarantine_rows(ev.filter(pl.col("reason_category").is_not_null()), "events"),
-            _quarantine_rows(it.filter(pl.col("reason_category").is_not_null()), "items"),
-        ]
-    )
+    good_it, bad_it = validate_items(raw_it, config)
+    good_it = clean_items_frame(good_it)
+    bad = pl.concat([_quarantine_rows(bad_ev, "events"), _quarantine_rows(bad_it, "items")])
     clean_ev = _events_output(good_ev)
     clean_it = items_output(good_it)
 
@@ -112,20 +109,22 @@ def clean_days(
     it_by_day = _split(clean_it, "date")
     q_by_day = _split(bad, "date")
     stats = _stats(raw_ev, raw_it, good_ev, good_it, bad)
-    manifests = []
-    for d in days:
-        atomic_write_parquet(
-            ev_by_day.get(d, clean_ev.clear()).rechunk(), warehouse.clean("events", d)
-        )
+
+    def write_day(d: dt.date) -> dict[str, Any]:
+        write_partition(ev_by_day.get(d, clean_ev.clear()), warehouse.clean("events", d))
         if d in it_files:
-            atomic_write_parquet(
-                it_by_day.get(d, clean_it.clear()).rechunk(), warehouse.clean("items", d)
-            )
-        atomic_write_parquet(q_by_day.get(d, bad.clear()).rechunk(), warehouse.quarantine(d))
+            write_partition(it_by_day.get(d, clean_it.clear()), warehouse.clean("items", d))
+        quarantine = warehouse.quarantine(d)
+        if d in q_by_day:
+            write_partition(q_by_day[d], quarantine)
+        else:  # nothing quarantined: no file (and none left from an earlier run)
+            quarantine.unlink(missing_ok=True)
         manifest = _manifest(d, stats, config)
-        atomic_write_json(warehouse.manifest(d), manifest)
-        manifests.append(manifest)
-    return manifests
+        atomic_write_json(warehouse.manifest(d), manifest)  # last: the date is complete
+        return manifest
+
+    with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:  # overlaps the fsync waits
+        return list(pool.map(write_day, days))
 
 
 def _split(df: pl.DataFrame, col: str) -> dict[dt.date, pl.DataFrame]:

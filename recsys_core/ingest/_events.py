@@ -20,13 +20,12 @@ import polars as pl
 from recsys_core.config import EVENT_TYPES, CleanConfig
 from recsys_core.ingest._parse import (
     Check,
-    apply_checks,
+    add_timestamp_us,
     id_checks,
     quoted,
-    timestamp_us,
+    split_checks,
     us_to_iso,
 )
-from recsys_core.schema import SOURCE_FILE, SOURCE_ROW
 
 __all__ = ["EVENT_TYPE_SYNONYMS", "mark_duplicates", "normalise_event_type", "validate_events"]
 
@@ -63,16 +62,17 @@ def _blank_to_null(col: pl.Expr) -> pl.Expr:
     return pl.when(s == "").then(None).otherwise(s)
 
 
-def validate_events(raw: pl.DataFrame, config: CleanConfig) -> pl.DataFrame:
-    """Add normalised columns and ``reason_category``/``reason`` (see module doc)."""
+def validate_events(raw: pl.DataFrame, config: CleanConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(valid, invalid)`` rows with the normalised columns; invalid rows also get
+    ``reason_category`` and ``reason`` (see module doc)."""
     df = raw.with_columns(
         pl.col("user_id").str.strip_chars().alias("_uid"),
         pl.col("item_id").str.strip_chars().alias("_iid"),
         normalise_event_type(pl.col("event_type")).alias("_et"),
-        timestamp_us(pl.col("timestamp")).alias("_ts"),
         _blank_to_null(pl.col("value")).alias("_vs"),
         _blank_to_null(pl.col("event_id")).alias("_eid"),
     ).with_columns(pl.col("_vs").cast(pl.Float64, strict=False).alias("_val"))
+    df = add_timestamp_us(df, "timestamp", "_ts")
     ts_present = _blank_to_null(pl.col("timestamp")).is_not_null()
     et_present = _blank_to_null(pl.col("event_type")).is_not_null()
     types = ", ".join(EVENT_TYPES)
@@ -106,7 +106,7 @@ def validate_events(raw: pl.DataFrame, config: CleanConfig) -> pl.DataFrame:
         ),
         Check(
             "timestamp_off_partition",
-            pl.from_epoch(pl.col("_ts"), time_unit="us").dt.date() != pl.col("_date"),
+            (pl.col("_ts") // 86_400_000_000) != pl.col("_date").cast(pl.Int64),
             pl.concat_str(
                 [
                     pl.lit("timestamp "),
@@ -138,7 +138,8 @@ def validate_events(raw: pl.DataFrame, config: CleanConfig) -> pl.DataFrame:
             ),
         ),
     ]
-    return apply_checks(df, checks).drop("_vs")
+    good, bad = split_checks(df, checks)
+    return good.drop("_vs"), bad.drop("_vs")
 
 
 def mark_duplicates(
@@ -149,64 +150,35 @@ def mark_duplicates(
     ``valid`` must be in source order (date, file, row): the first of exact duplicates is kept.
     ``anchors`` has ``_uid, _iid, _et, _ts`` of already-clean events of earlier days.
     """
-    content = pl.concat_str(
-        [
-            pl.lit("c"),
-            *[pl.col(c) for c in KEY],
-            pl.col("_ts").cast(pl.String),
-            pl.col("_val").cast(pl.String).fill_null(""),
-        ],
-        separator="\x1f",
-    )
-    dup_key = pl.when(pl.col("_eid").is_not_null()).then(
-        pl.concat_str([pl.lit("i\x1f"), pl.col("_eid")])
-    )
-    df = valid.with_columns(
-        pl.struct(pl.col("_date"), dup_key.otherwise(content)).is_first_distinct().alias("_first"),
-        pl.int_range(0, pl.len(), dtype=pl.Int64).alias("_rid"),
-    )
+    by_id = pl.col("_eid").is_not_null()
+    content = [pl.when(~by_id).then(pl.col(c)).alias(f"_k{c}") for c in (*KEY, "_ts", "_val")]
+    df = valid.with_row_index("_rid").with_columns(*content)
+    key_cols = ["_date", "_eid", *[f"_k{c}" for c in (*KEY, "_ts", "_val")]]
+    firsts = df.group_by(key_cols).agg(pl.col("_rid").min())["_rid"]
+    first = np.zeros(df.height, dtype=bool)
+    first[firsts.to_numpy()] = True
     near = np.zeros(df.height, dtype=bool)
     if window_seconds > 0 and df.height:
-        near_ids = _near_duplicates(df.filter("_first"), anchors, window_seconds * 1_000_000)
-        near[near_ids] = True
-    return df.with_columns(
-        pl.when(~pl.col("_first"))
-        .then(pl.lit("exact"))
-        .when(pl.Series(near))
-        .then(pl.lit("near"))
-        .otherwise(pl.lit("clean"))
-        .alias("_status")
-    ).drop("_first", "_rid")
+        kept = df.filter(pl.Series(first)).select(*KEY, "_ts", "_rid")
+        near[_near_duplicates(kept, anchors, window_seconds * 1_000_000)] = True
+    status = np.where(~first, "exact", np.where(near, "near", "clean"))
+    return df.drop("_rid", *key_cols[2:]).with_columns(pl.Series("_status", status, pl.String))
 
 
 def _near_duplicates(
     kept: pl.DataFrame, anchors: pl.DataFrame | None, window_us: int
 ) -> np.ndarray:
     """``_rid`` of rows within ``window_us`` of the previous kept row of the same key."""
-    cols = [*KEY, "_ts", "_rid", SOURCE_FILE, SOURCE_ROW]
-    frames = [kept.select(cols)]
+    frames = [kept.with_columns(pl.col("_rid").cast(pl.Int64))]
     if anchors is not None and anchors.height:
-        frames.insert(
-            0,
-            anchors.select(
-                *KEY,
-                "_ts",
-                pl.lit(-1, pl.Int64).alias("_rid"),
-                pl.lit("", pl.String).alias(SOURCE_FILE),
-                pl.lit(0, pl.Int64).alias(SOURCE_ROW),
-            ),
-        )
-    seq = (
-        pl.concat(frames)
-        .sort([*KEY, "_ts", "_rid", SOURCE_FILE, SOURCE_ROW])
-        .with_columns(pl.struct(*KEY).rle_id().alias("_g"))
-    )
-    g = seq["_g"].to_numpy()
+        frames.insert(0, anchors.select(*KEY, "_ts", pl.lit(-1, pl.Int64).alias("_rid")))
+    seq = pl.concat(frames).sort([*KEY, "_ts", "_rid"])
+    same = pl.all_horizontal([pl.col(c) == pl.col(c).shift(1) for c in KEY]).fill_null(False)
+    close = same & ((pl.col("_ts") - pl.col("_ts").shift(1)) <= window_us)
+    cand = seq.select(close.fill_null(False)).to_series().to_numpy()
     t = seq["_ts"].to_numpy()
     rid = seq["_rid"].to_numpy()
     anchor = rid < 0
-    cand = np.zeros(len(t), dtype=bool)
-    cand[1:] = (g[1:] == g[:-1]) & (t[1:] - t[:-1] <= window_us)
     keep = ~cand | anchor
     last = 0
     for i in np.flatnonzero(cand & ~anchor).tolist():

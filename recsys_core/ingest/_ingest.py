@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recsys_core.ingest._batch import read_partitions
 from recsys_core.ingest._errors import LandingWarning, MissingPartitionError
-from recsys_core.ingest._read import (
-    KINDS,
-    landing_dates,
-    partition_dir,
-    partition_files,
-    read_partition_with_notes,
-)
-from recsys_core.io import Warehouse, atomic_write_parquet
+from recsys_core.ingest._load import write_partition
+from recsys_core.ingest._read import KINDS, landing_dates, partition_dir
+from recsys_core.io import Warehouse
 
-__all__ = ["IngestResult", "ingest"]
+__all__ = ["IO_THREADS", "IngestResult", "ingest"]
+
+#: Partitions read and written at once. The work is mostly waiting for the disk (each atomic
+#: write syncs the file and its folder), so threads overlap those waits.
+IO_THREADS = 8
+#: Partitions read together (one multi-file scan per CSV header) before they are written.
+BATCH_DAYS = 512
 
 
 @dataclass(frozen=True)
@@ -70,24 +73,31 @@ def ingest(
             f"{'has no data file' if path.is_dir() else 'does not exist'}; wait for the drop, "
             "or run with require_run_date=False"
         )
-    dates: dict[str, list[str]] = {}
-    rows: dict[str, int] = {}
-    skipped: dict[str, int] = {}
+    todo = {
+        kind: [
+            day
+            for day in available[kind]
+            if force and day == run_date or not warehouse.raw(kind, day).is_file()
+        ]
+        for kind in KINDS
+    }
+    dates: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    rows = dict.fromkeys(KINDS, 0)
     notes: list[str] = []
     n_files = 0
-    for kind in KINDS:
-        dates[kind], rows[kind], skipped[kind] = [], 0, 0
-        for day in available[kind]:
-            target = warehouse.raw(kind, day)
-            if target.is_file() and not (force and day == run_date):
-                skipped[kind] += 1
-                continue
-            df, file_notes = read_partition_with_notes(landing, kind, day)
-            n_files += len(partition_files(partition_dir(landing, kind, day)))
-            atomic_write_parquet(df.rechunk(), target)
-            dates[kind].append(day.isoformat())
-            rows[kind] += df.height
-            notes.extend(file_notes)
+    with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:  # overlaps the fsync waits
+        for kind in KINDS:
+            for start in range(0, len(todo[kind]), BATCH_DAYS):
+                days = todo[kind][start : start + BATCH_DAYS]
+                parts = read_partitions(landing, kind, days)
+                targets = [warehouse.raw(kind, day) for day in days]
+                list(pool.map(write_partition, [df for df, _, _ in parts], targets))
+                for day, (df, file_notes, n) in zip(days, parts, strict=True):
+                    dates[kind].append(day.isoformat())
+                    rows[kind] += df.height
+                    notes.extend(file_notes)
+                    n_files += n
+    skipped = {kind: len(available[kind]) - len(dates[kind]) for kind in KINDS}
     if notes:
         shown = "; ".join(notes[:5]) + (f"; ... ({len(notes) - 5} more)" if len(notes) > 5 else "")
         warnings.warn(shown, LandingWarning, stacklevel=2)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import polars as pl
 
 from recsys_core.config import CleanConfig
-from recsys_core.ingest._parse import Check, apply_checks, id_checks, quoted, timestamp_us
+from recsys_core.ingest._parse import Check, add_timestamp_us, id_checks, quoted, split_checks
 from recsys_core.schema import CLEAN_ITEMS_SCHEMA, SOURCE_FILE, SOURCE_ROW
 
 __all__ = ["clean_items_frame", "items_output", "validate_items"]
@@ -25,13 +25,14 @@ def _text(col: str) -> pl.Expr:
     return pl.when(s == "").then(None).otherwise(s)
 
 
-def validate_items(raw: pl.DataFrame, config: CleanConfig) -> pl.DataFrame:
-    """Add ``_iid``, ``_t_<field>``, ``_upd`` (microseconds) and ``reason_category``/``reason``."""
+def validate_items(raw: pl.DataFrame, config: CleanConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(valid, invalid)`` rows with ``_iid``, ``_t_<field>`` and ``_upd`` (microseconds);
+    invalid rows also get ``reason_category``/``reason``."""
     df = raw.with_columns(
         pl.col("item_id").str.strip_chars().alias("_iid"),
         *[_text(c).alias(f"_t_{c}") for c in _TEXT],
-        timestamp_us(pl.col("updated_at")).alias("_upd"),
     )
+    df = add_timestamp_us(df, "updated_at", "_upd")
     upd_present = _text("updated_at").is_not_null()
     checks = [
         *id_checks("item_id", pl.col("_iid"), config.max_id_length, prefix="items."),
@@ -48,7 +49,7 @@ def validate_items(raw: pl.DataFrame, config: CleanConfig) -> pl.DataFrame:
             ),
         ),
     ]
-    return apply_checks(df, checks)
+    return split_checks(df, checks)
 
 
 def clean_items_frame(valid: pl.DataFrame) -> pl.DataFrame:

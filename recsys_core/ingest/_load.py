@@ -7,8 +7,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
-from recsys_core.io import Warehouse, read_parquet
+from recsys_core.io import Warehouse, atomic_path, read_parquet
 from recsys_core.schema import CLEAN_EVENTS_SCHEMA, CLEAN_ITEMS_SCHEMA, SOURCE_FILE, SOURCE_ROW
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "load_clean_events",
     "pending_clean_dates",
     "read_dated_parquet",
+    "write_partition",
 ]
 
 #: Columns of :func:`load_catalog`'s result.
@@ -59,6 +61,19 @@ def read_dated_parquet(
             pl.col("_path").replace_strict(paths, days, return_dtype=pl.Date).alias(date_col)
         )
     return df.drop("_path")
+
+
+def write_partition(df: pl.DataFrame, target: Path) -> Path:
+    """Write one small partition atomically as Parquet (zstd, statistics).
+
+    Same atomic temp-file-and-rename as :func:`recsys_core.io.atomic_write_parquet`, but written
+    by pyarrow directly: about half the cost for the thousands of tiny partitions of a first
+    MovieLens run. Same frame -> same bytes.
+    """
+    table = df.to_arrow().combine_chunks()
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+    return target
 
 
 def load_clean_events(

@@ -1,6 +1,6 @@
 """Vectorised parsing and checks shared by event and item cleaning (polars expressions only).
 
-Timestamps (:func:`timestamp_us`) are accepted as
+Timestamps (:func:`add_timestamp_us`) are accepted as
 
 * Unix seconds, integer or decimal (``1767225600``, ``1767225600.25``), exact to the microsecond;
 * ISO 8601 date-times ``YYYY-MM-DD[T| ]HH:MM[:SS[.ffffff]][Z|±HH[:MM]]`` (no offset = UTC), or a
@@ -17,16 +17,17 @@ import polars as pl
 
 __all__ = [
     "Check",
-    "apply_checks",
+    "add_timestamp_us",
     "id_checks",
     "quoted",
-    "timestamp_us",
+    "split_checks",
     "us_to_iso",
 ]
 
 #: Latest accepted Unix second (9999-12-31T23:59:59Z); larger numbers are not seconds.
 MAX_UNIX_SECONDS = 253_402_300_799
 _UNIX_RE = r"^([+-]?)(\d+)(?:\.(\d*))?$"
+_FAST_ISO = "%Y-%m-%dT%H:%M:%S%.f%#z"  # 2026-01-04T10:00:00[.123]Z / +01:00 / +0100 / -05
 _ISO_RE = (
     r"^(\d{4}-\d{2}-\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?"
     r"\s*(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?$"
@@ -38,18 +39,29 @@ def _frac_us(frac: pl.Expr) -> pl.Expr:
     return frac.fill_null("").str.pad_end(6, "0").str.slice(0, 6).cast(pl.Int64)
 
 
-def timestamp_us(s: pl.Expr) -> pl.Expr:
-    """Microseconds since the Unix epoch (UTC) of a string column; null if not parseable."""
-    s = s.str.strip_chars()
-    u = s.str.extract_groups(_UNIX_RE)
+def add_timestamp_us(df: pl.DataFrame, src: str, out: str) -> pl.DataFrame:
+    """Add ``out``: microseconds since the Unix epoch (UTC) of string column ``src``, null if
+    not parseable. Unix seconds, then the common ISO form (one fast strptime), then a regex for
+    the other ISO forms, each only over the rows still unparsed."""
+    s = pl.col(src).str.strip_chars()
+    df = df.with_columns(s.str.extract_groups(_UNIX_RE).alias("_tu"))
+    u = pl.col("_tu")
     whole = u.struct.field("2").cast(pl.Int64, strict=False)
     sign = pl.when(u.struct.field("1") == "-").then(-1).otherwise(1)
-    unix = (
-        pl.when(whole <= MAX_UNIX_SECONDS)
-        .then(sign * (whole * 1_000_000 + _frac_us(u.struct.field("3"))))
-        .otherwise(None)
+    unix = pl.when(whole <= MAX_UNIX_SECONDS).then(
+        sign * (whole * 1_000_000 + _frac_us(u.struct.field("3")))
     )
-    g = s.str.extract_groups(_ISO_RE)
+    fast = (
+        pl.when(u.struct.field("2").is_null())
+        .then(s)
+        .str.to_datetime(_FAST_ISO, time_unit="us", strict=False)
+        .dt.epoch("us")
+    )
+    df = df.with_columns(pl.coalesce(unix, fast).alias(out))
+    df = df.with_columns(
+        pl.when(pl.col(out).is_null()).then(s).str.extract_groups(_ISO_RE).alias("_tg")
+    )
+    g = pl.col("_tg")
     naive = pl.concat_str(
         [
             g.struct.field("1"),
@@ -71,7 +83,7 @@ def timestamp_us(s: pl.Expr) -> pl.Expr:
     iso = (
         naive.dt.epoch("us") + _frac_us(g.struct.field("5")) - offset_min.fill_null(0) * 60_000_000
     )
-    return pl.coalesce(unix, iso)
+    return df.with_columns(pl.coalesce(pl.col(out), iso).alias(out)).drop("_tu", "_tg")
 
 
 def us_to_iso(us: pl.Expr) -> pl.Expr:
@@ -121,23 +133,28 @@ def id_checks(name: str, col: pl.Expr, max_len: int, prefix: str = "") -> list[C
     ]
 
 
-def apply_checks(df: pl.DataFrame, checks: list[Check]) -> pl.DataFrame:
-    """Add ``reason_category`` (first failed check) and ``reason`` (every failed message, "; ")."""
-    fails = [c.failed.fill_null(False) for c in checks]
-    return df.with_columns(
+def split_checks(df: pl.DataFrame, checks: list[Check]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(valid rows, invalid rows)``; invalid rows get ``reason_category`` (the first failed
+    check) and ``reason`` (every failed check's message, joined by "; ").
+
+    Messages are built for the invalid rows only, so validating a million rows stays cheap.
+    """
+    flags = [f"_fail{i}" for i in range(len(checks))]
+    df = df.with_columns(
+        [c.failed.fill_null(False).alias(f) for c, f in zip(checks, flags, strict=True)]
+    ).with_columns(pl.any_horizontal(flags).alias("_invalid"))
+    good = df.filter(~pl.col("_invalid")).drop(*flags, "_invalid")
+    bad = df.filter(pl.col("_invalid"))
+    bad = bad.with_columns(
         pl.coalesce(
-            [pl.when(f).then(pl.lit(c.category)) for f, c in zip(fails, checks, strict=True)]
+            [pl.when(f).then(pl.lit(c.category)) for c, f in zip(checks, flags, strict=True)]
         )
         .cast(pl.String)
         .alias("reason_category"),
         pl.concat_str(
-            [pl.when(f).then(c.message) for f, c in zip(fails, checks, strict=True)],
+            [pl.when(f).then(c.message) for c, f in zip(checks, flags, strict=True)],
             separator="; ",
             ignore_nulls=True,
         ).alias("reason"),
-    ).with_columns(
-        pl.when(pl.col("reason_category").is_null())
-        .then(None)
-        .otherwise(pl.col("reason"))
-        .alias("reason")
-    )
+    ).drop(*flags, "_invalid")
+    return good, bad

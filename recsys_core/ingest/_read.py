@@ -24,12 +24,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from recsys_core.ingest._errors import (
-    LandingReadError,
-    LandingSchemaError,
-    LandingWarning,
-    MissingPartitionError,
-)
+from recsys_core.ingest._errors import LandingReadError, LandingSchemaError, LandingWarning
 from recsys_core.schema import (
     EVENT_OPTIONAL,
     EVENT_REQUIRED,
@@ -42,10 +37,13 @@ from recsys_core.schema import (
 __all__ = [
     "DATA_EXTENSIONS",
     "KINDS",
+    "extra_columns_note",
     "landing_columns",
     "landing_dates",
     "partition_dir",
     "partition_files",
+    "normalise_names",
+    "read_landing_file",
     "read_landing_partition",
 ]
 
@@ -114,7 +112,7 @@ def read_landing_partition(landing: Path, kind: Kind, day: dt.date) -> pl.DataFr
     :class:`LandingSchemaError` for a missing required column and :class:`LandingReadError` for a
     file that cannot be parsed. Extra columns are dropped with a :class:`LandingWarning`.
     """
-    df, notes = read_partition_with_notes(landing, kind, day)
+    df, notes, _ = read_partition_with_notes(landing, kind, day)
     for note in notes:
         warnings.warn(note, LandingWarning, stacklevel=2)
     return df
@@ -122,23 +120,12 @@ def read_landing_partition(landing: Path, kind: Kind, day: dt.date) -> pl.DataFr
 
 def read_partition_with_notes(
     landing: Path, kind: str, day: dt.date
-) -> tuple[pl.DataFrame, list[str]]:
-    """:func:`read_landing_partition` returning its warnings as strings instead of emitting them."""
-    landing = Path(landing)
-    directory = partition_dir(landing, kind, day)
-    files = partition_files(directory)
-    if not files:
-        raise MissingPartitionError(
-            f"landing partition {directory} is missing (or has no data file); expected files "
-            f"{'/'.join('*' + e for e in DATA_EXTENSIONS)} under it"
-        )
-    frames, notes = [], []
-    for path in files:
-        df, note = read_landing_file(path, kind, landing)
-        frames.append(df)
-        if note:
-            notes.append(note)
-    return pl.concat(frames, how="vertical"), notes
+) -> tuple[pl.DataFrame, list[str], int]:
+    """:func:`read_landing_partition` returning its warnings as strings instead of emitting
+    them, and the number of files read."""
+    from recsys_core.ingest._batch import read_partitions
+
+    return read_partitions(landing, kind, [day])[0]
 
 
 def read_landing_file(path: Path, kind: str, landing: Path) -> tuple[pl.DataFrame, str | None]:
@@ -155,19 +142,20 @@ def read_landing_file(path: Path, kind: str, landing: Path) -> tuple[pl.DataFram
             f"{list(DATA_EXTENSIONS)} (or prefix the name with '_' to make readers skip it)"
         )
     rows: list[int] | None = None
-    if path.stat().st_size == 0:
-        raw = pl.DataFrame()
+    if path.stat().st_size == 0:  # no header, no rows: nothing to check
+        raw = pl.DataFrame(schema={c: pl.String for c in required})
     elif ext == ".csv":
         raw = _read_csv(path, rel)
     elif ext == ".parquet":
         raw = _read_parquet(path, rel)
     else:
         raw, rows = _read_json(path, rel)
-    raw = _normalise_names(raw, rel, required + optional)
+    raw = normalise_names(raw, rel, required + optional)
     return _conform(raw, rel, required, optional, rows)
 
 
-def _normalise_names(df: pl.DataFrame, rel: str, expected: tuple[str, ...]) -> pl.DataFrame:
+def normalise_names(df: pl.DataFrame, rel: str, expected: tuple[str, ...]) -> pl.DataFrame:
+    """Header names stripped (and of a byte-order mark) and lower-cased; a repeat is an error."""
     names = [c.lstrip("\ufeff").strip().lower() for c in df.columns]
     seen: set[str] = set()
     for name in names:
@@ -177,6 +165,8 @@ def _normalise_names(df: pl.DataFrame, rel: str, expected: tuple[str, ...]) -> p
                 f"found columns {df.columns}, expected {list(expected)}"
             )
         seen.add(name)
+    if names == df.columns:
+        return df
     return df.rename(dict(zip(df.columns, names, strict=True)))
 
 
@@ -187,8 +177,6 @@ def _conform(
     optional: tuple[str, ...],
     rows: list[int] | None,
 ) -> tuple[pl.DataFrame, str | None]:
-    if df.width == 0 and df.height == 0:  # empty file: no header, no rows
-        df = pl.DataFrame(schema={c: pl.String for c in required})
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise LandingSchemaError(
@@ -197,25 +185,29 @@ def _conform(
             f"{list(required)} (optional: {list(optional)})"
         )
     wanted = required + optional
-    extra = [c for c in df.columns if c not in wanted]
-    note = (
-        f"{rel}: dropped {len(extra)} extra column{'s' if len(extra) > 1 else ''} {extra} "
-        f"(kept {list(wanted)})"
-        if extra
-        else None
-    )
-    out = df.select(
-        [
-            pl.col(c).cast(pl.String) if c in df.columns else pl.lit(None, pl.String).alias(c)
-            for c in wanted
-        ]
-    )
+    note = extra_columns_note([c for c in df.columns if c not in wanted], wanted)
+    note = f"{rel}: {note}" if note else None
     row_numbers = (
         pl.Series(SOURCE_ROW, rows, dtype=pl.Int64)
         if rows is not None
-        else pl.Series(SOURCE_ROW, range(1, out.height + 1), dtype=pl.Int64)
+        else pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(SOURCE_ROW)
     )
-    return out.with_columns(pl.lit(rel, pl.String).alias(SOURCE_FILE), row_numbers), note
+    out = df.select(
+        *[
+            pl.col(c).cast(pl.String) if c in df.columns else pl.lit(None, pl.String).alias(c)
+            for c in wanted
+        ],
+        pl.lit(rel, pl.String).alias(SOURCE_FILE),
+        row_numbers,
+    )
+    return out, note
+
+
+def extra_columns_note(extra: list[str], kept: tuple[str, ...]) -> str | None:
+    """ "dropped N extra column(s) [...] (kept [...])", or None without extra columns."""
+    if not extra:
+        return None
+    return f"dropped {len(extra)} extra column{'s' if len(extra) > 1 else ''} {extra} (kept {list(kept)})"
 
 
 def _read_csv(path: Path, rel: str) -> pl.DataFrame:
@@ -280,34 +272,53 @@ def _read_json(path: Path, rel: str) -> tuple[pl.DataFrame, list[int]]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise LandingReadError(f"{rel}: not UTF-8 text ({exc})") from exc
-    loads = {"parse_float": str, "parse_int": str, "parse_constant": str}
-    records: list[tuple[int, Any]]
     if text.lstrip().startswith("["):
         try:
-            data = json.loads(text, **loads)
+            data = json.loads(text, **_LITERAL_NUMBERS)
         except json.JSONDecodeError as exc:
             raise LandingReadError(f"{rel}: invalid JSON ({exc})") from exc
-        records = list(enumerate(data, start=1))
+        if not isinstance(data, list):
+            raise LandingReadError(f"{rel}: a JSON {type(data).__name__}, expected an array")
+        numbers = list(range(1, len(data) + 1))
     else:
-        records = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append((lineno, json.loads(line, **loads)))
-            except json.JSONDecodeError as exc:
-                raise LandingReadError(
-                    f"{rel} line {lineno}: invalid JSON ({exc.msg} at column {exc.colno}); "
-                    "expected one JSON object per line"
-                ) from exc
+        lines = text.splitlines()
+        numbers = [n for n, line in enumerate(lines, start=1) if line.strip()]
+        try:  # one parse of the whole file; per line only to locate an error
+            data = json.loads(
+                "[" + ",".join(lines[n - 1] for n in numbers) + "]", **_LITERAL_NUMBERS
+            )
+        except json.JSONDecodeError:
+            data = [_parse_line(lines[n - 1], rel, n) for n in numbers]
+        if len(data) != len(numbers):  # a line held two values ("{..}, {..}")
+            data = [_parse_line(lines[n - 1], rel, n) for n in numbers]
     columns: dict[str, None] = {}
-    for n, rec in records:
+    for n, rec in zip(numbers, data, strict=True):
         if not isinstance(rec, dict):
             raise LandingReadError(
                 f"{rel} record {n}: is a JSON {type(rec).__name__}, expected an object"
             )
-        for key in rec:
-            columns.setdefault(key, None)
-    data = {key: [_json_text(rec.get(key)) for _, rec in records] for key in columns}
-    df = pl.DataFrame(data, schema={key: pl.String for key in columns}, height=len(records))
-    return df, [n for n, _ in records]
+        columns.update(dict.fromkeys(rec))
+    series = []
+    for key in columns:
+        values = [rec.get(key) for rec in data]
+        try:  # fast path: every value is a string (numbers already are) or null
+            series.append(pl.Series(key, values, dtype=pl.String, strict=True))
+        except (TypeError, pl.exceptions.PolarsError):
+            series.append(pl.Series(key, [_json_text(v) for v in values], dtype=pl.String))
+    if not series:  # only empty objects: no columns at all (reported as missing columns)
+        return pl.DataFrame(), numbers
+    return pl.DataFrame(series), numbers
+
+
+#: Numbers are kept as their literal text ("5.0" stays "5.0", 12345678901234567890 stays exact).
+_LITERAL_NUMBERS: dict[str, Any] = {"parse_float": str, "parse_int": str, "parse_constant": str}
+
+
+def _parse_line(line: str, rel: str, lineno: int) -> Any:
+    try:
+        return json.loads(line, **_LITERAL_NUMBERS)
+    except json.JSONDecodeError as exc:
+        raise LandingReadError(
+            f"{rel} line {lineno}: invalid JSON ({exc.msg} at column {exc.colno}); "
+            "expected one JSON object per line"
+        ) from exc

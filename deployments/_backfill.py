@@ -27,6 +27,7 @@ from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Scheduled
 
@@ -103,14 +104,20 @@ def submit_child(
     running one that already has this key: wait for it) or ``"rescheduled"`` (the run with this
     key had ended, yet the date is still not complete, so the same run is scheduled again).
     """
-    run = run_deployment(
-        name=deployment,
-        parameters=parameters,
-        idempotency_key=key,
-        flow_run_name=f"nightly-{day.isoformat()}",
-        timeout=0,
-        as_subflow=True,
-    )
+    try:
+        run = run_deployment(
+            name=deployment,
+            parameters=parameters,
+            idempotency_key=key,
+            flow_run_name=f"nightly-{day.isoformat()}",
+            timeout=0,
+            as_subflow=True,
+        )
+    except ObjectNotFound:
+        raise RuntimeError(
+            f"deployment {deployment} is not registered on the Prefect API; start `recsys serve` "
+            "(or deploy_all to a work pool) against this server first"
+        ) from None
     if run.state is not None and run.state.is_final():
         with get_client(sync_client=True) as client:
             result = client.set_flow_run_state(run.id, Scheduled(name="AwaitingRetry"))

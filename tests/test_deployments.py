@@ -221,6 +221,8 @@ def test_backfill_skips_complete_dates_without_creating_child_runs(manual_deploy
     assert out == {"completed": [], "skipped": ["2026-01-08", "2026-01-09"], "runs": {}}
     assert len(_runs_of(manual_deployment_id)) == before
 
+    with pytest.raises(RuntimeError, match="recsys-nightly/absent is not registered"):
+        submit_child(DAY, {}, "k", deployment="recsys-nightly/absent")
     with pytest.raises(ValueError, match="before start"):
         backfill_via_deployments(start=days[1], end=days[0], config_path=str(cfg))
 

@@ -8,10 +8,18 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from threadpoolctl import threadpool_limits
 
 import recsys_core.experiment as experiment
 from recsys_core.experiment import read_interaction_file, run_experiment
 from recsys_core.tuning import tune as real_tune
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """Tiny matrices: a second BLAS thread only adds contention on a shared CI machine."""
+    with threadpool_limits(limits=1):
+        yield
 
 
 def write_protocol(tmp_path: Path, n_users: int = 80, seed: int = 0) -> tuple[Path, Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from threadpoolctl import threadpool_limits
 
 from recsys_core.interactions import Interactions
 from recsys_core.metrics import mean_metrics, ranking_metrics
@@ -22,6 +23,13 @@ from recsys_core.models import (
 from recsys_core.models._sparse import _topk_positive_rows
 from recsys_core.models.ease import ease_weights
 from recsys_core.testing import RecommenderContract, checkerboard
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """Tiny matrices: a second BLAS thread only adds contention on a shared CI machine."""
+    with threadpool_limits(limits=1):
+        yield
 
 
 # ---- the contract, one line per model --------------------------------------------------------------

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from pydantic import Field
 from skopt.space import Real
+from threadpoolctl import threadpool_limits
 
 from recsys_core.interactions import Interactions
 from recsys_core.models import MODELS, ModelConfig, Recommender
@@ -25,6 +26,14 @@ from recsys_core.tuning import (
     tune,
     validation_truth,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """Tiny matrices: a second BLAS thread only adds contention on a shared CI machine."""
+    with threadpool_limits(limits=1):
+        yield
+
 
 OPTIMUM = 30.0
 

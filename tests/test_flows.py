@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -147,12 +148,24 @@ def test_backfill_skips_complete_dates_and_names_a_failed_one(prefect_harness, l
 
 
 def _cli(*args: str, env_extra: dict[str, str] | None = None, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, **(env_extra or {})}
+    """Run ``recsys`` in its own process group; whatever it started (the local Prefect API) is
+    killed with it, even when the command itself was SIGKILLed by an injected fault."""
+    env = {**os.environ, **(env_extra or {}), "PYTHONPATH": str(REPO)}
     env.pop("PREFECT_API_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
-        capture_output=True, text=True, cwd=cwd, env={**env, "PYTHONPATH": str(REPO)}, timeout=600,
-    )
+    out, err = cwd / "cli.out", cwd / "cli.err"
+    with open(out, "w") as fo, open(err, "w") as fe:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", *args],
+            stdout=fo, stderr=fe, cwd=cwd, env=env, start_new_session=True,
+        )
+        try:
+            code = proc.wait(timeout=600)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return subprocess.CompletedProcess(proc.args, code, out.read_text(), err.read_text())
 
 
 def test_killed_run_leaves_previous_outputs_intact(landing_env):

@@ -139,7 +139,16 @@ class ScoringConfig(_Model):
     """Batch scoring of every active user."""
 
     block_size: int = Field(
-        default=2048, ge=1, description="Users scored per block; bounds peak memory."
+        default=512,
+        ge=1,
+        description="Users scored per block; peak memory is about threads x block_size x n_items "
+        "float32 (512 x 50,000 items = 100 MB per thread).",
+    )
+    threads: int = Field(
+        default=0,
+        ge=0,
+        description="Blocks scored at once, one BLAS thread each; 0 = all cores when there is one "
+        "shard, 1 per shard otherwise.",
     )
     active_days: int = Field(
         default=0,

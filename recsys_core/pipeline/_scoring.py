@@ -8,6 +8,7 @@ partition is identical whatever the number of shards or the task runner, then re
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ def score_shard(settings: Settings, run_date: dt.date, shard: int, n_shards: int
         users,
         settings.k,
         block_size=settings.scoring.block_size,
+        threads=settings.scoring.threads or (os.cpu_count() or 1 if n_shards == 1 else 1),
         candidate_items=candidates,
         exclude_items=settings.scoring.exclude_items or None,
     )

@@ -57,7 +57,7 @@ def score_shard(settings: Settings, run_date: dt.date, shard: int, n_shards: int
         users,
         settings.k,
         block_size=settings.scoring.block_size,
-        threads=settings.scoring.threads or (os.cpu_count() or 1 if n_shards == 1 else 1),
+        threads=settings.scoring.threads or ((os.cpu_count() or 1) if n_shards == 1 else 1),
         candidate_items=candidates,
         exclude_items=settings.scoring.exclude_items or None,
     )

@@ -268,6 +268,14 @@ def test_truncation_and_progress_are_reported(tmp_path):
     assert lines[-1].startswith("item embeddings: 5 embedded, 0 reused")
 
 
+def test_progress_bar_and_protocol(tmp_path, capsys):
+    from recsys_core.embeddings import Encoder
+
+    assert isinstance(FakeEncoder(), Encoder)
+    embed_catalog(catalog(), tmp_path, EmbeddingConfig(), encoder=FakeEncoder(), progress=True)
+    assert "embedded" in capsys.readouterr().err  # the tqdm bar
+
+
 def test_log_accepts_a_logger(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="recsys_core.embeddings"):
         embed_catalog(catalog(), tmp_path, EmbeddingConfig(), encoder=FakeEncoder())
@@ -367,8 +375,12 @@ def test_real_vectors_match_sentence_transformers(minilm):
 @pytest.mark.model
 def test_real_truncation_counted_and_quantised_close(minilm):
     long_text = "word " * 400
-    short = TextEncoder(minilm.files, max_length=16)
+    import torch
+
+    threads = torch.get_num_threads()
+    short = TextEncoder(minilm.files, max_length=16, threads=1)
     v = short.encode([long_text, TITLES[2]])  # 400 + 2 tokens, and 14 tokens
+    assert torch.get_num_threads() == threads  # restored after the call
     assert short.last_stats.n_truncated == 1 and short.last_stats.n_tokens == 16 + 14
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
     fast = TextEncoder(minilm.files, quantize=True, threads=2)

@@ -12,6 +12,7 @@ are cheap.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -108,6 +109,7 @@ class TextEncoder:
         self.last_stats = EncodeStats()
         self._tokenizer: Any = None
         self._model: Any = None
+        self._lock = threading.Lock()  # one encode at a time: shared by Prefect's task threads
 
     @classmethod
     def from_config(cls, cfg: EmbeddingConfig) -> TextEncoder:
@@ -165,10 +167,15 @@ class TextEncoder:
         Empty (or whitespace-only, or non-string) entries give zero rows and are counted in
         :attr:`last_stats`, with the number of texts truncated at :attr:`max_length` tokens.
         """
+        with self._lock:
+            return self._encode(texts, batch_size or self.batch_size, progress, log)
+
+    def _encode(
+        self, texts: list[str], batch_size: int, progress: ProgressArg, log: LogSink
+    ) -> np.ndarray:
         import torch
 
         start = time.perf_counter()
-        batch_size = batch_size or self.batch_size
         tokenizer, model = self._load()
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         live = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]

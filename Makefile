@@ -42,12 +42,17 @@ format: install
 server: install  ## a local Prefect server + UI on 127.0.0.1:$(PORT), SQLite
 	$(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PORT)
 
-serve: install  ## register and serve the deployments (needs PREFECT_API_URL of a server)
-	$(VENV)/bin/recsys serve
+serve: install  ## register and serve the deployments against the server of `make server`
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PORT)/api} $(VENV)/bin/recsys serve
+
+POOL ?= recsys
+deploy: install  ## register the deployments on a work pool (then: prefect worker start --pool $(POOL))
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PORT)/api} $(VENV)/bin/recsys deploy --pool $(POOL)
 
 bench: install
 	$(PY) benchmarks/bench_embeddings.py
 	$(PY) benchmarks/bench_ml100k.py
+	$(PY) benchmarks/bench_scoring.py --users 20000 --repeats 2
 
 clean:
 	rm -rf var/warehouse var/landing .pytest_cache

@@ -88,6 +88,15 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rollback", help="return to the previous champion")
     _add_common(p)
 
+    p = sub.add_parser("serve", help="serve the deployments (nightly cron, manual, backfill); needs PREFECT_API_URL")
+    _add_common(p)
+    p.add_argument("--cron", default="0 2 * * *", help="nightly schedule, UTC")
+    p.add_argument("--limit", type=int, help="max concurrent runs in this process (>= 3)")
+    p = sub.add_parser("deploy", help="register the deployments on a work pool")
+    p.add_argument("--pool", required=True)
+    p.add_argument("--cron", default="0 2 * * *")
+    _add_common(p)
+
     p = sub.add_parser("experiment", help="tune, fit and evaluate models on explicit train/test files")
     p.add_argument("--train", required=True)
     p.add_argument("--test", required=True)
@@ -306,7 +315,25 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from deployments.serve import serve_all
+
+    serve_all(config_path=args.config, landing=args.landing, warehouse=args.warehouse,
+              cron=args.cron, limit=args.limit)
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from deployments.serve import deploy_all
+
+    ids = deploy_all(args.pool, args.config, args.landing, args.warehouse, cron=args.cron)
+    print("\n".join(str(i) for i in ids))
+    return 0
+
+
 COMMANDS = {
+    "serve": cmd_serve,
+    "deploy": cmd_deploy,
     "run": cmd_run,
     "backfill": cmd_backfill,
     "demo": cmd_demo,

@@ -11,7 +11,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.runtime import as_date, build_task_runner, n_shards, resolve_settings
+from flows.runtime import as_date, build_task_runner, default_run_date, n_shards, resolve_settings
 from recsys_core.config import Settings
 from recsys_core.io import Warehouse
 from recsys_core.pipeline import is_complete
@@ -30,9 +30,19 @@ from tasks.steps import (
 __all__ = ["backfill", "nightly", "run_pipeline"]
 
 
+def _scheduled_run_date(run_date: dt.date | str | None) -> dt.date:
+    """An explicit date, else the day before the run was *scheduled* (a late start still
+    processes the night it was meant for), else yesterday."""
+    if run_date not in (None, ""):
+        return as_date(run_date)
+    scheduled = flow_run.scheduled_start_time
+    if scheduled is not None:
+        return default_run_date(scheduled.astimezone(dt.UTC).date())
+    return default_run_date()
+
+
 def _nightly_name() -> str:
-    run_date = flow_run.parameters.get("run_date")
-    return f"nightly-{as_date(run_date).isoformat()}"
+    return f"nightly-{_scheduled_run_date(flow_run.parameters.get('run_date')).isoformat()}"
 
 
 def _backfill_name() -> str:
@@ -76,12 +86,22 @@ def nightly(
     warehouse: str | None = None,
     task_runner: str | None = None,
 ) -> dict[str, Any]:
-    """Run every step for ``run_date`` (default: yesterday, UTC).
+    """Run every step for one date: ingest, clean, embed, train, evaluate, score, report.
 
-    ``force`` re-ingests and re-cleans the date and re-tunes the models; otherwise completed
-    expensive work (embeddings of unchanged text, recent tuning) is reused.
+    Args:
+        run_date: The logical date to process (YYYY-MM-DD). Empty: the day before the scheduled
+            start, in UTC.
+        force: Re-ingest and re-clean the date and re-tune the models. Otherwise completed
+            expensive work (embeddings of unchanged text, recent tuning) is reused.
+        k: Recommendations per user (default from the config, 10).
+        models: Candidate models, e.g. ["popularity", "ease", "itemknn"].
+        tune_calls: Bayesian-search budget (objective calls) per model.
+        config_path: TOML config file on the machine that runs the flow.
+        landing: Landing zone root (overrides the config).
+        warehouse: Warehouse root (overrides the config).
+        task_runner: threads, dask, or dask=ADDRESS.
     """
-    day = as_date(run_date)
+    day = _scheduled_run_date(run_date)
     settings = resolve_settings(
         config_path, landing=landing, warehouse=warehouse, k=k, models=models, tune_calls=tune_calls,
         task_runner=task_runner,
@@ -104,9 +124,21 @@ def backfill(
     warehouse: str | None = None,
     task_runner: str | None = None,
 ) -> dict[str, Any]:
-    """Every date from ``start`` to ``end`` in order; complete dates are skipped unless ``force``.
+    """Every date from ``start`` to ``end`` in order, in this process (the CLI's backfill).
 
     A failed date stops the backfill with that date named; earlier dates keep their outputs.
+
+    Args:
+        start: First date (YYYY-MM-DD).
+        end: Last date, inclusive.
+        force: Redo dates that are already complete.
+        k: Recommendations per user.
+        models: Candidate models.
+        tune_calls: Bayesian-search budget per model.
+        config_path: TOML config file.
+        landing: Landing zone root.
+        warehouse: Warehouse root.
+        task_runner: threads, dask, or dask=ADDRESS.
     """
     first, last = as_date(start), as_date(end)
     if last < first:

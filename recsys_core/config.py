@@ -225,8 +225,9 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     for key, value in override.items():
         if value is None:
             continue
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
+        if isinstance(value, dict):
+            base = out.get(key)
+            out[key] = deep_merge(base if isinstance(base, dict) else {}, value)
         else:
             out[key] = value
     return out

@@ -7,7 +7,6 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from recsys_core.reporting import markdown_summary, metrics_table
 
 __all__ = ["publish_clean", "publish_evaluation", "publish_train"]
 
@@ -41,6 +40,8 @@ def publish_train(run_date: dt.date, out: dict[str, Any]) -> None:
 
 
 def publish_evaluation(run_date: dt.date, out: dict[str, Any]) -> None:
+    from recsys_core.reporting import markdown_summary, metrics_table
+
     rows = metrics_table(out)
     if rows:
         create_table_artifact(rows, key=_key("metrics", run_date),

@@ -61,6 +61,8 @@ def maybe_fail(settings: Settings, step: str, *, point: str = "") -> None:
         times = int(spec)
     except ValueError:
         raise ValueError(f"{ENV_VAR}: {step}:{spec!r} is not a count or 'kill'") from None
+    if point:  # count faults fail at the step's start only, once per attempt
+        return
     attempt = _bump(settings.warehouse / "_faults" / f"{step}.attempts")
     if attempt <= times:
         raise InjectedFault(f"injected fault in step {step!r}: attempt {attempt} of {times} failing")

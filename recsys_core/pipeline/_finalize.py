@@ -8,8 +8,8 @@ from typing import Any
 from recsys_core.config import Settings
 from recsys_core.io import Warehouse, atomic_write_json, read_parquet
 from recsys_core.pipeline._context import code_version
+from recsys_core.pipeline._faults import maybe_fail
 from recsys_core.ingest import load_clean_events
-from recsys_core.reporting import build_report, data_stats, drift_signals, recommendation_stats
 
 __all__ = ["finalize_step", "is_complete"]
 
@@ -33,6 +33,9 @@ def _previous_stats(wh: Warehouse, run_date: dt.date) -> dict[str, Any] | None:
 def finalize_step(settings: Settings, run_date: dt.date, steps: dict[str, Any]) -> dict[str, Any]:
     """Write the HTML report and the run marker (last, atomically) from the steps' summaries."""
     wh = Warehouse(settings.warehouse)
+    maybe_fail(settings, "report")
+    from recsys_core.reporting import build_report, data_stats, drift_signals, recommendation_stats
+
     recs = read_parquet(wh.recommendations(run_date))
     n_items = int(steps.get("train", {}).get("n_items") or recs["item_id"].n_unique() or 1)
     stats = recommendation_stats(recs, n_items)

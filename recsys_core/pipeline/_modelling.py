@@ -37,7 +37,6 @@ from recsys_core.io import Warehouse, atomic_write_json, read_json
 from recsys_core.models import get_model_class
 from recsys_core.pipeline._context import DataWindow, code_version, load_window
 from recsys_core.pipeline._faults import maybe_fail
-from recsys_core.tuning import convergence_plot, save_tuning, split_validation, tune
 
 __all__ = ["embed_step", "evaluate_step", "train_step"]
 
@@ -99,6 +98,8 @@ def train_step(settings: Settings, run_date: dt.date, *, force: bool = False) ->
         state = _needs_tuning(settings, name, run_date, force)
         if state is None:
             state = _tune_one(settings, window, train_ev, name, run_date, embeddings)
+        else:
+            state = {**state, "_reused": True}
         candidates.append(state)
         maybe_fail(settings, "train", point=f"tuned-{name}")
     best = max(candidates, key=lambda s: (s["best_score"], -settings.train.models.index(s["model"])))
@@ -131,7 +132,7 @@ def train_step(settings: Settings, run_date: dt.date, *, force: bool = False) ->
                 "model": c["model"],
                 "validation_score": c["best_score"],
                 "tuned_on": c["run_date"],
-                "reused": c["run_date"] != run_date.isoformat() or c.get("_reused", False),
+                "reused": bool(c.get("_reused", False)),
                 "convergence_png": c.get("convergence_png"),
                 "trials_path": c.get("trials_path"),
             }
@@ -148,6 +149,9 @@ def _tune_one(
     run_date: dt.date,
     embeddings: pl.DataFrame | None,
 ) -> dict[str, Any]:
+    # scikit-optimize and matplotlib are slow to import: only nights that tune pay for them
+    from recsys_core.tuning import convergence_plot, save_tuning, split_validation, tune
+
     tr, va = split_validation(train_ev, days=settings.train.validation_days, seed=settings.seed)
     if tr.height == 0 or va.height == 0:
         tr, va = split_validation(train_ev, fraction=0.2, seed=settings.seed)

@@ -196,6 +196,11 @@ def _print_summary(settings, day, steps: dict[str, Any], seconds: float) -> None
         f"recsys nightly {day} completed in {seconds:.1f}s",
         f"  clean      {len(clean['dates_cleaned'])} date(s) cleaned; events {clean['events']}",
         f"  embed      {_short(steps['embed'])}",
+        "  candidates " + ", ".join(
+            f"{c['model']} {settings.train.metric}@{settings.k}={c['validation_score']:.4f}"
+            + (" (reused params)" if c.get("reused") else "")
+            for c in steps["train"].get("candidates", [])
+        ) + " (validation)",
         f"  train      challenger {steps['train']['challenger']} params={steps['train']['params']}",
         f"  evaluate   " + ", ".join(f"{m}@{settings.k}={cm[m]:.4f}" for m in ("precision", "recall", "ndcg", "map") if m in cm),
         f"  decision   {'PROMOTED' if d.get('promote') else 'KEPT CHAMPION'}: {d.get('reason')}",

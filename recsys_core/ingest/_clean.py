@@ -110,10 +110,12 @@ def clean_days(
     q_by_day = _split(bad, "date")
     stats = _stats(raw_ev, raw_it, good_ev, good_it, bad)
 
+    no_events, no_items = clean_ev.clear(), clean_it.clear()
+
     def write_day(d: dt.date) -> dict[str, Any]:
-        write_partition(ev_by_day.get(d, clean_ev.clear()), warehouse.clean("events", d))
+        write_partition(ev_by_day.get(d, no_events), warehouse.clean("events", d))
         if d in it_files:
-            write_partition(it_by_day.get(d, clean_it.clear()), warehouse.clean("items", d))
+            write_partition(it_by_day.get(d, no_items), warehouse.clean("items", d))
         quarantine = warehouse.quarantine(d)
         if d in q_by_day:
             write_partition(q_by_day[d], quarantine)

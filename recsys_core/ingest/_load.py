@@ -60,7 +60,7 @@ def read_dated_parquet(
         df = df.with_columns(
             pl.col("_path").replace_strict(paths, days, return_dtype=pl.Date).alias(date_col)
         )
-    return df.drop("_path")
+    return df.drop("_path").rechunk()  # one chunk per file would slow every later operation
 
 
 def write_partition(df: pl.DataFrame, target: Path) -> Path:

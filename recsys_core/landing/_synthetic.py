@@ -57,7 +57,11 @@ def generate_synthetic(
     end_date: dt.date = dt.date(2026, 1, 31),
     dirt_rate: float = 0.01,
 ) -> dict[str, Any]:
-    """Write a synthetic landing zone under ``out``; return a summary of what was planted."""
+    """Write a synthetic landing zone under ``out``; return a summary of what was planted.
+
+    ``out`` should be empty (or hold an earlier run with the same arguments, whose files are
+    replaced): files of other partitions already there are left alone and would be ingested too.
+    """
     if users < 1 or items < 2 or days < 1:
         raise ValueError(f"need users >= 1, items >= 2, days >= 1; got {users}, {items}, {days}")
     out = Path(out)

@@ -36,7 +36,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="recsys", description="Nightly batch recommendations on Prefect.")
+    ap = argparse.ArgumentParser(
+        prog="recsys", description="Nightly batch recommendations on Prefect."
+    )
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the nightly pipeline for one date")
@@ -55,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     _add_run_options(p)
 
-    land = sub.add_parser("landing", help="write landing-zone data").add_subparsers(dest="source", required=True)
+    land = sub.add_parser("landing", help="write landing-zone data").add_subparsers(
+        dest="source", required=True
+    )
     p = land.add_parser("synthetic", help="deterministic synthetic events and catalog")
     p.add_argument("--out", required=True)
     p.add_argument("--users", type=int, default=500)
@@ -88,7 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rollback", help="return to the previous champion")
     _add_common(p)
 
-    p = sub.add_parser("serve", help="serve the deployments (nightly cron, manual, backfill); needs PREFECT_API_URL")
+    p = sub.add_parser(
+        "serve",
+        help="serve the deployments (nightly cron, manual, backfill); needs PREFECT_API_URL",
+    )
     _add_common(p)
     p.add_argument("--cron", default="0 2 * * *", help="nightly schedule, UTC")
     p.add_argument("--limit", type=int, help="max concurrent runs in this process (>= 3)")
@@ -97,7 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cron", default="0 2 * * *")
     _add_common(p)
 
-    p = sub.add_parser("experiment", help="tune, fit and evaluate models on explicit train/test files")
+    p = sub.add_parser(
+        "experiment", help="tune, fit and evaluate models on explicit train/test files"
+    )
     p.add_argument("--train", required=True)
     p.add_argument("--test", required=True)
     p.add_argument("--items")
@@ -163,7 +172,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     out = backfill(start=as_date(args.start), end=as_date(args.end), **_flow_kwargs(args, settings))
-    print(f"backfill {args.start}..{args.end}: completed {out['completed']}, skipped {out['skipped']}")
+    print(
+        f"backfill {args.start}..{args.end}: completed {out['completed']}, skipped {out['skipped']}"
+    )
     return 0
 
 
@@ -174,9 +185,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if not landing_dates(settings.landing, "events"):
-        print(f"writing synthetic landing data to {settings.landing} "
-              f"({args.users} users, {args.items} items, {args.days} days, seed {args.seed})")
-        generate_synthetic(settings.landing, users=args.users, items=args.items, days=args.days, seed=args.seed)
+        print(
+            f"writing synthetic landing data to {settings.landing} "
+            f"({args.users} users, {args.items} items, {args.days} days, seed {args.seed})"
+        )
+        generate_synthetic(
+            settings.landing, users=args.users, items=args.items, days=args.days, seed=args.seed
+        )
     day = landing_dates(settings.landing, "events")[-1]
     started = time.perf_counter()
     steps = _with_runner(nightly, settings)(run_date=day, **_flow_kwargs(args, settings))
@@ -196,13 +211,20 @@ def _print_summary(settings, day, steps: dict[str, Any], seconds: float) -> None
         f"recsys nightly {day} completed in {seconds:.1f}s",
         f"  clean      {len(clean['dates_cleaned'])} date(s) cleaned; events {clean['events']}",
         f"  embed      {_short(steps['embed'])}",
-        "  candidates " + ", ".join(
+        "  candidates "
+        + ", ".join(
             f"{c['model']} {settings.train.metric}@{settings.k}={c['validation_score']:.4f}"
             + (" (reused params)" if c.get("reused") else "")
             for c in steps["train"].get("candidates", [])
-        ) + " (validation)",
+        )
+        + " (validation)",
         f"  train      challenger {steps['train']['challenger']} params={steps['train']['params']}",
-        f"  evaluate   " + ", ".join(f"{m}@{settings.k}={cm[m]:.4f}" for m in ("precision", "recall", "ndcg", "map") if m in cm),
+        "  evaluate   "
+        + ", ".join(
+            f"{m}@{settings.k}={cm[m]:.4f}"
+            for m in ("precision", "recall", "ndcg", "map")
+            if m in cm
+        ),
         f"  decision   {'PROMOTED' if d.get('promote') else 'KEPT CHAMPION'}: {d.get('reason')}",
         f"  score      {steps['score']['rows']} recommendations for {steps['score']['users']} users "
         f"by {steps['score']['model_id']}",
@@ -228,13 +250,20 @@ def cmd_landing(args: argparse.Namespace) -> int:
         kwargs: dict[str, Any] = {}
         if args.end_date:
             kwargs["end_date"] = as_date(args.end_date)
-        out = generate_synthetic(Path(args.out), users=args.users, items=args.items, days=args.days,
-                                 seed=args.seed, **kwargs)
+        out = generate_synthetic(
+            Path(args.out),
+            users=args.users,
+            items=args.items,
+            days=args.days,
+            seed=args.seed,
+            **kwargs,
+        )
     else:
         from recsys_core.landing import replay_movielens
 
         out = replay_movielens(
-            Path(args.data), Path(args.out),
+            Path(args.data),
+            Path(args.out),
             overviews=Path(args.overviews) if args.overviews else None,
             since=as_date(args.since) if args.since else None,
             until=as_date(args.until) if args.until else None,
@@ -312,9 +341,14 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from recsys_core.experiment import run_experiment
 
     out = run_experiment(
-        Path(args.train), Path(args.test), Path(args.out),
+        Path(args.train),
+        Path(args.test),
+        Path(args.out),
         items_path=Path(args.items) if args.items else None,
-        models=args.models.split(","), k=args.k, tune_calls=args.tune_calls, seed=args.seed,
+        models=args.models.split(","),
+        k=args.k,
+        tune_calls=args.tune_calls,
+        seed=args.seed,
     )
     print(json.dumps(out, indent=2, default=str))
     return 0
@@ -323,8 +357,13 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from deployments.serve import serve_all
 
-    serve_all(config_path=args.config, landing=args.landing, warehouse=args.warehouse,
-              cron=args.cron, limit=args.limit)
+    serve_all(
+        config_path=args.config,
+        landing=args.landing,
+        warehouse=args.warehouse,
+        cron=args.cron,
+        limit=args.limit,
+    )
     return 0
 
 

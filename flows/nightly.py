@@ -56,16 +56,22 @@ def run_pipeline(settings: Settings, run_date: dt.date, force: bool = False) -> 
     retry = {"retries": r.retries, "retry_delay_seconds": r.retry_delay_seconds}
     late = {
         "retries": r.retries + r.late_data_retries,
-        "retry_delay_seconds": r.late_data_delay_seconds if r.late_data_retries else r.retry_delay_seconds,
+        "retry_delay_seconds": r.late_data_delay_seconds
+        if r.late_data_retries
+        else r.retry_delay_seconds,
     }
     steps: dict[str, Any] = {}
     steps["ingest"] = ingest_task.with_options(**late)(settings, run_date, force)
     steps["clean"] = clean_task.with_options(**retry)(settings, run_date, force)
     steps["embed"] = embed_task.with_options(**retry)(settings, run_date)
     steps["train"] = train_task.with_options(**retry)(settings, run_date, force)
-    steps["evaluate"] = evaluate_task.with_options(**retry)(settings, run_date, steps["train"]["challenger"])
+    steps["evaluate"] = evaluate_task.with_options(**retry)(
+        settings, run_date, steps["train"]["challenger"]
+    )
     n = n_shards(settings)
-    futures = [score_shard_task.with_options(**retry).submit(settings, run_date, i, n) for i in range(n)]
+    futures = [
+        score_shard_task.with_options(**retry).submit(settings, run_date, i, n) for i in range(n)
+    ]
     shards = [f.result() for f in futures]
     steps["score"] = merge_task.with_options(**retry)(settings, run_date, shards)
     if settings.scoring.sql_url:
@@ -103,10 +109,17 @@ def nightly(
     """
     day = _scheduled_run_date(run_date)
     settings = resolve_settings(
-        config_path, landing=landing, warehouse=warehouse, k=k, models=models, tune_calls=tune_calls,
+        config_path,
+        landing=landing,
+        warehouse=warehouse,
+        k=k,
+        models=models,
+        tune_calls=tune_calls,
         task_runner=task_runner,
     )
-    get_run_logger().info("recsys-nightly %s: landing=%s warehouse=%s", day, settings.landing, settings.warehouse)
+    get_run_logger().info(
+        "recsys-nightly %s: landing=%s warehouse=%s", day, settings.landing, settings.warehouse
+    )
     with Warehouse(settings.warehouse).lock(f"run_date={day.isoformat()}"):
         return run_pipeline(settings, day, force)
 
@@ -144,7 +157,12 @@ def backfill(
     if last < first:
         raise ValueError(f"backfill end {last} is before start {first}")
     settings = resolve_settings(
-        config_path, landing=landing, warehouse=warehouse, k=k, models=models, tune_calls=tune_calls,
+        config_path,
+        landing=landing,
+        warehouse=warehouse,
+        k=k,
+        models=models,
+        tune_calls=tune_calls,
         task_runner=task_runner,
     )
     log = get_run_logger()
@@ -160,9 +178,15 @@ def backfill(
                 if settings.runner.task_runner != "threads":
                     child = nightly.with_options(task_runner=build_task_runner(settings.runner))
                 child(
-                    run_date=day, force=force, k=k, models=models, tune_calls=tune_calls,
-                    config_path=config_path, landing=str(settings.landing),
-                    warehouse=str(settings.warehouse), task_runner=task_runner,
+                    run_date=day,
+                    force=force,
+                    k=k,
+                    models=models,
+                    tune_calls=tune_calls,
+                    config_path=config_path,
+                    landing=str(settings.landing),
+                    warehouse=str(settings.warehouse),
+                    task_runner=task_runner,
                 )
             except Exception as exc:
                 raise RuntimeError(

@@ -60,7 +60,9 @@ def resolve_settings(
     if task_runner:
         kind, _, address = task_runner.partition("=")
         if kind not in ("threads", "dask"):
-            raise ValueError(f"--task-runner {task_runner!r}: expected threads, dask or dask=ADDRESS")
+            raise ValueError(
+                f"--task-runner {task_runner!r}: expected threads, dask or dask=ADDRESS"
+            )
         runner = {"task_runner": kind, "dask_address": address or None}
     overrides: dict[str, Any] = {
         "landing": landing,

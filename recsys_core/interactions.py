@@ -24,9 +24,13 @@ def event_weight_expr(
     Event types not in ``event_weights`` weigh 1. Ratings below ``min_rating`` weigh 0 (dropped).
     """
     weights = dict(event_weights or {})
-    expr = pl.col("event_type").replace_strict(
-        list(weights), list(weights.values()), default=1.0, return_dtype=pl.Float64
-    ) if weights else pl.lit(1.0)
+    expr = (
+        pl.col("event_type").replace_strict(
+            list(weights), list(weights.values()), default=1.0, return_dtype=pl.Float64
+        )
+        if weights
+        else pl.lit(1.0)
+    )
     if min_rating is not None:
         expr = (
             pl.when((pl.col("event_type") == "rating") & (pl.col("value") < min_rating))

@@ -95,7 +95,9 @@ def embed_task(settings: Settings, run_date: dt.date) -> dict[str, Any]:
 @task(name="train", **_COMMON)
 def train_task(settings: Settings, run_date: dt.date, force: bool = False) -> dict[str, Any]:
     out = pipeline.train_step(settings, run_date, force=force)
-    get_run_logger().info("challenger %s (%s) params=%s", out["challenger"], out["model"], out["params"])
+    get_run_logger().info(
+        "challenger %s (%s) params=%s", out["challenger"], out["model"], out["params"]
+    )
     publish_train(run_date, out)
     return out
 
@@ -109,16 +111,24 @@ def evaluate_task(settings: Settings, run_date: dt.date, challenger_id: str) -> 
 
 
 @task(name="score-shard", **_COMMON)
-def score_shard_task(settings: Settings, run_date: dt.date, shard: int, n_shards: int) -> dict[str, Any]:
+def score_shard_task(
+    settings: Settings, run_date: dt.date, shard: int, n_shards: int
+) -> dict[str, Any]:
     out = pipeline.score_shard(settings, run_date, shard, n_shards)
-    get_run_logger().info("shard %d/%d: %d users, %d rows", shard + 1, n_shards, out["users"], out["rows"])
+    get_run_logger().info(
+        "shard %d/%d: %d users, %d rows", shard + 1, n_shards, out["users"], out["rows"]
+    )
     return out
 
 
 @task(name="write-recommendations", **_COMMON)
-def merge_task(settings: Settings, run_date: dt.date, shards: list[dict[str, Any]]) -> dict[str, Any]:
+def merge_task(
+    settings: Settings, run_date: dt.date, shards: list[dict[str, Any]]
+) -> dict[str, Any]:
     out = pipeline.merge_scores(settings, run_date, shards)
-    get_run_logger().info("wrote %d recommendations for %d users to %s", out["rows"], out["users"], out["path"])
+    get_run_logger().info(
+        "wrote %d recommendations for %d users to %s", out["rows"], out["users"], out["path"]
+    )
     return out
 
 

@@ -39,7 +39,8 @@ def test_tasks_call_core_and_stay_thin():
     tree = ast.parse((REPO / "tasks" / "steps.py").read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and any(
-            isinstance(d, ast.Call) and getattr(d.func, "id", "") == "task" for d in node.decorator_list
+            isinstance(d, ast.Call) and getattr(d.func, "id", "") == "task"
+            for d in node.decorator_list
         ):
             assert node.end_lineno - node.lineno < 20, f"task {node.name} is not thin"
 
@@ -52,5 +53,7 @@ def test_importing_core_does_not_import_prefect():
         "import sys, recsys_core.pipeline, recsys_core.models, recsys_core.io;"
         "print('prefect' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
     assert out.stdout.strip() == "False"

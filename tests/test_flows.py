@@ -6,6 +6,7 @@ Each test builds its own small synthetic landing zone; the data-safety promises 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -147,7 +148,9 @@ def test_backfill_skips_complete_dates_and_names_a_failed_one(prefect_harness, l
     assert not Warehouse(tmp / "warehouse").recommendations(later).exists()
 
 
-def _cli(*args: str, env_extra: dict[str, str] | None = None, cwd: Path) -> subprocess.CompletedProcess:
+def _cli(
+    *args: str, env_extra: dict[str, str] | None = None, cwd: Path
+) -> subprocess.CompletedProcess:
     """Run ``recsys`` in its own process group; whatever it started (the local Prefect API) is
     killed with it, even when the command itself was SIGKILLed by an injected fault."""
     env = {**os.environ, **(env_extra or {}), "PYTHONPATH": str(REPO)}
@@ -156,15 +159,17 @@ def _cli(*args: str, env_extra: dict[str, str] | None = None, cwd: Path) -> subp
     with open(out, "w") as fo, open(err, "w") as fe:
         proc = subprocess.Popen(
             [sys.executable, "-m", "flows.cli", *args],
-            stdout=fo, stderr=fe, cwd=cwd, env=env, start_new_session=True,
+            stdout=fo,
+            stderr=fe,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
         )
         try:
             code = proc.wait(timeout=600)
         finally:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     return subprocess.CompletedProcess(proc.args, code, out.read_text(), err.read_text())
 
 
@@ -176,8 +181,16 @@ def test_killed_run_leaves_previous_outputs_intact(landing_env):
     assert ok.returncode == 0, ok.stderr
     before = _recs(tmp, END)
 
-    killed = _cli("run", "--date", END.isoformat(), "--config", str(cfg), "--force", cwd=tmp,
-                  env_extra={"RECSYS_FAULT": "score:kill@merge"})
+    killed = _cli(
+        "run",
+        "--date",
+        END.isoformat(),
+        "--config",
+        str(cfg),
+        "--force",
+        cwd=tmp,
+        env_extra={"RECSYS_FAULT": "score:kill@merge"},
+    )
     assert killed.returncode != 0
     assert _recs(tmp, END).equals(before)
     part_dir = Warehouse(tmp / "warehouse").recommendations(END).parent

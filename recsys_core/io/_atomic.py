@@ -92,7 +92,9 @@ def atomic_write_json(target: Path | str, obj: Any) -> Path:
     return atomic_write_text(target, text)
 
 
-def atomic_write_parquet(df: pl.DataFrame, target: Path | str, *, compression: str = "zstd") -> Path:
+def atomic_write_parquet(
+    df: pl.DataFrame, target: Path | str, *, compression: str = "zstd"
+) -> Path:
     """Write ``df`` to ``target`` as Parquet (zstd), atomically, with statistics."""
     with atomic_path(target) as tmp:
         df.write_parquet(tmp, compression=compression, statistics=True)

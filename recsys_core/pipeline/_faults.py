@@ -65,4 +65,6 @@ def maybe_fail(settings: Settings, step: str, *, point: str = "") -> None:
         return
     attempt = _bump(settings.warehouse / "_faults" / f"{step}.attempts")
     if attempt <= times:
-        raise InjectedFault(f"injected fault in step {step!r}: attempt {attempt} of {times} failing")
+        raise InjectedFault(
+            f"injected fault in step {step!r}: attempt {attempt} of {times} failing"
+        )

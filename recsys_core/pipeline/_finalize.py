@@ -6,10 +6,10 @@ import datetime as dt
 from typing import Any
 
 from recsys_core.config import Settings
+from recsys_core.ingest import load_clean_events
 from recsys_core.io import Warehouse, atomic_write_json, read_parquet
 from recsys_core.pipeline._context import code_version
 from recsys_core.pipeline._faults import maybe_fail
-from recsys_core.ingest import load_clean_events
 
 __all__ = ["finalize_step", "is_complete"]
 

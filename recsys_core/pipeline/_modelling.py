@@ -79,8 +79,12 @@ def _needs_tuning(settings: Settings, name: str, run_date: dt.date, force: bool)
     state = read_json(path)
     tuned_on = dt.date.fromisoformat(state["run_date"])
     fresh = 0 <= (run_date - tuned_on).days <= settings.train.tune_max_age_days
-    same_budget = state.get("tune_calls") == settings.train.tune_calls and state.get("k") == settings.k
-    same_metric = state.get("metric") == settings.train.metric and state.get("seed") == settings.seed
+    same_budget = (
+        state.get("tune_calls") == settings.train.tune_calls and state.get("k") == settings.k
+    )
+    same_metric = (
+        state.get("metric") == settings.train.metric and state.get("seed") == settings.seed
+    )
     return state if fresh and same_budget and same_metric else None
 
 
@@ -102,11 +106,15 @@ def train_step(settings: Settings, run_date: dt.date, *, force: bool = False) ->
             state = {**state, "_reused": True}
         candidates.append(state)
         maybe_fail(settings, "train", point=f"tuned-{name}")
-    best = max(candidates, key=lambda s: (s["best_score"], -settings.train.models.index(s["model"])))
+    best = max(
+        candidates, key=lambda s: (s["best_score"], -settings.train.models.index(s["model"]))
+    )
     name, params = best["model"], best["best_params"]
     started = time.perf_counter()
     model = get_model_class(name)(params).fit(
-        window.interactions(window.events, settings), items=window.catalog, item_embeddings=embeddings
+        window.interactions(window.events, settings),
+        items=window.catalog,
+        item_embeddings=embeddings,
     )
     fit_seconds = time.perf_counter() - started
     model_id = make_model_id(name, run_date, params)
@@ -211,8 +219,14 @@ def evaluate_step(settings: Settings, run_date: dt.date, challenger_id: str) -> 
     embeddings = _embeddings_for(settings, names)
     results: dict[str, Any] = {}
     if train_ev.height == 0 or test_ev.height == 0:
-        decision = decide_promotion(None, None, metric=settings.train.metric, tolerance=0.0,
-                                    samples=settings.evaluation.bootstrap_samples, seed=settings.seed)
+        decision = decide_promotion(
+            None,
+            None,
+            metric=settings.train.metric,
+            tolerance=0.0,
+            samples=settings.evaluation.bootstrap_samples,
+            seed=settings.seed,
+        )
         results["note"] = "not enough history for a temporal holdout; promoted without a test"
         ch_eval = champ_eval = None
     else:
@@ -278,8 +292,11 @@ def _plain(obj: Any) -> Any:
     import dataclasses
 
     if dataclasses.is_dataclass(obj):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if not isinstance(getattr(obj, f.name), pl.DataFrame)}
+        return {
+            f.name: _plain(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not isinstance(getattr(obj, f.name), pl.DataFrame)
+        }
     if hasattr(obj, "item"):
         return obj.item()
     return str(obj)

@@ -64,16 +64,25 @@ def score_shard(settings: Settings, run_date: dt.date, shard: int, n_shards: int
     maybe_fail(settings, "score", point="shard-written")
     path = _staging(wh, run_date) / f"shard-{shard:05d}-of-{n_shards:05d}.parquet"
     atomic_write_parquet(recs, path)
-    return {"shard": shard, "users": len(users), "rows": recs.height, "path": str(path),
-            "model_id": champion["model_id"]}
+    return {
+        "shard": shard,
+        "users": len(users),
+        "rows": recs.height,
+        "path": str(path),
+        "model_id": champion["model_id"],
+    }
 
 
-def merge_scores(settings: Settings, run_date: dt.date, shards: list[dict[str, Any]]) -> dict[str, Any]:
+def merge_scores(
+    settings: Settings, run_date: dt.date, shards: list[dict[str, Any]]
+) -> dict[str, Any]:
     """Merge shard files into the run date's partition (atomic) and clear the staging folder."""
     wh = Warehouse(settings.warehouse)
     model_ids = {s["model_id"] for s in shards}
     if len(model_ids) != 1:
-        raise RuntimeError(f"shards were scored by different models {sorted(model_ids)}; re-run score")
+        raise RuntimeError(
+            f"shards were scored by different models {sorted(model_ids)}; re-run score"
+        )
     model_id = model_ids.pop()
     frames = [read_parquet(s["path"]) for s in sorted(shards, key=lambda s: s["shard"])]
     recs = pl.concat(frames) if frames else pl.DataFrame()
@@ -82,7 +91,9 @@ def merge_scores(settings: Settings, run_date: dt.date, shards: list[dict[str, A
         recs.with_columns(
             pl.lit(model_id).alias("model_id"),
             pl.lit(run_date).alias("run_date"),
-            pl.lit(None, dtype=pl.String).alias("reason") if "reason" not in recs.columns else pl.col("reason"),
+            pl.lit(None, dtype=pl.String).alias("reason")
+            if "reason" not in recs.columns
+            else pl.col("reason"),
         )
         .select([pl.col(c).cast(t) for c, t in RECOMMENDATIONS_SCHEMA.items()])
         .sort(["user_id", "rank"])

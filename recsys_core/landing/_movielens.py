@@ -60,6 +60,9 @@ def replay_movielens(
 ) -> dict[str, Any]:
     """Write MovieLens ratings and movies as landing partitions under ``out``; return a summary.
 
+    One events partition per UTC date of the ratings in ``[since, until]``; dates in between
+    with no rating get a header-only file, as a real feed would send on a quiet day.
+
     ``data_dir`` holds ``ratings.csv``, ``tags.csv`` and ``movies.csv``; ``overviews`` is a CSV
     with ``movieId`` and ``overview`` (quoted multi-line fields are fine).
     """
@@ -96,8 +99,19 @@ def replay_movielens(
     ]
     with ThreadPoolExecutor(max_workers=8) as pool:  # overlaps the fsync of each atomic write
         list(pool.map(lambda job: write_frame(job[0], job[1], "csv"), jobs))
-    files = len(jobs)
+    # a day without ratings still lands, as a header-only file: every date in the window can run
+    present = set(dates.to_list())
+    empty = events.clear().drop("_date")
+    gaps = [
+        day
+        for day in pl.date_range(dates[0], dates[-1], "1d", eager=True).to_list()
+        if day not in present
+    ]
+    for day in gaps:
+        write_frame(empty, out / "events" / f"date={day.isoformat()}" / "ratings.csv", "csv")
+    files = len(jobs) + len(gaps)
     return {
+        "empty_dates": len(gaps),
         "dates": len(dates),
         "first_date": dates[0].isoformat(),
         "last_date": dates[-1].isoformat(),

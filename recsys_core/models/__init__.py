@@ -9,6 +9,7 @@ ease           EASE^R closed-form item-item autoencoder (dense, up to ~20k items
 rp3beta        random walk user -> item -> user -> item, popularity-damped (sparse)
 als            implicit-feedback matrix factorisation, ALS with conjugate gradient
 hybrid         EASE/ItemKNN blended with item-text similarity; recommends cold items
+sasrec         causal Transformer over each user's history, item text fused in (torch)
 =============  ==============================================================================
 """
 
@@ -21,6 +22,7 @@ from recsys_core.models.hybrid import Hybrid, HybridConfig, MissingEmbeddingsWar
 from recsys_core.models.itemknn import ItemKNN, ItemKNNConfig
 from recsys_core.models.popularity import Popularity, PopularityConfig
 from recsys_core.models.rp3beta import RP3beta, RP3betaConfig
+from recsys_core.models.sasrec import SASRec, SASRecConfig
 
 __all__ = [
     "ALS",
@@ -40,13 +42,15 @@ __all__ = [
     "RP3beta",
     "RP3betaConfig",
     "Recommender",
+    "SASRec",
+    "SASRecConfig",
     "get_model_class",
     "topk_block",
 ]
 
 #: Registry of model names (as used in config and CLI) to classes.
 MODELS: dict[str, type[Recommender]] = {
-    cls.name: cls for cls in (Popularity, ItemKNN, EASE, RP3beta, ALS, Hybrid)
+    cls.name: cls for cls in (Popularity, ItemKNN, EASE, RP3beta, ALS, Hybrid, SASRec)
 }
 
 

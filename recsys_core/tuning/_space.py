@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from skopt.space import Dimension, Integer, Real
+from skopt.space import Categorical, Dimension, Integer, Real
 
 __all__ = ["SEARCH_SPACES", "search_space"]
 
@@ -63,6 +63,18 @@ def _hybrid(fixed: Mapping[str, Any]) -> list[Dimension]:
     return dims
 
 
+def _sasrec(fixed: Mapping[str, Any]) -> list[Dimension]:
+    # modest CPU ranges; embedding_size stays a multiple of every heads value (1, 2 or 4)
+    return [
+        Categorical([32, 64, 128], name="embedding_size"),
+        Integer(1, 3, name="blocks"),
+        Categorical([1, 2, 4], name="heads"),
+        Real(0.0, 0.5, name="dropout"),
+        Real(1e-4, 1e-2, prior="log-uniform", name="learning_rate"),
+        Categorical([50, 100, 200], name="max_len"),
+    ]
+
+
 #: Model name -> function of the fixed parameters returning the dimensions to search.
 SEARCH_SPACES: dict[str, Callable[[Mapping[str, Any]], list[Dimension]]] = {
     "popularity": _popularity,
@@ -71,6 +83,7 @@ SEARCH_SPACES: dict[str, Callable[[Mapping[str, Any]], list[Dimension]]] = {
     "rp3beta": _rp3beta,
     "als": _als,
     "hybrid": _hybrid,
+    "sasrec": _sasrec,
 }
 
 

@@ -155,8 +155,19 @@ def _user_sequences(inter: Interactions) -> tuple[list[np.ndarray], bool]:
     for u in range(m.shape[0]):
         lo, hi = m.indptr[u], m.indptr[u + 1]
         items = m.indices[lo:hi]
-        if ts is not None:
-            t = ts[u].toarray().ravel()[items]
+        if ts is not None:  # a pair without a time sorts first
+            ti, tv = (
+                ts.indices[ts.indptr[u] : ts.indptr[u + 1]],
+                ts.data[ts.indptr[u] : ts.indptr[u + 1]],
+            )
+            o = np.argsort(ti)
+            ti, tv = ti[o], tv[o]
+            pos = np.minimum(np.searchsorted(ti, items), max(len(ti) - 1, 0))
+            t = (
+                np.where(ti[pos] == items, tv[pos], -np.inf)
+                if len(ti)
+                else np.full(len(items), -np.inf)
+            )
             items = items[np.lexsort((items, t))]
         else:
             items = np.sort(items)

@@ -14,7 +14,9 @@ masked, every position may see itself so padded rows stay finite); a final Layer
 hidden state ``h``. The score of item ``i`` after a prefix is ``h . e_i`` (tied input/output
 embeddings). The padding row is never scored.
 
-Training: next-item full-softmax cross-entropy at every position, AdamW (``reg`` = weight decay).
+Training: next-item full-softmax cross-entropy at every position (or, with ``target_fraction``
+< 1, at a random share of them drawn each step: on a big catalog the softmax dominates the cost),
+AdamW (``reg`` = weight decay).
 Each user's last item is held out; after every epoch the model ranks it from the user's preceding
 items (seen items excluded) and training stops when NDCG@10 (ties: the cross-entropy on those
 targets) has not improved for ``patience`` epochs; the best epoch's weights are kept (they are not
@@ -61,6 +63,13 @@ class SASRecConfig(ModelConfig):
     batch_size: int = Field(default=64, ge=1, description="Training windows per step.")
     patience: int = Field(
         default=3, ge=1, description="Epochs without a better validation NDCG@10 before stopping."
+    )
+    target_fraction: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of positions whose next item is a training target, drawn afresh each "
+        "step (1 = all; less makes a full-softmax epoch proportionally cheaper on big catalogs).",
     )
     text_init: bool = Field(
         default=True, description="Fuse item text vectors into item embeddings (when given)."
@@ -323,6 +332,10 @@ class SASRec(Recommender):
                 table = net.item_table()
                 h = net(seq, table)
                 real = tgt > 0
+                if cfg.target_fraction < 1.0:
+                    real &= torch.rand(real.shape, device=dev) < cfg.target_fraction
+                if not real.any():
+                    continue
                 logits = h[real] @ table[1:].T
                 logits = logits.masked_fill(untrained, float("-inf"))
                 loss = nn.functional.cross_entropy(logits, tgt[real] - 1)

@@ -161,6 +161,11 @@ class ScoringConfig(_Model):
         ge=0,
         description="User shards scored as separate tasks; 0 = one per Dask worker (1 with threads).",
     )
+    reasons: bool = Field(
+        default=True,
+        description="Add a short reason to each recommendation where the model can give one "
+        "(item-based models: the history item that contributed most).",
+    )
     exclude_items: list[str] = Field(
         default_factory=list, description="Business exclusions: item ids never recommended."
     )

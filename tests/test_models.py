@@ -69,7 +69,7 @@ class TestHybridItemKNN(RecommenderContract):
 
 
 def test_registry_names_every_model() -> None:
-    assert set(MODELS) == {"popularity", "itemknn", "ease", "rp3beta", "als", "hybrid"}
+    assert set(MODELS) == {"popularity", "itemknn", "ease", "rp3beta", "als", "hybrid", "sasrec"}
     for name, cls in MODELS.items():
         assert get_model_class(name) is cls and cls.name == name
     with pytest.raises(ValueError, match="unknown model 'nope'"):
@@ -248,3 +248,22 @@ def test_hybrid_rejects_malformed_embeddings() -> None:
     nan = pl.DataFrame({"item_id": ["a0"], "vector": [[float("nan"), 1.0]]})
     with pytest.raises(ValueError, match="'a0' has NaN"):
         Hybrid().fit(inter, item_embeddings=nan)
+
+
+def test_explain_names_the_history_item_that_contributed_most():
+    """EASE/ItemKNN reasons: x_uj * W[j, i] is largest for the planted neighbour."""
+    from recsys_core.models import EASE, ItemKNN, Popularity
+
+    # items 'a' and 'b' always co-occur, 'c' and 'd' always co-occur
+    rows = [(f"u{i}", it) for i in range(20) for it in ("a", "b")]
+    rows += [(f"v{i}", it) for i in range(20) for it in ("c", "d")]
+    rows += [("x", "a"), ("x", "c")]
+    df = pl.DataFrame(rows, schema=["user_id", "item_id"], orient="row")
+    inter = Interactions.from_frame(df)
+    for cls in (EASE, ItemKNN):
+        model = cls().fit(inter)
+        recs = model.explain(model.recommend(["x"], k=2))
+        reasons = dict(zip(recs["item_id"], recs["reason_item_id"], strict=True))
+        assert reasons == {"b": "a", "d": "c"}, cls.__name__
+    pop = Popularity().fit(inter)
+    assert pop.explain(pop.recommend(["x"], k=2))["reason_item_id"].null_count() == 2

@@ -59,7 +59,9 @@ retries = 0
 
     # ids stay strings exactly as MovieLens gives them
     recs = pl.read_parquet(wh.recommendations(first))
-    movie_ids = set(pl.read_csv(shared_data / "ml-latest-small" / "movies.csv")["movieId"].cast(pl.String))
+    movie_ids = set(
+        pl.read_csv(shared_data / "ml-latest-small" / "movies.csv")["movieId"].cast(pl.String)
+    )
     assert set(recs["item_id"].to_list()) <= movie_ids
     assert steps["evaluate"]["challenger_metrics"]["n_users"] > 0
 

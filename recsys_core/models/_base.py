@@ -240,6 +240,42 @@ class Recommender:
             for v in vars(self).values()
         )
 
+    def explain(self, recs: pl.DataFrame) -> pl.DataFrame:
+        """Add ``reason_item_id``: the history item that contributed most to each recommendation.
+
+        Defined for item-based models (an item x item weight matrix: EASE, ItemKNN, RP3beta): the
+        contribution of history item j to item i's score is ``x_uj * W[j, i]``. Other models get
+        nulls. ``recs`` is the output of :meth:`recommend` (``user_id``, ``item_id``, ...).
+        """
+        self._check_fitted()
+        weights = self._item_item()
+        if weights is None or recs.height == 0:
+            return recs.with_columns(pl.lit(None, dtype=pl.String).alias("reason_item_id"))
+        seen = self.interactions_.matrix
+        u_idx = self.interactions_.user_index(recs["user_id"].to_list())
+        i_idx = self.interactions_.item_index(recs["item_id"].to_list())
+        reason = np.full(recs.height, -1, dtype=np.int64)
+        # rows of one user are contiguous in recommend's output
+        bounds = np.flatnonzero(np.diff(u_idx)) + 1
+        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(u_idx)], strict=True):
+            u = u_idx[lo]
+            start, end = seen.indptr[u], seen.indptr[u + 1]
+            if u < 0 or start == end:
+                continue
+            hist, vals = seen.indices[start:end], seen.data[start:end]
+            sub = weights[hist][:, i_idx[lo:hi]]
+            sub = sub.toarray() if hasattr(sub, "toarray") else np.asarray(sub)
+            contrib = vals[:, None].astype(np.float64) * sub
+            best = np.argmax(contrib, axis=0)
+            ok = contrib[best, np.arange(hi - lo)] > 0
+            reason[lo:hi] = np.where(ok, hist[best], -1)
+        ids = np.where(reason >= 0, self.item_ids_[np.maximum(reason, 0)], None)
+        return recs.with_columns(pl.Series("reason_item_id", ids.tolist(), dtype=pl.String))
+
+    def _item_item(self) -> Any:
+        """The item x item weights scores come from (``scores = X @ W``), if the model has them."""
+        return None
+
     def score_users(self, user_ids: Sequence[str]) -> np.ndarray:
         """Dense scores (users x all items) for known users; for tests and small lookups."""
         self._check_fitted()

@@ -96,6 +96,9 @@ class EASE(Recommender):
             self._x = x = x.astype(np.float32).tocsr()
         return np.asarray(x[user_index] @ self.weights_, dtype=np.float32)
 
+    def _item_item(self) -> Any:
+        return self.weights_
+
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         return {"weights": self.weights_}, {}
 

@@ -80,6 +80,9 @@ class ItemKNN(Recommender):
             self._x = x = self._input(self.interactions_)
         return (x[user_index] @ self.similarity_).toarray().astype(np.float32, copy=False)
 
+    def _item_item(self) -> Any:
+        return self.similarity_
+
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         return csr_arrays("similarity", self.similarity_), {}
 

@@ -61,6 +61,8 @@ def score_shard(settings: Settings, run_date: dt.date, shard: int, n_shards: int
         candidate_items=candidates,
         exclude_items=settings.scoring.exclude_items or None,
     )
+    if settings.scoring.reasons:
+        recs = _with_reasons(model.explain(recs), catalog)
     maybe_fail(settings, "score", point="shard-written")
     path = _staging(wh, run_date) / f"shard-{shard:05d}-of-{n_shards:05d}.parquet"
     atomic_write_parquet(recs, path)
@@ -119,3 +121,31 @@ def publish_sql(settings: Settings, run_date: dt.date) -> dict[str, Any]:
         return {"skipped": "no sql_url configured (RECSYS_SQL_URL)"}
     maybe_fail(settings, "sql")
     return load_partition_to_sql(settings.warehouse, run_date, url)
+
+
+def _with_reasons(recs: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame:
+    """``reason_item_id`` -> a sentence a person can read, naming the item by its title."""
+    titles = (
+        catalog.select("item_id", pl.col("title").alias("_title"))
+        if catalog.height and "title" in catalog.columns
+        else pl.DataFrame(schema={"item_id": pl.String, "_title": pl.String})
+    )
+    named = recs.join(
+        titles.rename({"item_id": "reason_item_id"}),
+        on="reason_item_id",
+        how="left",
+        maintain_order="left",
+    )
+    return named.with_columns(
+        pl.when(pl.col("reason_item_id").is_not_null())
+        .then(
+            pl.format(
+                "because you interacted with {}",
+                pl.coalesce(
+                    pl.col("_title"), pl.concat_str([pl.lit("item "), pl.col("reason_item_id")])
+                ),
+            )
+        )
+        .otherwise(None)
+        .alias("reason")
+    ).drop("reason_item_id", "_title")

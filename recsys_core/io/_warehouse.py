@@ -21,6 +21,7 @@ Ids from data are never used to build paths: only dates and generated model ids 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import os
@@ -151,10 +152,8 @@ class Warehouse:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 holder = ""
-                try:
+                with contextlib.suppress(OSError):
                     holder = Path(path).read_text().strip()
-                except OSError:
-                    pass
                 raise RunLockedError(
                     f"another run holds {path} ({holder or 'unknown holder'}); wait for it to "
                     "finish, or run a different date"

@@ -1,0 +1,177 @@
+"""Ingest benchmark: our ``ingest`` + ``clean_days`` against a bare polars read of the same files.
+
+Synthetic landing data of about ``--events-millions`` million events (the generator's own
+formats: CSV, JSON lines and Parquet days, ~1 % dirt of each kind) is generated once into
+``benchmarks/_cache/ingest_<N>M/`` (gitignored) and reused by later runs with the same N.
+
+Two phases, same run, same files:
+
+* baseline: every events file read by polars with nothing else, all columns as String
+  (``scan_csv`` / ``scan_parquet`` / ``read_ndjson``, one ``collect`` each), best of 2;
+* ours: :func:`recsys_core.ingest.ingest` over every landing date into a fresh temporary
+  warehouse (raw tables: lineage columns, zstd Parquet written atomically, one file per kind and
+  date), then :func:`recsys_core.ingest.clean_days` over all those dates (typing, validation,
+  event-type synonyms, exact and near-duplicate removal, quarantine with reasons, clean
+  tables and per-date manifests, all written atomically).
+
+Printed: events, seconds and events/s of each phase, the ratio ours / baseline, and peak RSS.
+There is no target for the ratio: the extra time is what the validation, dedupe, quarantine,
+atomic writes and manifests cost, and the figure says how much that is.
+
+    python benchmarks/bench_ingest.py --events-millions 2
+    python benchmarks/bench_ingest.py --events-millions 10 --keep   # keep the warehouse
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recsys_core.config import CleanConfig  # noqa: E402
+from recsys_core.ingest import clean_days, ingest, landing_dates  # noqa: E402
+from recsys_core.io import Warehouse  # noqa: E402
+from recsys_core.landing import generate_synthetic  # noqa: E402
+
+CACHE = Path(__file__).resolve().parent / "_cache"
+END_DATE = dt.date(2026, 1, 31)
+DAYS = 30
+ITEMS = 2_000
+#: Events per user over 30 days, measured: 10,000 users x 2,000 items x 30 days -> 984k events.
+EVENTS_PER_USER = 98.4
+
+
+def landing_for(millions: float, seed: int) -> tuple[Path, dict]:
+    """The cached landing zone for ``millions`` (generated on first use) and its summary."""
+    out = CACHE / f"ingest_{millions:g}M"
+    summary_path = out / "_summary.json"
+    if summary_path.is_file():
+        return out, json.loads(summary_path.read_text())
+    if out.exists():  # an interrupted generation: start over
+        shutil.rmtree(out)
+    users = math.ceil(millions * 1e6 / EVENTS_PER_USER)
+    t0 = time.perf_counter()
+    summary = generate_synthetic(
+        out, users=users, items=ITEMS, days=DAYS, seed=seed, end_date=END_DATE
+    )
+    summary["generate_seconds"] = round(time.perf_counter() - t0, 1)
+    summary_path.write_text(json.dumps(summary, indent=2))  # cache only: "_" files are skipped
+    return out, summary
+
+
+def events_files(landing: Path) -> list[Path]:
+    """Every events data file, by date then name."""
+    return sorted(
+        p
+        for p in (landing / "events").glob("date=*/*")
+        if p.is_file() and not p.name.startswith((".", "_"))
+    )
+
+
+def bare_read(path: Path) -> pl.DataFrame:
+    """One file read by polars with all columns as String and nothing else."""
+    if path.suffix == ".csv":
+        return pl.scan_csv(path, infer_schema=False).collect()
+    if path.suffix == ".parquet":
+        return pl.scan_parquet(path).select(pl.all().cast(pl.String)).collect()
+    if path.suffix in (".jsonl", ".ndjson"):
+        cols = json.loads(path.open().readline()).keys()
+        return pl.read_ndjson(path, schema=dict.fromkeys(cols, pl.String))
+    raise ValueError(f"{path}: unexpected extension {path.suffix!r} (csv, parquet, jsonl)")
+
+
+def baseline(files: list[Path]) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    rows = sum(bare_read(p).height for p in files)
+    return time.perf_counter() - t0, rows
+
+
+def ours(landing: Path, root: Path) -> tuple[float, float, dict, list[dict]]:
+    warehouse = Warehouse(root)
+    run_date = landing_dates(landing, "events")[-1]
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():  # the planted dirt warns; the figures are what matters here
+        warnings.simplefilter("ignore")
+        result = ingest(landing, warehouse, run_date)
+    t1 = time.perf_counter()
+    manifests = clean_days(warehouse, result.all_dates, CleanConfig())
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t1, result.rows, manifests
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events-millions", type=float, default=10.0, help="about N million events")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--repeats", type=int, default=2, help="best of N for the baseline")
+    p.add_argument("--keep", action="store_true", help="keep the warehouse and print its path")
+    a = p.parse_args(argv)
+
+    landing, summary = landing_for(a.events_millions, a.seed)
+    files = events_files(landing)
+    size = sum(f.stat().st_size for f in files)
+    kinds = sorted({f.suffix for f in files})
+    print(
+        f"landing: {landing} ({summary['users']:,} users x {summary['items']:,} items x "
+        f"{summary['days']} days; {summary['event_rows']:,} event rows in {len(files)} files "
+        f"{kinds}, {size / 2**20:,.0f} MiB; generated in {summary.get('generate_seconds', '?')} s)"
+    )
+
+    best, rows = float("inf"), 0
+    for rep in range(a.repeats):
+        sec, rows = baseline(files)
+        best = min(best, sec)
+        print(f"  [{rep + 1}/{a.repeats}] baseline: bare polars read  {sec:8.2f} s", flush=True)
+
+    root = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
+    try:
+        t_ingest, t_clean, raw_rows, manifests = ours(landing, root)
+        disk = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    finally:
+        if not a.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    t_ours = t_ingest + t_clean
+    tally = {
+        k: sum(m["events"][k] for m in manifests) for k in ("clean", "duplicates", "quarantined")
+    }
+    print(f"  ours: ingest {t_ingest:.2f} s + clean_days {t_clean:.2f} s", flush=True)
+
+    print(f"\n{'phase':34s} {'events':>12s} {'seconds':>9s} {'events/s':>12s}")
+    print(f"{'baseline: bare polars read':34s} {rows:12,} {best:9.2f} {rows / best:12,.0f}")
+    ev = raw_rows["events"]
+    for name, sec in (
+        ("ours: ingest (landing -> raw)", t_ingest),
+        ("ours: clean_days (raw -> clean)", t_clean),
+        ("ours: ingest + clean_days", t_ours),
+    ):
+        print(f"{name:34s} {ev:12,} {sec:9.2f} {ev / sec:12,.0f}")
+    print(
+        f"\nratio ours / baseline (time): {t_ours / best:.1f}x "
+        f"(ingest alone {t_ingest / best:.1f}x); items rows ingested too: {raw_rows['items']:,}"
+    )
+    print(
+        f"events: {ev:,} raw = {tally['clean']:,} clean + {tally['duplicates']:,} duplicates + "
+        f"{tally['quarantined']:,} quarantined"
+    )
+    print(f"warehouse written: {disk / 2**20:,.0f} MiB in {len(manifests)} dates")
+    if a.keep:
+        print(f"warehouse kept at {root}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    print(f"peak RSS {peak:.2f} GiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -120,7 +120,14 @@ def _parser() -> argparse.ArgumentParser:
 
 # ---- commands -------------------------------------------------------------------------------------
 def _settings(args: argparse.Namespace):
+    import os
+
     from flows.runtime import resolve_settings
+
+    if getattr(args, "sql_url", None):
+        # the flows resolve their settings again (also in Dask workers): pass it the same way as
+        # RECSYS_SQL_URL, never as a flow parameter, so the password stays out of the Prefect API
+        os.environ["RECSYS_SQL_URL"] = args.sql_url
 
     models = getattr(args, "models", None)
     return resolve_settings(

@@ -117,6 +117,23 @@ def test_rerun_replaces_and_is_identical(prefect_harness, landing_env):
     assert sorted(p.name for p in part_dir.iterdir()) == ["part-0.parquet"]
 
 
+def test_recommendations_published_to_sql(prefect_harness, landing_env, monkeypatch):
+    """RECSYS_SQL_URL loads the night's partition into the serving table, equal to the Parquet."""
+    from flows.nightly import nightly
+    from recsys_core.scoring import read_recommendations_sql
+
+    tmp, cfg = landing_env
+    url = f"sqlite:///{tmp / 'serving.db'}"
+    monkeypatch.setenv("RECSYS_SQL_URL", url)
+    steps = nightly(run_date=END, config_path=str(cfg))
+    assert steps["sql"]["rows"] == steps["score"]["rows"] > 0
+    served = read_recommendations_sql(url, END).sort(["user_id", "rank"])
+    parquet = _recs(tmp, END).sort(["user_id", "rank"])
+    assert served.select(parquet.columns).equals(parquet)
+    marker = read_json(Warehouse(tmp / "warehouse").run_marker(END))
+    assert marker["settings"]["scoring"]["sql_url"] == url  # no password to hide in SQLite
+
+
 def test_future_partitions_are_never_read(prefect_harness, landing_env):
     from flows.nightly import nightly
 

@@ -31,7 +31,7 @@ landing = "landing"
 warehouse = "warehouse"
 k = 10
 [train]
-models = ["popularity", "ease"]
+models = ["popularity", "itemknn"]
 tune_calls = 3
 tune_initial_points = 2
 validation_days = 30
@@ -65,9 +65,10 @@ retries = 0
     assert set(recs["item_id"].to_list()) <= movie_ids
     assert steps["evaluate"]["challenger_metrics"]["n_users"] > 0
 
-    out = backfill(start=first, end=dt.date(2018, 9, 24), config_path=str(cfg))
+    # 2018-09-21 has no rating: the replay lands an empty partition and the night still runs
+    out = backfill(start=first, end=dt.date(2018, 9, 22), config_path=str(cfg))
     assert out["skipped"] == ["2018-09-20"]
-    assert out["completed"] == ["2018-09-21", "2018-09-22", "2018-09-23", "2018-09-24"]
+    assert out["completed"] == ["2018-09-21", "2018-09-22"]
     for d in out["completed"]:
         day = dt.date.fromisoformat(d)
         part = pl.read_parquet(wh.recommendations(day))

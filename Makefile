@@ -53,6 +53,7 @@ bench: install
 	$(PY) benchmarks/bench_embeddings.py
 	$(PY) benchmarks/bench_ml100k.py
 	$(PY) benchmarks/bench_scoring.py --users 20000 --repeats 2
+	$(PY) benchmarks/bench_ingest.py --events-millions 2
 
 clean:
 	rm -rf var/warehouse var/landing .pytest_cache

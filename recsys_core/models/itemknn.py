@@ -8,16 +8,15 @@ the sum of ``x_ui * sim(i, j)`` over the items ``i`` of the user's history that 
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 from pydantic import Field
 
 from recsys_core.interactions import Interactions
-from recsys_core.models._base import ModelConfig, Recommender
-from recsys_core.models._sparse import blocked_topk, csr_arrays, csr_from_arrays
+from recsys_core.models._base import ModelConfig
+from recsys_core.models._itemitem import SparseItemItem
+from recsys_core.models._sparse import blocked_topk
 
 __all__ = ["ItemKNN", "ItemKNNConfig", "cosine_neighbours"]
 
@@ -53,7 +52,7 @@ def cosine_neighbours(x: sp.csr_matrix, neighbors: int, shrink: float) -> sp.csr
     return s.T.tocsr()
 
 
-class ItemKNN(Recommender):
+class ItemKNN(SparseItemItem):
     """Item-based k-nearest-neighbours with shrunk cosine similarity."""
 
     name = "itemknn"
@@ -69,22 +68,3 @@ class ItemKNN(Recommender):
         x = self._input(interactions)
         self.similarity_ = cosine_neighbours(x, self.config.neighbors, self.config.shrink)
         self._x = x
-
-    def _input(self, interactions: Interactions) -> sp.csr_matrix:
-        x = interactions.binarized() if self.config.binarize else interactions.matrix
-        return x.astype(np.float32).tocsr()
-
-    def _score_block(self, user_index: np.ndarray) -> np.ndarray:
-        x = getattr(self, "_x", None)
-        if x is None:
-            self._x = x = self._input(self.interactions_)
-        return (x[user_index] @ self.similarity_).toarray().astype(np.float32, copy=False)
-
-    def _item_item(self) -> Any:
-        return self.similarity_
-
-    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return csr_arrays("similarity", self.similarity_), {}
-
-    def _set_state(self, arrays: dict[str, np.ndarray], scalars: dict[str, Any]) -> None:
-        self.similarity_ = csr_from_arrays("similarity", arrays)

@@ -10,16 +10,15 @@ its ``neighbors`` largest entries. A user's score of item ``j`` is ``sum_i x_ui 
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 from pydantic import Field
 
 from recsys_core.interactions import Interactions
-from recsys_core.models._base import ModelConfig, Recommender
-from recsys_core.models._sparse import blocked_topk, csr_arrays, csr_from_arrays
+from recsys_core.models._base import ModelConfig
+from recsys_core.models._itemitem import SparseItemItem
+from recsys_core.models._sparse import blocked_topk
 
 __all__ = ["RP3beta", "RP3betaConfig"]
 
@@ -40,7 +39,7 @@ def _row_normalize(m: sp.csr_matrix) -> sp.csr_matrix:
     return sp.diags(inv.astype(np.float32)) @ m
 
 
-class RP3beta(Recommender):
+class RP3beta(SparseItemItem):
     """Graph-based item-item model (random walk user -> item -> user -> item)."""
 
     name = "rp3beta"
@@ -79,22 +78,3 @@ class RP3beta(Recommender):
             w = _row_normalize(w).tocsr()
         self.similarity_ = w.astype(np.float32)
         self._x = x
-
-    def _input(self, interactions: Interactions) -> sp.csr_matrix:
-        x = interactions.binarized() if self.config.binarize else interactions.matrix
-        return x.astype(np.float32).tocsr()
-
-    def _score_block(self, user_index: np.ndarray) -> np.ndarray:
-        x = getattr(self, "_x", None)
-        if x is None:
-            self._x = x = self._input(self.interactions_)
-        return (x[user_index] @ self.similarity_).toarray().astype(np.float32, copy=False)
-
-    def _item_item(self) -> Any:
-        return self.similarity_
-
-    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return csr_arrays("similarity", self.similarity_), {}
-
-    def _set_state(self, arrays: dict[str, np.ndarray], scalars: dict[str, Any]) -> None:
-        self.similarity_ = csr_from_arrays("similarity", arrays)

@@ -31,8 +31,9 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Scheduled
 
+from flows.nightly import backfill_name
 from flows.runtime import as_date, resolve_settings
-from recsys_core.pipeline import is_complete
+from recsys_core.pipeline import backfill_plan
 
 __all__ = [
     "CHILD_DEPLOYMENT",
@@ -140,12 +141,7 @@ def wait_for_run(run_id: Any, *, poll_seconds: float = POLL_SECONDS) -> FlowRun:
             time.sleep(poll_seconds)
 
 
-def _backfill_name() -> str:
-    p = flow_run.parameters
-    return f"backfill-{as_date(p.get('start')).isoformat()}-to-{as_date(p.get('end')).isoformat()}"
-
-
-@flow(name="recsys-backfill", flow_run_name=_backfill_name, persist_result=False)
+@flow(name="recsys-backfill", flow_run_name=backfill_name, persist_result=False)
 def backfill_via_deployments(
     start: dt.date,
     end: dt.date,
@@ -163,27 +159,18 @@ def backfill_via_deployments(
     Dates already complete in the warehouse are skipped unless ``force``. Resubmitting the same
     range never runs a date twice (idempotency key per deployment, date and parameters).
     """
-    first, last = as_date(start), as_date(end)
-    if last < first:
-        raise ValueError(f"backfill end {last} is before start {first}")
     settings = resolve_settings(
         config_path, landing=landing, warehouse=warehouse, k=k, models=models,
         tune_calls=tune_calls, task_runner=task_runner,
     )  # fmt: skip
     log = get_run_logger()
+    todo, skipped = backfill_plan(settings, as_date(start), as_date(end), force=force)
+    for day in skipped:
+        log.info("%s already complete in %s: skipped (use force to redo)", day, settings.warehouse)
     done: list[str] = []
-    skipped: list[str] = []
     runs: dict[str, str] = {}
     nonce = str(flow_run.id) if force else None
-    day = first
-    while day <= last:
-        if not force and is_complete(settings, day):
-            log.info(
-                "%s already complete in %s: skipped (use force to redo)", day, settings.warehouse
-            )
-            skipped.append(day.isoformat())
-            day += dt.timedelta(days=1)
-            continue
+    for day in todo:
         params = child_parameters(
             day, force=force, k=k, models=models, tune_calls=tune_calls,
             config_path=config_path, landing=str(settings.landing),
@@ -200,5 +187,4 @@ def backfill_via_deployments(
                 f"(dates before it are complete: {done or 'none'})"
             )
         done.append(day.isoformat())
-        day += dt.timedelta(days=1)
-    return {"completed": done, "skipped": skipped, "runs": runs}
+    return {"completed": done, "skipped": [d.isoformat() for d in skipped], "runs": runs}

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flows.runtime import as_date, configure_environment
+from flows.runtime import as_date, configure_environment, with_task_runner
 
 __all__ = ["main"]
 
@@ -155,21 +155,13 @@ def _flow_kwargs(args: argparse.Namespace, settings) -> dict[str, Any]:
     }
 
 
-def _with_runner(flow_fn, settings):
-    from flows.runtime import build_task_runner
-
-    if settings.runner.task_runner == "threads":
-        return flow_fn
-    return flow_fn.with_options(task_runner=build_task_runner(settings.runner))
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.nightly import nightly
 
     settings = _settings(args)
     day = as_date(args.date)
     started = time.perf_counter()
-    steps = _with_runner(nightly, settings)(run_date=day, **_flow_kwargs(args, settings))
+    steps = with_task_runner(nightly, settings.runner)(run_date=day, **_flow_kwargs(args, settings))
     _print_summary(settings, day, steps, time.perf_counter() - started)
     return 0
 
@@ -201,7 +193,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     day = landing_dates(settings.landing, "events")[-1]
     started = time.perf_counter()
-    steps = _with_runner(nightly, settings)(run_date=day, **_flow_kwargs(args, settings))
+    steps = with_task_runner(nightly, settings.runner)(run_date=day, **_flow_kwargs(args, settings))
     _print_summary(settings, day, steps, time.perf_counter() - started)
     return 0
 

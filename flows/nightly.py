@@ -11,10 +11,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.runtime import as_date, build_task_runner, default_run_date, n_shards, resolve_settings
+from flows.runtime import as_date, default_run_date, n_shards, resolve_settings, with_task_runner
 from recsys_core.config import Settings
 from recsys_core.io import Warehouse
-from recsys_core.pipeline import is_complete
+from recsys_core.pipeline import backfill_plan
 from tasks.steps import (
     clean_task,
     embed_task,
@@ -27,7 +27,7 @@ from tasks.steps import (
     train_task,
 )
 
-__all__ = ["backfill", "nightly", "run_pipeline"]
+__all__ = ["backfill", "backfill_name", "nightly", "run_pipeline"]
 
 
 def _scheduled_run_date(run_date: dt.date | str | None) -> dt.date:
@@ -45,7 +45,7 @@ def _nightly_name() -> str:
     return f"nightly-{_scheduled_run_date(flow_run.parameters.get('run_date')).isoformat()}"
 
 
-def _backfill_name() -> str:
+def backfill_name() -> str:
     p = flow_run.parameters
     return f"backfill-{as_date(p.get('start')).isoformat()}-to-{as_date(p.get('end')).isoformat()}"
 
@@ -124,7 +124,7 @@ def nightly(
         return run_pipeline(settings, day, force)
 
 
-@flow(name="recsys-backfill", flow_run_name=_backfill_name, persist_result=False)
+@flow(name="recsys-backfill", flow_run_name=backfill_name, persist_result=False)
 def backfill(
     start: dt.date,
     end: dt.date,
@@ -154,8 +154,6 @@ def backfill(
         task_runner: threads, dask, or dask=ADDRESS.
     """
     first, last = as_date(start), as_date(end)
-    if last < first:
-        raise ValueError(f"backfill end {last} is before start {first}")
     settings = resolve_settings(
         config_path,
         landing=landing,
@@ -166,33 +164,28 @@ def backfill(
         task_runner=task_runner,
     )
     log = get_run_logger()
-    done, skipped = [], []
-    day = first
-    while day <= last:
-        if not force and is_complete(settings, day):
-            log.info("%s already complete: skipped (use force to redo)", day)
-            skipped.append(day.isoformat())
-        else:
-            try:
-                child = nightly
-                if settings.runner.task_runner != "threads":
-                    child = nightly.with_options(task_runner=build_task_runner(settings.runner))
-                child(
-                    run_date=day,
-                    force=force,
-                    k=k,
-                    models=models,
-                    tune_calls=tune_calls,
-                    config_path=config_path,
-                    landing=str(settings.landing),
-                    warehouse=str(settings.warehouse),
-                    task_runner=task_runner,
-                )
-            except Exception as exc:
-                raise RuntimeError(
-                    f"backfill stopped at {day}: {type(exc).__name__}: {exc} "
-                    f"(dates before it are complete: {done or 'none'})"
-                ) from exc
-            done.append(day.isoformat())
-        day += dt.timedelta(days=1)
-    return {"completed": done, "skipped": skipped}
+    todo, skipped = backfill_plan(settings, first, last, force=force)
+    for day in skipped:
+        log.info("%s already complete: skipped (use force to redo)", day)
+    child = with_task_runner(nightly, settings.runner)
+    done: list[str] = []
+    for day in todo:
+        try:
+            child(
+                run_date=day,
+                force=force,
+                k=k,
+                models=models,
+                tune_calls=tune_calls,
+                config_path=config_path,
+                landing=str(settings.landing),
+                warehouse=str(settings.warehouse),
+                task_runner=task_runner,
+            )
+        except Exception as exc:
+            raise RuntimeError(
+                f"backfill stopped at {day}: {type(exc).__name__}: {exc} "
+                f"(dates before it are complete: {done or 'none'})"
+            ) from exc
+        done.append(day.isoformat())
+    return {"completed": done, "skipped": [d.isoformat() for d in skipped]}

@@ -21,6 +21,7 @@ __all__ = [
     "default_run_date",
     "n_shards",
     "resolve_settings",
+    "with_task_runner",
 ]
 
 
@@ -105,6 +106,13 @@ def build_task_runner(runner: RunnerConfig) -> Any:
     from prefect.task_runners import ThreadPoolTaskRunner
 
     return ThreadPoolTaskRunner(max_workers=max(1, os.cpu_count() or 1))
+
+
+def with_task_runner(flow_fn: Any, runner: RunnerConfig) -> Any:
+    """``flow_fn`` itself for the default thread runner, else a copy on the configured runner."""
+    if runner.task_runner == "threads":
+        return flow_fn
+    return flow_fn.with_options(task_runner=build_task_runner(runner))
 
 
 def as_date(value: str | dt.date | None) -> dt.date:

@@ -13,7 +13,6 @@ over every item) and ``_state``/``_set_state`` (arrays and JSON-able scalars to 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -384,11 +383,4 @@ class Recommender:
 def _empty_recs() -> pl.DataFrame:
     return pl.DataFrame(
         schema={"user_id": pl.String, "item_id": pl.String, "rank": pl.Int32, "score": pl.Float32}
-    )
-
-
-def dumps_params(params: dict[str, Any]) -> str:
-    """Stable JSON of hyperparameters (numpy scalars cast)."""
-    return json.dumps(
-        {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}, sort_keys=True
     )

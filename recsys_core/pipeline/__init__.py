@@ -3,13 +3,14 @@ JSON-able summary. Prefect tasks wrap them one to one; a notebook can call them 
 
 from recsys_core.pipeline._data import clean_step, ingest_step
 from recsys_core.pipeline._faults import InjectedFault, maybe_fail
-from recsys_core.pipeline._finalize import finalize_step, is_complete
+from recsys_core.pipeline._finalize import backfill_plan, finalize_step, is_complete
 from recsys_core.pipeline._modelling import embed_step, evaluate_step, train_step
 from recsys_core.pipeline._scoring import active_users, merge_scores, publish_sql, score_shard
 
 __all__ = [
     "InjectedFault",
     "active_users",
+    "backfill_plan",
     "clean_step",
     "embed_step",
     "evaluate_step",

@@ -7,6 +7,7 @@ import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -16,7 +17,7 @@ from recsys_core.ingest import load_catalog, load_clean_events
 from recsys_core.interactions import Interactions
 from recsys_core.io import Warehouse
 
-__all__ = ["DataWindow", "code_version", "load_window"]
+__all__ = ["DataWindow", "code_version", "jsonable", "load_window"]
 
 
 @dataclass(frozen=True)
@@ -81,3 +82,30 @@ def code_version() -> str:
         return f"{__version__}+g{sha}" if sha else __version__
     except (OSError, subprocess.SubprocessError):
         return __version__
+
+
+def jsonable(obj: Any) -> Any:
+    """A JSON-able view of a result object (per-user frames dropped)."""
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items() if not isinstance(v, pl.DataFrame)}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "to_dict"):
+        return jsonable(obj.to_dict())
+    if hasattr(obj, "model_dump"):
+        return jsonable(obj.model_dump(mode="json"))
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj):
+        return {
+            f.name: jsonable(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not isinstance(getattr(obj, f.name), pl.DataFrame)
+        }
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)

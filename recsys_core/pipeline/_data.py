@@ -8,6 +8,7 @@ from typing import Any
 from recsys_core.config import Settings
 from recsys_core.ingest import clean_days, ingest, pending_clean_dates
 from recsys_core.io import Warehouse, read_json, sweep_temporaries
+from recsys_core.pipeline._context import jsonable
 from recsys_core.pipeline._faults import maybe_fail
 
 __all__ = ["clean_step", "ingest_step"]
@@ -23,7 +24,7 @@ def ingest_step(settings: Settings, run_date: dt.date, *, force: bool = False) -
     swept = sweep_temporaries(wh.root)
     maybe_fail(settings, "ingest")
     result = ingest(settings.landing, wh, run_date, force=force)
-    out = _as_dict(result)
+    out = jsonable(result)
     out["swept_temporaries"] = swept
     return out
 
@@ -55,15 +56,3 @@ def clean_step(settings: Settings, run_date: dt.date, *, force: bool = False) ->
         "events": totals,
         "run_date_manifest": today,
     }
-
-
-def _as_dict(result: Any) -> dict[str, Any]:
-    if isinstance(result, dict):
-        return dict(result)
-    if hasattr(result, "model_dump"):
-        return result.model_dump(mode="json")
-    import dataclasses
-
-    if dataclasses.is_dataclass(result):
-        return dataclasses.asdict(result)
-    return {"result": str(result)}

@@ -11,13 +11,25 @@ from recsys_core.io import Warehouse, atomic_write_json, read_parquet
 from recsys_core.pipeline._context import code_version
 from recsys_core.pipeline._faults import maybe_fail
 
-__all__ = ["finalize_step", "is_complete"]
+__all__ = ["backfill_plan", "finalize_step", "is_complete"]
 
 
 def is_complete(settings: Settings, run_date: dt.date) -> bool:
     """Whether ``run_date`` finished: its marker and its recommendation partition both exist."""
     wh = Warehouse(settings.warehouse)
     return wh.run_marker(run_date).is_file() and wh.recommendations(run_date).is_file()
+
+
+def backfill_plan(
+    settings: Settings, start: dt.date, end: dt.date, *, force: bool = False
+) -> tuple[list[dt.date], list[dt.date]]:
+    """``(to_run, skipped)``: every date from ``start`` to ``end`` in order, complete ones skipped
+    unless ``force``."""
+    if end < start:
+        raise ValueError(f"backfill end {end} is before start {start}")
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    skipped = [] if force else [d for d in days if is_complete(settings, d)]
+    return [d for d in days if d not in skipped], skipped
 
 
 def _previous_stats(wh: Warehouse, run_date: dt.date) -> dict[str, Any] | None:

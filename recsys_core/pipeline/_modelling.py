@@ -35,7 +35,7 @@ from recsys_core.evaluation import (
 )
 from recsys_core.io import Warehouse, atomic_write_json, read_json
 from recsys_core.models import get_model_class
-from recsys_core.pipeline._context import DataWindow, code_version, load_window
+from recsys_core.pipeline._context import DataWindow, code_version, jsonable, load_window
 from recsys_core.pipeline._faults import maybe_fail
 
 __all__ = ["embed_step", "evaluate_step", "train_step"]
@@ -54,7 +54,7 @@ def embed_step(settings: Settings, run_date: dt.date, *, log: Any = None) -> dic
     if catalog.height == 0:
         return {"skipped": f"no item catalog on or before {run_date}", "n_items": 0}
     summary = embed_catalog(catalog, wh.item_embeddings, settings.embedding, log=log)
-    return _plain(summary)
+    return jsonable(summary)
 
 
 def _embeddings_for(settings: Settings, names: list[str]) -> pl.DataFrame | None:
@@ -266,37 +266,10 @@ def evaluate_step(settings: Settings, run_date: dt.date, challenger_id: str) -> 
         "challenger": challenger_id,
         "champion_before": champion["model_id"] if champion else None,
         "champion_after": registry.champion()["model_id"],
-        "decision": _plain(decision),
-        "challenger_metrics": _plain(ch_eval) if ch_eval is not None else None,
-        "champion_metrics": _plain(champ_eval) if champ_eval is not None else None,
+        "decision": jsonable(decision),
+        "challenger_metrics": jsonable(ch_eval) if ch_eval is not None else None,
+        "champion_metrics": jsonable(champ_eval) if champ_eval is not None else None,
         **results,
     }
     atomic_write_json(wh.evaluation(run_date), summary)
     return summary
-
-
-def _plain(obj: Any) -> Any:
-    """A JSON-able view of a result object (per-user frames dropped)."""
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items() if not isinstance(v, pl.DataFrame)}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "to_dict"):
-        return _plain(obj.to_dict())
-    if hasattr(obj, "model_dump"):
-        return _plain(obj.model_dump(mode="json"))
-    import dataclasses
-
-    if dataclasses.is_dataclass(obj):
-        return {
-            f.name: _plain(getattr(obj, f.name))
-            for f in dataclasses.fields(obj)
-            if not isinstance(getattr(obj, f.name), pl.DataFrame)
-        }
-    if hasattr(obj, "item"):
-        return obj.item()
-    return str(obj)

@@ -138,3 +138,25 @@ def test_text_init_scores_a_cold_twin_like_the_item_it_copies() -> None:
     # without text a cold item has nothing to go on: its embedding stays zero, its score 0
     plain = SASRec({**SEQ, "epochs": 2}).fit(inter, item_embeddings=emb)  # text_init=False
     assert (plain.score_users(probes_a)[:, inter.item_index(["T"])[0]] == 0).all()
+
+
+@pytest.mark.parametrize("monitor", ["loss", "ndcg"])
+def test_early_stopping_keeps_the_best_epoch_and_waits_patience_epochs(monitor: str) -> None:
+    inter, probes_a, _ = planted()
+    # a step far too large: the validation score peaks early and then wanders
+    cfg = {**SEQ, "epochs": 25, "learning_rate": 0.2, "patience": 3, "monitor": monitor}
+    model = SASRec(cfg).fit(inter)
+    hist = model.history_
+    key = (
+        (lambda h: (-h["valid_loss"], h["valid_ndcg"]))
+        if monitor == "loss"
+        else (lambda h: (h["valid_ndcg"], -h["valid_loss"]))
+    )
+    best = max(hist, key=key)  # the first of equals, as training keeps the first
+    assert model.best_epoch_ == best["epoch"]
+    assert len(hist) < cfg["epochs"] and len(hist) == best["epoch"] + cfg["patience"]
+    assert all(h["sequences_per_s"] > 0 for h in hist)
+    # the kept weights are the best epoch's: training (deterministically) just that far and no
+    # further gives the same scores
+    upto = SASRec({**cfg, "epochs": best["epoch"], "patience": 100}).fit(inter)
+    np.testing.assert_array_equal(upto.score_users(probes_a), model.score_users(probes_a))

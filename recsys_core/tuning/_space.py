@@ -72,6 +72,8 @@ def _sasrec(fixed: Mapping[str, Any]) -> list[Dimension]:
         Real(0.0, 0.5, name="dropout"),
         Real(1e-4, 1e-2, prior="log-uniform", name="learning_rate"),
         Categorical([50, 100, 200], name="max_len"),
+        # AdamW weight decay: on small catalogs the item table overfits without it
+        Real(1e-3, 2.0, prior="log-uniform", name="reg"),
     ]
 
 

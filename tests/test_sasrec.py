@@ -34,7 +34,9 @@ class TestSASRec(RecommenderContract):
 def planted(cold_twin: bool = False) -> tuple[Interactions, list[str], list[str]]:
     """A -> B -> C chains behind blockbusters X, Y that the probe users lack.
 
-    24 users watch ``X, Y``, two of four noise items, then ``A, B, C`` (in time order); 16 users
+    24 users watch ``X, Y``, two of four noise items, ``A, B, C``, then ``D`` and 0-2 noise items
+    (in time order; fitting holds each user's last item out for validation, so the tail keeps
+    ``B -> C`` in training, and its varying length keeps ``A, B, C`` off fixed positions); 16 users
     watch only ``X, Y`` and a noise item. Probes: 4 users end their history with ``A``, 4 with
     ``B``. Popularity ranks ``X`` first for every probe; the next item after ``A`` is ``B`` and
     after ``B`` is ``C``. ``cold_twin`` adds a catalog item ``T`` nobody touched.
@@ -47,8 +49,9 @@ def planted(cold_twin: bool = False) -> tuple[Interactions, list[str], list[str]
     def user(name: str, items: list[str]) -> None:
         rows.extend((name, item, 1000 + 10 * t) for t, item in enumerate(items))
 
-    for u in range(24):
-        user(f"full{u:02d}", ["X", "Y", *rng.choice(noise, 2, replace=False), "A", "B", "C"])
+    for u in range(24):  # a tail of 1-3 items after C: see the docstring
+        tail = ["D", *rng.choice(noise, u % 3, replace=False)]
+        user(f"full{u:02d}", ["X", "Y", *rng.choice(noise, 2, replace=False), "A", "B", "C", *tail])
     for u in range(16):
         user(f"pop{u:02d}", ["X", "Y", str(rng.choice(noise))])
     probes_a = [f"pa{u}" for u in range(4)]

@@ -23,6 +23,7 @@ FAST = {
     "max_len": 20,
     "patience": 30,
     "dropout": 0.1,
+    "reg": 0.0,
 }
 
 

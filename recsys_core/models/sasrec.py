@@ -60,11 +60,13 @@ class SASRecConfig(ModelConfig):
     embedding_size: int = Field(default=64, ge=4, description="Width of item states.")
     blocks: int = Field(default=2, ge=1, description="Transformer blocks.")
     heads: int = Field(default=2, ge=1, description="Attention heads (divide embedding_size).")
-    dropout: float = Field(default=0.2, ge=0, lt=1, description="Dropout on inputs and blocks.")
+    # dropout and weight decay default to what MovieLens latest-small needed (bench_sasrec.py):
+    # without them the item table memorises a small catalog's sequences
+    dropout: float = Field(default=0.5, ge=0, lt=1, description="Dropout on inputs and blocks.")
     max_len: int = Field(default=50, ge=2, description="Latest items a user's state reads.")
     epochs: int = Field(default=30, ge=1, description="Most training epochs.")
     learning_rate: float = Field(default=1e-3, gt=0, description="AdamW learning rate.")
-    reg: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
+    reg: float = Field(default=0.5, ge=0, description="AdamW (decoupled) weight decay.")
     batch_size: int = Field(default=64, ge=1, description="Training windows per step.")
     patience: int = Field(
         default=5, ge=1, description="Epochs without a better validation score before stopping."

@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 PORT ?= 4200
 
-.PHONY: install demo test test-fast lint format server serve deploy bench clean
+.PHONY: install demo test test-fast lint format server serve deploy bench bench-sasrec clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -54,6 +54,9 @@ bench: install
 	$(PY) benchmarks/bench_ml100k.py
 	$(PY) benchmarks/bench_scoring.py --users 20000 --repeats 2
 	$(PY) benchmarks/bench_ingest.py --events-millions 2
+
+bench-sasrec: install  ## the Transformer against tuned EASE (about 45 min on 2 CPU cores)
+	$(PY) benchmarks/bench_sasrec.py
 
 clean:
 	rm -rf var/warehouse var/landing .pytest_cache

@@ -121,6 +121,8 @@ def test_save_load_keeps_the_time_order_and_the_scores(planted_model, tmp_path: 
     users = probes_a + probes_b + ["full00"]
     np.testing.assert_array_equal(loaded.score_users(users), model.score_users(users))
     assert top1(loaded, probes_b) == ["C"] * len(probes_b)
+    assert loaded.best_epoch_ == model.best_epoch_ >= 1
+    assert loaded.history_ == model.history_ and len(model.history_) >= model.best_epoch_
 
 
 def test_two_fits_with_one_seed_are_identical_and_another_seed_differs() -> None:

@@ -31,7 +31,9 @@ training softmax: their ``id`` part stays zero, so a cold item scores by its tex
 
 Scoring uses each user's last ``max_len`` items (held-out one included), on the CPU in float64
 rounded to float32, so scores do not depend on the block size. The weights are saved as float32
-arrays (``w_<state_dict key>``) with the users' scoring sequences; no pickle.
+arrays (``w_<state_dict key>``) with the users' scoring sequences, and the per-epoch training
+history (``history_``: losses, validation NDCG@10, seconds, sequences/s) and ``best_epoch_`` in
+``model.json``; no pickle.
 """
 
 from __future__ import annotations
@@ -461,7 +463,13 @@ class SASRec(Recommender):
             else np.zeros(0, np.int64)
         )
         text_dim = int(self.net_.text.shape[1])
-        return arrays, {"n_items": int(self.net_.item_id.num_embeddings - 1), "text_dim": text_dim}
+        return arrays, {
+            "n_items": int(self.net_.item_id.num_embeddings - 1),
+            "text_dim": text_dim,
+            # the training curve travels with the weights (model.json), for reports and audits
+            "best_epoch": int(getattr(self, "best_epoch_", 0)),
+            "history": list(getattr(self, "history_", [])),
+        }
 
     def _set_state(self, arrays: dict[str, np.ndarray], scalars: dict[str, Any]) -> None:
         import torch
@@ -471,5 +479,7 @@ class SASRec(Recommender):
         net.load_state_dict(state)
         self.net_ = net.eval()
         self._scorer = None
+        self.best_epoch_ = int(scalars.get("best_epoch", 0))
+        self.history_ = list(scalars.get("history", []))
         ptr, items = arrays["seq_indptr"], arrays["seq_items"]
         self.sequences_ = [items[ptr[u] : ptr[u + 1]] for u in range(len(ptr) - 1)]

@@ -54,6 +54,13 @@ class CleanConfig(_Model):
     rating_min: float = Field(default=0.0, description="Smallest valid `value` of a rating event.")
     rating_max: float = Field(default=5.0, description="Largest valid `value` of a rating event.")
     max_id_length: int = Field(default=256, ge=1, description="Longest accepted user/item id.")
+    batch_mib: float = Field(
+        default=256.0,
+        gt=0,
+        description="Pending dates are cleaned in date-ordered passes of at most this many MiB of "
+        "raw Parquet (a single bigger date is one pass): it bounds memory on a long backlog "
+        "(about 25x the raw size at peak). Outputs do not depend on it.",
+    )
 
 
 class EmbeddingConfig(_Model):

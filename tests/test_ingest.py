@@ -26,6 +26,7 @@ from recsys_core.ingest import (
     pending_clean_dates,
     read_landing_partition,
 )
+from recsys_core.ingest._clean import _batches
 from recsys_core.ingest._parse import add_timestamp_us
 from recsys_core.io import Warehouse
 from recsys_core.schema import CLEAN_EVENTS_SCHEMA, CLEAN_ITEMS_SCHEMA
@@ -542,3 +543,29 @@ def test_a_bad_csv_among_many_is_reported_by_name(landing: Path) -> None:
     put(landing, "events", D3, "a.csv", HEADER.encode() + b"u\xff,i,view,1,,e\n")
     with pytest.raises(LandingReadError, match=r"date=2026-01-06/a\.csv: cannot parse as CSV"):
         read_partitions(landing, "events", [D1, D3])
+
+
+def test_batches_are_consecutive_and_bounded() -> None:
+    days = [D1 + dt.timedelta(days=k) for k in range(6)]
+    sizes = dict(zip(days, [40, 50, 200, 10, 10, 90], strict=True))
+    batches = _batches(days, sizes, limit=100)
+    assert batches == [days[0:2], days[2:3], days[3:5], days[5:6]]  # 200 > limit: alone
+    assert _batches(days, sizes, limit=10**9) == [days]
+
+
+def test_cleaning_in_small_passes_writes_what_one_pass_writes(tmp_path: Path) -> None:
+    from recsys_core.landing import generate_synthetic
+
+    landing = tmp_path / "landing"
+    generate_synthetic(landing, users=80, items=40, days=6, seed=3, end_date=D1)
+    outs = {}
+    for name, mib in (("one", 1024.0), ("daily", 1e-9)):  # 1e-9 MiB: one date per pass
+        wh = Warehouse(tmp_path / name)
+        dates = ingest(landing, wh, D1).all_dates
+        manifests = clean_days(wh, dates, CleanConfig(batch_mib=mib))
+        assert [m["date"] for m in manifests] == [d.isoformat() for d in sorted(dates)]
+        files = sorted(p for p in wh.root.rglob("*") if p.is_file() and "raw" not in p.parts)
+        outs[name] = {p.relative_to(wh.root): p.read_bytes() for p in files}
+    assert len(outs["one"]) >= 3 * 6  # clean events, items and a manifest per date at least
+    assert sum(b"events_near" in v for v in outs["one"].values()) == 6
+    assert outs["daily"] == outs["one"]

@@ -11,8 +11,9 @@ For each date ``clean_days`` writes (atomically, manifest last so that it marks 
 * ``manifests/date=D.json``: ``ingested == clean + duplicates + quarantined`` for events and items,
   reason counts, source files and the clean config.
 
-Many dates are processed in one vectorised pass; the outputs of a date do not depend on which
-other dates share the pass. Near duplicates across midnight are caught by chaining each date
+Many dates are processed in one vectorised pass, in date-ordered passes of at most
+``CleanConfig.batch_mib`` of raw Parquet so a long backlog does not have to fit in memory at once;
+the outputs of a date do not depend on which other dates share the pass. Near duplicates across midnight are caught by chaining each date
 after the previous one: in the same pass, or from the previous date's clean partition on disk —
 so clean dates in increasing order (a re-clean of D does not revisit D + 1).
 """
@@ -74,10 +75,12 @@ def clean(warehouse: Warehouse, day: dt.date, config: CleanConfig | None = None)
 def clean_days(
     warehouse: Warehouse, days: Iterable[dt.date], config: CleanConfig | None = None
 ) -> list[dict[str, Any]]:
-    """Clean every date in ``days`` in one pass; returns their manifests in date order.
+    """Clean every date in ``days``, in date order; returns their manifests in date order.
 
-    Raises :class:`MissingPartitionError` naming the raw path if a date has neither a raw events
-    nor a raw items partition (run ``ingest`` first).
+    The dates go through in passes of at most ``config.batch_mib`` of raw Parquet each (each pass
+    chains on the clean partitions the previous one wrote). Raises
+    :class:`MissingPartitionError` naming the raw path if a date has neither a raw events nor a raw
+    items partition (run ``ingest`` first); that check covers every date before any is cleaned.
     """
     config = config or CleanConfig()
     days = sorted(set(days))
@@ -89,6 +92,40 @@ def clean_days(
                 f"{warehouse.raw('events', d)} does not exist (nor a raw items partition for "
                 f"{d}); ingest the landing partition for {d} before cleaning it"
             )
+    sizes = {d: sum(f[d].stat().st_size for f in (ev_files, it_files) if d in f) for d in days}
+    manifests: list[dict[str, Any]] = []
+    for batch in _batches(days, sizes, int(config.batch_mib * 2**20)):
+        manifests += _clean_pass(
+            warehouse,
+            batch,
+            {d: ev_files[d] for d in batch if d in ev_files},
+            {d: it_files[d] for d in batch if d in it_files},
+            config,
+        )
+    return manifests
+
+
+def _batches(days: list[dt.date], sizes: dict[dt.date, int], limit: int) -> list[list[dt.date]]:
+    """Consecutive runs of ``days`` whose sizes sum to at most ``limit`` (a bigger day: alone)."""
+    batches: list[list[dt.date]] = []
+    total = 0
+    for d in days:
+        if not batches or total + sizes[d] > limit:
+            batches.append([])
+            total = 0
+        batches[-1].append(d)
+        total += sizes[d]
+    return batches
+
+
+def _clean_pass(
+    warehouse: Warehouse,
+    days: list[dt.date],
+    ev_files: dict[dt.date, Any],
+    it_files: dict[dt.date, Any],
+    config: CleanConfig,
+) -> list[dict[str, Any]]:
+    """One vectorised pass over ``days`` (sorted; their raw files given), writing every output."""
     order = ["_date", SOURCE_FILE, SOURCE_ROW]
     raw_ev = read_dated_parquet(ev_files, _raw_schema(_EVENT_COLS), "_date").sort(order)
     raw_it = read_dated_parquet(it_files, _raw_schema(_ITEM_COLS), "_date").sort(order)
@@ -269,5 +306,5 @@ def _manifest(day: dt.date, stats: dict[str, Any], config: CleanConfig) -> dict[
         "duplicate_kinds": {"events_exact": exact, "events_near": near},
         "reasons": dict(sorted(reasons.items())),
         "source_files": stats["files"].get(day, []),
-        "clean_config": config.model_dump(mode="json"),
+        "clean_config": config.model_dump(mode="json", exclude={"batch_mib"}),
     }

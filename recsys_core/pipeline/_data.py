@@ -43,7 +43,8 @@ def clean_step(settings: Settings, run_date: dt.date, *, force: bool = False) ->
     ordered = sorted(todo)
     totals = {"ingested": 0, "clean": 0, "duplicates": 0, "quarantined": 0}
     manifests = {}
-    # one vectorised pass over every pending date (the first MovieLens night has thousands)
+    # vectorised passes over the pending dates (the first MovieLens night has thousands), each of
+    # at most settings.clean.batch_mib of raw data
     for m in clean_days(wh, ordered, settings.clean):
         manifests[m["date"]] = m
         for key in totals:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "CleanConfig",
@@ -100,6 +100,16 @@ class TrainConfig(_Model):
     tune_calls: int = Field(
         default=8, ge=0, description="Bayesian-search budget (objective calls) per model."
     )
+    model_tune_calls: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict,
+        description="Search budget per model, overriding tune_calls (e.g. sasrec = 3: a slow "
+        "model's search still fits the nightly window).",
+    )
+    model_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Fixed hyperparameters per model, used in every search call and the final "
+        'fit and never searched (e.g. sasrec = {epochs = 20, device = "cuda"}).',
+    )
     tune_initial_points: int = Field(default=4, ge=1, description="Random points before the GP.")
     tune_max_age_days: int = Field(
         default=7,
@@ -124,6 +134,24 @@ class TrainConfig(_Model):
         default=None,
         description="If set, rating events below this value are not treated as positive feedback.",
     )
+
+    @field_validator("model_tune_calls", "model_params")
+    @classmethod
+    def _known_models(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from recsys_core.models import MODELS  # lazy: the models import this module
+
+        unknown = sorted(set(value) - set(MODELS))
+        if unknown:
+            raise ValueError(f"unknown model(s) {unknown}; expected some of {sorted(MODELS)}")
+        return value
+
+    def calls_for(self, model: str) -> int:
+        """The search budget of ``model``: its ``model_tune_calls`` entry, else ``tune_calls``."""
+        return self.model_tune_calls.get(model, self.tune_calls)
+
+    def params_for(self, model: str) -> dict[str, Any]:
+        """The fixed (never searched) hyperparameters of ``model``."""
+        return dict(self.model_params.get(model, {}))
 
 
 class EvaluationConfig(_Model):

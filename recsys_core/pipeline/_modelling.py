@@ -80,7 +80,9 @@ def _needs_tuning(settings: Settings, name: str, run_date: dt.date, force: bool)
     tuned_on = dt.date.fromisoformat(state["run_date"])
     fresh = 0 <= (run_date - tuned_on).days <= settings.train.tune_max_age_days
     same_budget = (
-        state.get("tune_calls") == settings.train.tune_calls and state.get("k") == settings.k
+        state.get("tune_calls") == settings.train.calls_for(name)
+        and state.get("fixed_params", {}) == settings.train.params_for(name)
+        and state.get("k") == settings.k
     )
     same_metric = (
         state.get("metric") == settings.train.metric and state.get("seed") == settings.seed
@@ -168,7 +170,8 @@ def _tune_one(
         name,
         window.interactions(tr, settings),
         truth,
-        n_calls=settings.train.tune_calls,
+        n_calls=settings.train.calls_for(name),
+        fixed_params=settings.train.params_for(name),
         seed=settings.seed,
         k=settings.k,
         metric=settings.train.metric,
@@ -188,7 +191,8 @@ def _tune_one(
         "run_date": run_date.isoformat(),
         "best_params": result.best_params,
         "best_score": float(result.best_score),
-        "tune_calls": settings.train.tune_calls,
+        "tune_calls": settings.train.calls_for(name),
+        "fixed_params": settings.train.params_for(name),
         "k": settings.k,
         "metric": settings.train.metric,
         "seed": settings.seed,

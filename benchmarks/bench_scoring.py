@@ -9,8 +9,8 @@ Also: peak RSS of each phase, and rows/s written by the SQL sink to SQLite (alwa
 PostgreSQL (``--pg-url`` or ``RECSYS_TEST_PG_URL``), into a private schema that is dropped after.
 
 "ours" is the real path: a tiny :class:`FactorModel` (``_score_block = U[block] @ V.T``) whose
-``recommend`` comes from ``recsys_core.models._base``. "proposed" is :func:`recommend_proposed`,
-the patch this benchmark suggests for ``_base.py`` (same output, checked on every run).
+``recommend`` comes from ``recsys_core.models._base`` (blocks of ``--block-size`` users scored by
+``--threads`` workers, one BLAS thread each, exact top-K per block).
 
 Each baseline runs in each of its usual set-ups (matmul: BLAS threads, or parallel blocks with one
 BLAS thread; implicit: BLAS x threads or x1 as implicit advises) and the best one counts. Phases
@@ -21,9 +21,6 @@ Synthetic data: random float32 factors (seeded), ~``--history`` random items per
 
     python benchmarks/bench_scoring.py                       # 200,000 users x 50,000 items
     python benchmarks/bench_scoring.py --users 20000 --repeats 2   # ~5 min on 2 shared cores
-
-The current path runs ~270 users/s on 2 cores at 50,000 items, so the full 200,000 users need
-``--skip-current`` (or a lot of patience) there.
 """
 
 from __future__ import annotations
@@ -37,7 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -51,10 +48,11 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recsys_core.interactions import Interactions  # noqa: E402
-from recsys_core.models._base import Recommender  # noqa: E402
+from recsys_core.models._base import Recommender, topk_block  # noqa: E402
 from recsys_core.scoring import write_recommendations_sql  # noqa: E402
 
 RUN_DATE = dt.date(2024, 1, 1)
+OURS = "ours: recommend"
 
 
 # ---- data and model ---------------------------------------------------------------------------
@@ -93,142 +91,6 @@ def make_data(
     users = np.array([f"u{u:0{width_u}d}" for u in range(n_users)], dtype=object)
     items = np.array([f"i{i:0{width_i}d}" for i in range(n_items)], dtype=object)
     return user_f, item_f, Interactions(matrix=mat, user_ids=users, item_ids=items)
-
-
-# ---- the proposed patch for recsys_core/models/_base.py ----------------------------------------
-def _sort_keys(vals: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """int64 keys whose ascending order is (score descending, column ascending); NaN as -inf."""
-    v = np.where(np.isnan(vals), np.float32(-np.inf), vals).astype(np.float32) + np.float32(0.0)
-    bits = v.view(np.int32)
-    mono = np.where(bits >= 0, bits, bits ^ np.int32(0x7FFFFFFF)).astype(np.int64)
-    return ((-mono) << 32) | cols.astype(np.int64)
-
-
-def _topk_exact(vals: np.ndarray, cols: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` of each row of ``vals`` (column ids ``cols``), ties by lower column, exactly."""
-    keys = _sort_keys(vals, cols)
-    if k < keys.shape[1]:
-        part = np.argpartition(keys, k - 1, axis=1)[:, :k]
-        keys = np.take_along_axis(keys, part, axis=1)
-    else:
-        part = np.broadcast_to(np.arange(keys.shape[1]), keys.shape)
-    order = np.argsort(keys, axis=1)
-    part = np.take_along_axis(part, order, axis=1)
-    return np.take_along_axis(cols, part, axis=1), np.take_along_axis(vals, part, axis=1)
-
-
-def topk_block_fast(scores: np.ndarray, k: int, chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Same contract as ``topk_block`` (and exact on ties), without a partition of every score.
-
-    Columns are cut into ``nc = m // chunk`` strided groups (group j = columns j, j+nc, ...). The
-    ``k`` groups with the largest maxima hold the top ``k`` whenever no other group reaches the
-    k-th largest maximum ``t`` (every element elsewhere is < t <= k distinct maxima). Rows where
-    some other group ties ``t`` (or ``t`` is not finite) take the exact path on the full row.
-    Cost: one vectorised max over the block plus work on ``k * chunk`` candidates per row.
-    """
-    n, m = scores.shape
-    k = min(k, m)
-    nc = m // chunk
-    all_cols = np.arange(m, dtype=np.int64)
-    if n == 0 or k == 0 or nc < 4 * k:
-        return _topk_exact(scores, np.broadcast_to(all_cols, scores.shape), k)
-    gmax = scores[:, : nc * chunk].reshape(n, chunk, nc).max(axis=1)  # (n, nc)
-    sel = np.argpartition(gmax, nc - k, axis=1)[:, nc - k :]  # (n, k) groups
-    t = np.take_along_axis(gmax, sel, axis=1).min(axis=1)  # NaN propagates -> not finite
-    with np.errstate(invalid="ignore"):
-        exact = ~np.isfinite(t) | (np.count_nonzero(gmax >= t[:, None], axis=1) > k)
-    cols = (sel[:, :, None] + nc * np.arange(chunk)[None, None, :]).reshape(n, k * chunk)
-    if nc * chunk < m:  # the tail columns are always candidates
-        tail = np.broadcast_to(all_cols[nc * chunk :], (n, m - nc * chunk))
-        cols = np.concatenate([cols, tail], axis=1)
-    idx, vals = _topk_exact(np.take_along_axis(scores, cols, axis=1), cols, k)
-    if exact.any():
-        rows = np.flatnonzero(exact)
-        sub = scores[rows]
-        idx[rows], vals[rows] = _topk_exact(sub, np.broadcast_to(all_cols, sub.shape), k)
-    return idx, vals
-
-
-def _owns(model: Recommender, scores: np.ndarray) -> bool:
-    """Whether ``recommend`` may write into ``scores``: a fresh array, not one of the model's."""
-    if not (scores.flags.writeable and scores.flags.owndata and scores.flags.c_contiguous):
-        return False
-    return not any(
-        isinstance(v, np.ndarray) and np.may_share_memory(v, scores) for v in vars(model).values()
-    )
-
-
-def recommend_proposed(
-    model: Recommender,
-    user_ids: Sequence[str],
-    k: int = 10,
-    *,
-    exclude_seen: bool = True,
-    block_size: int = 512,
-    threads: int = 1,
-) -> pl.DataFrame:
-    """``Recommender.recommend`` (no candidate/exclude lists) with the proposed changes:
-
-    1. no defensive copy of each score block when ``_score_block`` returned a fresh array;
-    2. :func:`topk_block_fast` instead of a partition of every score;
-    3. blocks scored by ``threads`` workers with single-threaded BLAS inside each (the top-K
-       part is single-threaded numpy, so parallel blocks keep both cores busy end to end);
-    4. smaller blocks (512: the score block stays closer to the cache);
-    5. the string id columns built by a polars ``gather`` instead of Python lists.
-
-    Ablation, 8,000 users x 50,000 items x 64, 2 cores (users/s, peak RSS growth): current
-    282 (+1.5 GiB); + fast top-K only 1,036 (+0.8 GiB); + no copy, polars ids 992; + blocks of
-    512 in 2 workers 2,299 (+0.2 GiB); matmul bound, same scheme, 2,659.
-    """
-    model._check_fitted()
-    users = list(user_ids)
-    uidx = model.interactions_.user_index(users)
-    known = uidx >= 0
-    users_known = pl.Series("user_id", users, dtype=pl.String).filter(pl.Series(known))
-    uidx = uidx[known]
-    seen = model.interactions_.matrix
-    n_items = len(model.item_ids_)
-
-    def one(start: int) -> tuple[np.ndarray, ...]:
-        block = uidx[start : start + block_size]
-        scores = np.asarray(model._score_block(block), dtype=np.float32)
-        if scores.shape != (len(block), n_items):
-            raise RuntimeError(f"{type(model).__name__}._score_block returned a wrong shape")
-        if not _owns(model, scores):
-            scores = np.array(scores, dtype=np.float32, copy=True)
-        if exclude_seen:
-            rows = seen[block]
-            r = np.repeat(np.arange(len(block)), np.diff(rows.indptr))
-            scores[r, rows.indices] = -np.inf
-        idx, vals = topk_block_fast(scores, k)
-        rr, cc = np.nonzero(np.isfinite(vals))
-        return start + rr, idx[rr, cc], vals[rr, cc], cc + 1
-
-    starts = range(0, len(uidx), block_size)
-    if threads > 1:
-        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
-            parts = list(pool.map(one, starts))
-    else:
-        parts = [one(s) for s in starts]
-    if not parts:
-        return pl.DataFrame(
-            schema={
-                "user_id": pl.String,
-                "item_id": pl.String,
-                "rank": pl.Int32,
-                "score": pl.Float32,
-            }
-        )
-    u, i, s, r = (np.concatenate(p) for p in zip(*parts, strict=True))
-    items = pl.Series("item_id", model.item_ids_.tolist(), dtype=pl.String)
-    return pl.DataFrame(
-        [
-            users_known.gather(u),
-            items.gather(i),
-            pl.Series("rank", r, dtype=pl.Int32),
-            pl.Series("score", s, dtype=pl.Float32),
-        ]
-    )
 
 
 # ---- measuring --------------------------------------------------------------------------------
@@ -298,36 +160,24 @@ def implicit_model(user_f: np.ndarray, item_f: np.ndarray, threads: int) -> Any 
 
 
 def self_check(model: FactorModel, users: list[str], k: int, block: int, seed: int) -> None:
-    """The proposed path must give exactly the current output under the same BLAS set-up (same
-    block size, one BLAS thread: float sums depend on both), the same output for any number of
-    worker threads, and exact ties by column (the current top-K breaks ties at the k-th place
-    arbitrarily, so that part is checked against a full lexsort instead)."""
+    """``recommend`` gives the same output for any number of worker threads (one BLAS thread per
+    block: the float sums do not depend on them), and ``topk_block`` is exact on ties (by column,
+    checked against a full lexsort)."""
     probe = users[: min(len(users), 3000)]
     with threadpool_limits(1, user_api="blas"):
-        current = model.recommend(probe, k, block_size=block)
-        proposed = recommend_proposed(model, probe, k, block_size=block, threads=1)
-        parallel = recommend_proposed(model, probe, k, block_size=block, threads=4)
-    if not current.equals(proposed):
-        raise AssertionError("proposed recommend differs from the current one on the same blocks")
-    if not parallel.equals(proposed):  # one BLAS thread per block: scores independent of threads
-        raise AssertionError("proposed recommend depends on the number of worker threads")
+        one = model.recommend(probe, k, block_size=block, threads=1)
+    if not model.recommend(probe, k, block_size=block, threads=4).equals(one):
+        raise AssertionError("recommend depends on the number of worker threads")
     rng = np.random.default_rng(seed)
     for m in (7, 300, 5000):  # heavy ties (small integers), -inf, a NaN; tiny and wide catalogs
         s = rng.integers(0, 20, (64, m)).astype(np.float32)
         s[rng.random(s.shape) < 0.3] = -np.inf
         s[0, 0] = np.nan
-        idx, vals = topk_block_fast(s, k)
+        idx, vals = topk_block(s, k)
         key = np.where(np.isnan(s), -np.inf, s)
         want = np.lexsort((np.broadcast_to(np.arange(m), s.shape), -key), axis=1)[:, : min(k, m)]
         if not np.array_equal(idx, want):
-            raise AssertionError(f"topk_block_fast is not exact on ties (m={m})")
-
-
-def agreement(a: pl.DataFrame, b: pl.DataFrame) -> tuple[float, float]:
-    """Share of (user, rank) with the same item, and the largest score difference."""
-    j = a.join(b, on=["user_id", "rank"], how="full", suffix="_b")
-    same = float((j["item_id"] == j["item_id_b"]).fill_null(False).mean())
-    return same, float((j["score"] - j["score_b"]).abs().max() or 0.0)
+            raise AssertionError(f"topk_block is not exact on ties (m={m})")
 
 
 def sql_rates(recs: pl.DataFrame, pg_url: str | None, chunk_rows: int) -> list[tuple[str, dict]]:
@@ -369,14 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--history", type=int, default=20, help="mean seen items per user")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--block-size", type=int, default=2048, help="block of the current recommend")
-    p.add_argument("--proposed-block-size", type=int, default=512)
+    p.add_argument("--block-size", type=int, default=512, help="users per block of recommend")
+    p.add_argument("--matmul-block-size", type=int, default=2048, help="for the BLAS-threads bound")
     p.add_argument("--repeats", type=int, default=1, help="best of N for every timing")
-    p.add_argument("--repeat-current", action="store_true", help="repeat the slow current path too")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--pg-url", default=os.environ.get("RECSYS_TEST_PG_URL"))
     p.add_argument("--sql-chunk-rows", type=int, default=50_000)
-    p.add_argument("--skip-current", action="store_true", help="skip the (slow) current path")
     a = p.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -390,22 +238,19 @@ def main(argv: list[str] | None = None) -> int:
         f"{psutil.Process().memory_info().rss / 2**30:.2f} GiB"
     )
 
-    self_check(model, users, a.k, a.proposed_block_size, a.seed)
+    self_check(model, users, a.k, a.block_size, a.seed)
 
-    th, bs, pbs = a.threads, a.block_size, a.proposed_block_size
+    th, bs, mbs = a.threads, a.block_size, a.matmul_block_size
     all_u = np.arange(a.users)
     imp = implicit_model(user_f, item_f, th)
     # name -> (BLAS threads, callable); the baselines in each of their usual set-ups, best counts
     phases: dict[str, tuple[int, Callable[[], Any]]] = {
-        f"matmul, blocks of {bs}, BLAS x{th}": (th, lambda: matmul_bound(user_f, item_f, bs)),
-        f"matmul, blocks of {pbs}, {th} workers": (
+        f"matmul, blocks of {mbs}, BLAS x{th}": (th, lambda: matmul_bound(user_f, item_f, mbs)),
+        f"matmul, blocks of {bs}, {th} workers": (
             1,
-            lambda: matmul_bound(user_f, item_f, pbs, workers=th),
+            lambda: matmul_bound(user_f, item_f, bs, workers=th),
         ),
-        "ours: proposed recommend": (
-            1 if th > 1 else th,
-            lambda: recommend_proposed(model, users, a.k, block_size=pbs, threads=th),
-        ),
+        OURS: (th, lambda: model.recommend(users, a.k, block_size=bs, threads=th)),
     }
     if imp is not None:
         for blas in sorted({th, 1}):
@@ -413,26 +258,16 @@ def main(argv: list[str] | None = None) -> int:
                 blas,
                 lambda: imp.recommend(all_u, inter.matrix, N=a.k, filter_already_liked_items=True),
             )
-    if not a.skip_current:
-        phases["ours: current recommend"] = (th, lambda: model.recommend(users, a.k, block_size=bs))
     results: dict[str, tuple[float, int]] = {}
     outputs: dict[str, Any] = {}
     for rep in range(a.repeats):  # round robin: a load spike from elsewhere hits every phase
         for name, (blas, fn) in phases.items():
-            if rep and name == "ours: current recommend" and not a.repeat_current:
-                continue
             sec, out, mem = timed(fn, blas)
             best = results.get(name, (float("inf"), 0))
             results[name] = (min(sec, best[0]), max(mem, best[1]))
             outputs[name] = out
             print(f"  [{rep + 1}/{a.repeats}] {name:40s} {sec:8.2f} s", flush=True)
-    recs_new = outputs["ours: proposed recommend"]
-    if "ours: current recommend" in outputs:
-        same, diff = agreement(outputs["ours: current recommend"], recs_new)
-        print(
-            f"proposed vs current (other BLAS threads/blocks): {same:.4%} same items, "
-            f"max |score diff| {diff:.2e}"
-        )
+    recs_new = outputs[OURS]
     imp_names = [n for n in outputs if n.startswith("implicit")]
     if imp_names:
         ids = outputs[imp_names[0]][0]
@@ -448,12 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     implicit_rate = max((v for n, v in rate.items() if n.startswith("implicit")), default=None)
     print("\nratios against the best baseline set-up (same run)    ratio  target  verdict")
     rows = []
-    for ours in ("ours: current recommend", "ours: proposed recommend"):
-        if ours not in rate:
-            continue
-        if implicit_rate is not None:
-            rows.append((f"{ours} / implicit", rate[ours] / implicit_rate, 1.0))
-        rows.append((f"{ours} / matmul bound", rate[ours] / bound, 0.7))
+    if implicit_rate is not None:
+        rows.append((f"{OURS} / implicit", rate[OURS] / implicit_rate, 1.0))
+    rows.append((f"{OURS} / matmul bound", rate[OURS] / bound, 0.7))
     for name, ratio, target in rows:
         print(f"{name:52s} {ratio:6.2f}x {target:5.1f}x  {'PASS' if ratio >= target else 'FAIL'}")
     if implicit_rate is None:

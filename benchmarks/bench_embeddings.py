@@ -53,14 +53,21 @@ from recsys_core.io import atomic_write_json  # noqa: E402
 DATA = REPO.parent / "shared" / "data"
 
 
-def movielens_catalog(data: Path = DATA) -> pl.DataFrame:
-    """item_id, title, categories (genres), tags (distinct, first-use order), description."""
+def movielens_catalog(data: Path = DATA, tags_before: int | None = None) -> pl.DataFrame:
+    """item_id, title, categories (genres), tags (distinct, first-use order), description.
+
+    ``tags_before``: only tags applied before this Unix time (a temporal split's cutoff).
+    """
     movies = pl.read_csv(
         data / "ml-latest-small" / "movies.csv", schema_overrides={"movieId": pl.String}
     )
+    tags = pl.read_csv(
+        data / "ml-latest-small" / "tags.csv", schema_overrides={"movieId": pl.String}
+    )
+    if tags_before is not None:
+        tags = tags.filter(pl.col("timestamp") < tags_before)
     tags = (
-        pl.read_csv(data / "ml-latest-small" / "tags.csv", schema_overrides={"movieId": pl.String})
-        .sort(["movieId", "timestamp", "tag"])
+        tags.sort(["movieId", "timestamp", "tag"])
         .unique(subset=["movieId", "tag"], keep="first", maintain_order=True)
         .group_by("movieId", maintain_order=True)
         .agg(pl.col("tag").str.join("|").alias("tags"))

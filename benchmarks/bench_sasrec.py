@@ -67,50 +67,19 @@ def split_time(ratings: pl.DataFrame) -> int:
     return int(np.quantile(ratings["timestamp"].to_numpy(), 0.9))
 
 
-def catalog(cutoff: int) -> pl.DataFrame:
-    """``item_id, title, categories, tags, description``; tags applied before ``cutoff`` only."""
-    movies = pl.read_csv(DATA / "ml-latest-small" / "movies.csv", infer_schema=False)
-    tags = (
-        pl.read_csv(DATA / "ml-latest-small" / "tags.csv", infer_schema=False)
-        .with_columns(pl.col("timestamp").cast(pl.Int64))
-        .filter(pl.col("timestamp") < cutoff)
-        .sort(["movieId", "timestamp", "tag"])
-        .unique(subset=["movieId", "tag"], keep="first", maintain_order=True)
-        .group_by("movieId", maintain_order=True)
-        .agg(pl.col("tag").str.join("|").alias("tags"))
-    )
-    overviews = pl.read_csv(
-        DATA / "tmdb-5000-movies" / "ml-latest-small_tmdb_overviews.csv", infer_schema=False
-    ).select("movieId", pl.col("overview").alias("description"))
-    overviews = overviews.unique("movieId", keep="first", maintain_order=True)
-    return (
-        movies.join(tags, on="movieId", how="left")
-        .join(overviews, on="movieId", how="left")
-        .select(
-            pl.col("movieId").alias("item_id"),
-            "title",
-            pl.when(pl.col("genres") == "(no genres listed)")
-            .then(None)
-            .otherwise(pl.col("genres"))
-            .alias("categories"),
-            "tags",
-            "description",
-        )
-        .sort("item_id")
-    )
-
-
 def item_vectors(cutoff: int, threads: int = 2) -> pl.DataFrame:
     """MiniLM vectors (``item_id, vector``) of every catalog movie, cached per split time."""
     path = CACHE / f"ml_latest_small_minilm_{cutoff}.parquet"
     if path.is_file():
         return pl.read_parquet(path)
+    from bench_embeddings import movielens_catalog
+
     from recsys_core.config import EmbeddingConfig
     from recsys_core.embeddings import build_item_texts, get_encoder
     from recsys_core.io import atomic_write_parquet
 
     cfg = EmbeddingConfig(threads=threads, max_length=128)
-    texts, _ = build_item_texts(catalog(cutoff), cfg.template)
+    texts, _ = build_item_texts(movielens_catalog(tags_before=cutoff), cfg.template)
     started = time.perf_counter()
     vecs = get_encoder(cfg).encode(texts["text"].to_list(), batch_size=cfg.batch_size)
     print(f"embedded {len(vecs)} item texts in {time.perf_counter() - started:.0f} s", flush=True)

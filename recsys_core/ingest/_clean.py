@@ -24,6 +24,7 @@ import datetime as dt
 import math
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -84,8 +85,10 @@ def clean_days(
     """
     config = config or CleanConfig()
     days = sorted(set(days))
-    ev_files = {d: warehouse.raw("events", d) for d in days if warehouse.raw("events", d).is_file()}
-    it_files = {d: warehouse.raw("items", d) for d in days if warehouse.raw("items", d).is_file()}
+    ev_files, it_files = (
+        {d: p for d in days if (p := warehouse.raw(kind, d)).is_file()}
+        for kind in ("events", "items")
+    )
     for d in days:
         if d not in ev_files and d not in it_files:
             raise MissingPartitionError(
@@ -121,8 +124,8 @@ def _batches(days: list[dt.date], sizes: dict[dt.date, int], limit: int) -> list
 def _clean_pass(
     warehouse: Warehouse,
     days: list[dt.date],
-    ev_files: dict[dt.date, Any],
-    it_files: dict[dt.date, Any],
+    ev_files: dict[dt.date, Path],
+    it_files: dict[dt.date, Path],
     config: CleanConfig,
 ) -> list[dict[str, Any]]:
     """One vectorised pass over ``days`` (sorted; their raw files given), writing every output."""

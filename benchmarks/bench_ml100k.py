@@ -22,8 +22,18 @@ on a validation split carved from the *train* split only the way the test split 
 the data (per item, 25%), refits on all of train, and scores the test split once. The best model is
 the best on validation. Their best row is BiVAE.
 
-Usage: ``python benchmarks/bench_ml100k.py [--calls 20] [--text]``  (``--text`` adds the hybrid
-on MiniLM vectors of "title (year). genres"; the first run embeds 1,682 titles).
+Two studies follow the table, on the same validation split and the same test split:
+
+* **what the timestamps add**: EASE searched with ``time_weight`` pinned to 0 (plain EASE, only
+  ``reg`` searched) at the same budget, refit and tested the same way; the test difference is
+  paired per user, with its standard error;
+* **Bayesian against random search at equal budget** (``--search-seeds``): for each search seed,
+  EASE's search run both ways; the best validation NDCG@10 after 5, 10, 20 and all calls (mean over
+  seeds), and the test NDCG@10 of each final choice.
+
+Usage: ``python benchmarks/bench_ml100k.py [--calls 20] [--text] [--search-seeds 3]``
+(``--text`` adds the hybrid on MiniLM vectors of "title (year). genres"; the first run embeds
+1,682 titles; ``--search-seeds 0`` skips the search comparison).
 """
 
 from __future__ import annotations
@@ -45,6 +55,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recsys_core.experiment import run_experiment  # noqa: E402
+from recsys_core.interactions import Interactions  # noqa: E402
+from recsys_core.metrics import mean_metrics, ranking_metrics  # noqa: E402
+from recsys_core.models import get_model_class  # noqa: E402
+from recsys_core.tuning import split_validation, tune  # noqa: E402
 
 CACHE = ROOT / "benchmarks" / "_cache"
 WHEEL = "recbole-1.2.1-py3-none-any.whl"
@@ -53,7 +67,7 @@ ITEMS = "recbole/dataset_example/ml-100k/ml-100k.item"
 
 #: Microsoft Recommenders' MovieLens 100K table, best row (BiVAE); MAP as they define it.
 BIVAE = {"ndcg": 0.4751, "precision": 0.4118, "recall": 0.2191, "map_ms": 0.1461}
-CALLS = {"popularity": 8, "itemknn": 20, "rp3beta": 20, "ease": 15, "als": 12, "hybrid": 15}
+CALLS = {"popularity": 8, "itemknn": 20, "rp3beta": 20, "ease": 30, "als": 12, "hybrid": 15}
 
 
 def wheel() -> zipfile.ZipFile:
@@ -143,6 +157,83 @@ def map_ms(recs: pl.DataFrame, truth: pl.DataFrame, k: int) -> float:
     return float((per_user["p"] / per_user["n_rel"]).mean())
 
 
+def tuning_split(train: pl.DataFrame, seed: int) -> tuple[Interactions, pl.DataFrame, Interactions]:
+    """(validation-train, validation pairs, all of train) exactly as ``run_experiment`` builds them."""
+    cols = ["user_id", "item_id", "timestamp"]
+    vocab = sorted(train["item_id"].unique().to_list())
+    tr, va = split_validation(train, fraction=0.25, seed=seed, stratify="item")
+    return (
+        Interactions.from_frame(tr.select(cols), item_ids=vocab),
+        va.select("user_id", "item_id"),
+        Interactions.from_frame(train.select(cols), item_ids=vocab),
+    )
+
+
+def test_per_user(
+    model_name: str, params: dict, full: Interactions, test: pl.DataFrame
+) -> pl.DataFrame:
+    """Refit on all of train with ``params``; per-user metrics at 10 on the test split."""
+    model = get_model_class(model_name)(params).fit(full)
+    users = test["user_id"].unique().sort().to_list()
+    truth = test.select("user_id", "item_id").unique()
+    return ranking_metrics(model.recommend(users, 10, exclude_seen=True), truth, 10)
+
+
+def timestamps_study(train, test, seed: int, calls: int, session_aware: dict) -> None:
+    """Plain EASE (time_weight pinned to 0) against the session-aware pick, same budget."""
+    tune_train, valid, full = tuning_split(train, seed)
+    plain = tune(
+        "ease", tune_train, valid, n_calls=calls, seed=seed, fixed_params={"time_weight": 0.0}
+    )
+    a = test_per_user("ease", plain.best_params, full, test)
+    b = test_per_user("ease", session_aware["params"], full, test)
+    diff = (b["ndcg"] - a["ndcg"]).to_numpy()
+    print()
+    print(f"**What the timestamps add** (EASE, {calls} calls each, same validation split):")
+    print()
+    print("| EASE | reg | time_weight | time_scale s | valid NDCG@10 | test NDCG@10 | Precision@10 | "
+          "Recall@10 |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, params, score, per_user in (
+        ("plain (time_weight = 0)", plain.best_params, plain.best_score, a),
+        ("session-aware", session_aware["params"], session_aware["validation"]["ndcg"], b),
+    ):
+        t = mean_metrics(per_user)
+        scale = f"{params['time_scale']:.0f}" if params["time_weight"] > 0 else "-"
+        print(f"| {label} | {params['reg']:.1f} | {params['time_weight']:.3f} | {scale} | "
+              f"{score:.4f} | {t['ndcg']:.4f} | {t['precision']:.4f} | {t['recall']:.4f} |")  # fmt: skip
+    se = diff.std(ddof=1) / np.sqrt(len(diff))
+    print()
+    print(f"test NDCG@10 difference, paired over {len(diff)} users: {diff.mean():+.4f} ± {se:.4f} "
+          f"(SE); session-aware better for {(diff > 0).sum()} users, worse for {(diff < 0).sum()}")  # fmt: skip
+
+
+def search_study(train, test, split_seed: int, calls: int, seeds: int) -> None:
+    """Bayesian (GP) against random search on EASE, equal budget, several search seeds."""
+    tune_train, valid, full = tuning_split(train, split_seed)
+    marks = [c for c in (5, 10, 20) if c < calls] + [calls]
+    curves: dict[str, list[np.ndarray]] = {"bayes": [], "random": []}
+    picks: dict[str, list[float]] = {"bayes": [], "random": []}
+    for seed in range(seeds):
+        for method in ("bayes", "random"):
+            res = tune("ease", tune_train, valid, n_calls=calls, seed=seed, method=method)
+            curves[method].append(res.trials["best_so_far"].to_numpy())
+            picks[method].append(
+                mean_metrics(test_per_user("ease", res.best_params, full, test))["ndcg"]
+            )
+    print()
+    print(f"**Bayesian against random search** (EASE, {calls} calls, search seeds 0-{seeds - 1}, "
+          "mean best validation NDCG@10 after n calls; test NDCG@10 of the final choice):")  # fmt: skip
+    print()
+    print("| search | " + " | ".join(f"{m} calls" for m in marks) + " | test NDCG@10 (per seed) |")
+    print("|---|" + "---:|" * (len(marks) + 1))
+    for method, rows in curves.items():
+        best = np.vstack(rows)
+        cells = " | ".join(f"{best[:, m - 1].mean():.4f}" for m in marks)
+        tests = ", ".join(f"{v:.4f}" for v in picks[method])
+        print(f"| {method} | {cells} | {np.mean(picks[method]):.4f} ({tests}) |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=None, help="one tuning budget for every model")
@@ -150,6 +241,9 @@ def main() -> None:
     ap.add_argument("--text", action="store_true", help="add the text hybrid (MiniLM vectors)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--out", type=Path, default=CACHE / "ml100k_run")
+    ap.add_argument(
+        "--search-seeds", type=int, default=3, help="Bayesian vs random search repeats (0: skip)"
+    )
     args = ap.parse_args()
     models = args.models.split(",") + (["hybrid"] if args.text else [])
     calls = {m: args.calls if args.calls is not None else CALLS[m] for m in models}
@@ -209,6 +303,10 @@ def main() -> None:
         f"best on validation: {best} {json.dumps({k: v for k, v in b['params'].items() if k != 'seed'})}"
     )
     print(f"ahead of BiVAE on all four: {ahead}; NDCG@10 >= 0.49: {b['ndcg'] >= 0.49}")
+    if "ease" in models:
+        timestamps_study(train, test, args.seed, calls["ease"], report["models"]["ease"])
+        if args.search_seeds > 0:
+            search_study(train, test, args.seed, calls["ease"], args.search_seeds)
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

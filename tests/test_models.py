@@ -21,7 +21,7 @@ from recsys_core.models import (
     get_model_class,
 )
 from recsys_core.models._sparse import _topk_positive_rows
-from recsys_core.models.ease import ease_weights
+from recsys_core.models.ease import ease_weights, time_cooccurrence
 from recsys_core.testing import RecommenderContract, checkerboard
 
 
@@ -125,6 +125,102 @@ def test_edlae_dropout_only_changes_the_diagonal_regulariser() -> None:
     lam = 5.0 + 0.25 / 0.75 * np.diag(g)
     expected = ease_weights(g + np.diag(lam))
     np.testing.assert_allclose(EASE(reg=5.0, dropout=0.25).fit(inter).weights_, expected, atol=1e-6)
+
+
+def _random_timed_events(seed: int, n_users: int = 12, n_items: int = 9) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        for i in rng.choice(n_items, size=rng.integers(1, n_items + 1), replace=False):
+            # few distinct times, so that ties in time occur
+            rows.append(
+                (f"u{u}", f"i{i}", float(rng.integers(0, 6) * 300), float(rng.integers(1, 4)))
+            )
+    return pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp", "w"], orient="row")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_time_cooccurrence_matches_the_pairwise_definition(seed: int) -> None:
+    inter = Interactions.from_frame(_random_timed_events(seed), weight_col="w")
+    x = inter.matrix.toarray().astype(np.float64)
+    t = inter.last_ts.toarray()
+    scale = 450.0
+    expected = np.zeros((inter.n_items, inter.n_items))
+    for u in range(inter.n_users):
+        have = np.flatnonzero(x[u])
+        for i in have:
+            for j in have:
+                expected[i, j] += x[u, i] * x[u, j] * np.exp(-abs(t[u, i] - t[u, j]) / scale)
+    got = time_cooccurrence(inter.matrix, inter.last_ts, scale=scale)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    np.testing.assert_allclose(np.diag(got), np.diag(x.T @ x))
+    # a very long time scale forgets time: the plain co-occurrence matrix X^T X
+    flat = time_cooccurrence(inter.matrix, inter.last_ts, scale=1e12)
+    np.testing.assert_allclose(flat, x.T @ x, rtol=1e-8)
+    # positive semi-definite like X^T X, so EASE's Cholesky works for any reg > 0
+    assert np.linalg.eigvalsh(got).min() > -1e-9
+
+
+def test_time_cooccurrence_skips_pairs_beyond_twenty_time_scales() -> None:
+    # one user, items 0..4 one minute apart
+    events = pl.DataFrame(
+        {
+            "user_id": ["u"] * 5,
+            "item_id": [f"i{i}" for i in range(5)],
+            "timestamp": [60.0 * i for i in range(5)],
+        }
+    )
+    inter = Interactions.from_frame(events)
+    gap = np.abs(np.subtract.outer(np.arange(5), np.arange(5)))  # in minutes
+    got = time_cooccurrence(inter.matrix, inter.last_ts, scale=60.0)
+    np.testing.assert_allclose(got, np.exp(-gap), rtol=1e-12)
+    # scale 2.9 s: one minute is 20.7 time scales, past the cutoff; only the diagonal is left
+    np.testing.assert_allclose(time_cooccurrence(inter.matrix, inter.last_ts, scale=2.9), np.eye(5))
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        time_cooccurrence(inter.matrix, inter.last_ts, scale=0.0)
+
+
+def test_session_aware_ease_links_items_taken_together() -> None:
+    """Every user has items a, b and c. Half take a and b minutes apart and c weeks later; the other
+    half take a alone and b, c together. Plain EASE sees a, b, c co-occur equally; the session-aware
+    Gram matrix ties a to b, so a user holding only a is shown b before c."""
+    day = 86400.0
+    rows = []
+    for u in range(40):
+        t0 = u * 100 * day
+        if u % 2:
+            rows += [(f"u{u}", "a", t0), (f"u{u}", "b", t0 + 60), (f"u{u}", "c", t0 + 21 * day)]
+        else:
+            rows += [
+                (f"u{u}", "a", t0),
+                (f"u{u}", "b", t0 + 21 * day),
+                (f"u{u}", "c", t0 + 21 * day + 60),
+            ]
+    rows += [("probe", "a", 1e9)]
+    # plus filler items so that top-k has something else to choose from
+    rows += [(f"f{j}", f"z{j}", 0.0) for j in range(5)]
+    inter = Interactions.from_frame(
+        pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp"], orient="row")
+    )
+    plain = EASE(reg=1.0).fit(inter)
+    aware = EASE(reg=1.0, time_weight=0.9, time_scale=600.0).fit(inter)
+    b, c = inter.item_index(["b", "c"])
+    probe = inter.user_index(["probe"])
+    s_plain = plain._score_block(probe)[0]
+    s_aware = aware._score_block(probe)[0]
+    assert s_plain[b] == pytest.approx(s_plain[c], rel=1e-5)
+    assert s_aware[b] > s_aware[c] + 0.05
+    assert aware.recommend(["probe"], k=1)["item_id"].to_list() == ["b"]
+    # time_weight 0 is plain EASE, bit for bit
+    np.testing.assert_array_equal(
+        EASE(reg=1.0, time_weight=0.0).fit(inter).weights_, plain.weights_
+    )
+
+
+def test_session_aware_ease_needs_timestamps() -> None:
+    inter = Interactions.from_frame(pl.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"]}))
+    with pytest.raises(ValueError, match=r"EASE\(time_weight=0.5\) needs interaction timestamps"):
+        EASE(time_weight=0.5).fit(inter)
 
 
 def test_itemknn_keeps_at_most_k_neighbours_with_shrunk_cosine() -> None:

@@ -54,11 +54,15 @@ def best_params(root: Path, model: str) -> dict:
 def test_budgets_and_fixed_params_apply_per_model_and_a_change_retunes_only_that_model(
     root: Path,
 ) -> None:
-    s = settings(root, model_tune_calls={"popularity": 2}, model_params={"ease": {"reg": 50.0}})
+    s = settings(
+        root,
+        model_tune_calls={"popularity": 2},
+        model_params={"ease": {"reg": 50.0, "time_weight": 0.0}},
+    )
     first = train_step(s, END)
     assert trials(root, "popularity").height == 2  # its own budget, not tune_calls = 3
     ease = trials(root, "ease")
-    # reg pinned: EASE has nothing left to search, so one evaluation at the fixed value
+    # reg and time_weight pinned (plain EASE): nothing left to search, one evaluation
     assert ease.height == 1 and best_params(root, "ease")["reg"] == 50.0
     if first["model"] == "ease":
         assert first["params"]["reg"] == 50.0
@@ -67,14 +71,18 @@ def test_budgets_and_fixed_params_apply_per_model_and_a_change_retunes_only_that
     assert [c["reused"] for c in again["candidates"]] == [True, True]
 
     changed = settings(
-        root, model_tune_calls={"popularity": 2}, model_params={"ease": {"reg": 500.0}}
+        root,
+        model_tune_calls={"popularity": 2},
+        model_params={"ease": {"reg": 500.0, "time_weight": 0.0}},
     )
     third = train_step(changed, END)
     assert [c["reused"] for c in third["candidates"]] == [True, False]
     assert best_params(root, "ease")["reg"] == 500.0
 
     budget = settings(
-        root, model_tune_calls={"popularity": 3}, model_params={"ease": {"reg": 500.0}}
+        root,
+        model_tune_calls={"popularity": 3},
+        model_params={"ease": {"reg": 500.0, "time_weight": 0.0}},
     )
     assert [c["reused"] for c in train_step(budget, END)["candidates"]] == [False, True]
     assert trials(root, "popularity").height == 3

@@ -147,7 +147,14 @@ def test_zero_calls_evaluates_the_defaults_only(split) -> None:
     train, valid = split
     res = tune("ease", train, valid, n_calls=0, seed=4)
     assert res.trials.height == 1 and res.trials["method"][0] == "default"
-    assert res.best_params == {"seed": 4, "reg": 250.0, "binarize": True, "dropout": 0.0}
+    assert res.best_params == {
+        "seed": 4,
+        "reg": 250.0,
+        "binarize": True,
+        "dropout": 0.0,
+        "time_weight": 0.0,
+        "time_scale": 600.0,
+    }
     assert res.best_score == res.trials["ndcg"][0] > 0
 
 
@@ -179,16 +186,28 @@ def test_fixed_params_are_applied_and_not_searched(split) -> None:
                fixed_params={"neighbors": 7, "normalize": True})  # fmt: skip
     assert "neighbors" not in res.trials.columns
     assert res.best_params["neighbors"] == 7 and res.best_params["normalize"] is True
-    only = tune("ease", train, valid, n_calls=5, seed=0, fixed_params={"reg": 5.0})
+    only = tune(
+        "ease", train, valid, n_calls=5, seed=0, fixed_params={"reg": 5.0, "time_weight": 0}
+    )
     assert only.trials.height == 1 and only.best_params["reg"] == 5.0
+    # time_weight pinned to 0 is plain EASE: its time scale is not searched either
+    assert [d.name for d in search_space("ease", {"time_weight": 0.0})] == ["reg"]
+    assert "time_scale" in {d.name for d in search_space("ease", {"time_weight": 0.5})}
 
 
-def test_popularity_without_timestamps_is_only_evaluated(split) -> None:
+def test_time_dimensions_are_searched_only_with_timestamps(split) -> None:
     train, valid = split
     no_ts = Interactions.from_frame(train.to_frame().select("user_id", "item_id"))
     res = tune("popularity", no_ts, valid, n_calls=6, seed=0)
     assert res.trials.height == 1
     assert res.best_params["half_life_days"] is None
+    # EASE searches its regulariser only; the session-aware share stays 0 (plain EASE)
+    ease = tune("ease", no_ts, valid, n_calls=4, seed=0, n_initial_points=2)
+    assert ease.trials.height == 4 and "reg" in ease.trials.columns
+    assert not {"time_weight", "time_scale"} & set(ease.trials.columns)
+    assert ease.best_params["time_weight"] == 0.0
+    with_ts = tune("ease", train, valid, n_calls=4, seed=0, n_initial_points=2)
+    assert {"reg", "time_weight", "time_scale"} <= set(with_ts.trials.columns)
 
 
 def test_validation_truth_drops_unknown_users_and_train_pairs(split) -> None:

@@ -31,7 +31,7 @@ from skopt.utils import cook_estimator
 from recsys_core.interactions import Interactions
 from recsys_core.metrics import METRIC_NAMES, mean_metrics, ranking_metrics
 from recsys_core.models import get_model_class
-from recsys_core.tuning._space import search_space
+from recsys_core.tuning._space import TIME_DIMENSIONS, search_space
 
 __all__ = ["TuningResult", "TuningWarning", "evaluate_params", "tune", "validation_truth"]
 
@@ -164,8 +164,8 @@ def tune(
     fixed = {"seed": seed, **(fixed_params or {})}
     defaults = cls.config_class(**fixed).model_dump(mode="json")
     dims = search_space(model_name, fixed)
-    if model_name == "popularity" and train.last_ts is None:
-        dims = []  # no timestamps: the half-life cannot change anything
+    if train.last_ts is None:  # no timestamps: time decays and session windows change nothing
+        dims = [d for d in dims if d.name not in TIME_DIMENSIONS]
     bad = _RESERVED.intersection(d.name for d in dims) | ({metric} & {d.name for d in dims})
     if bad:
         raise ValueError(f"search space of {model_name!r} uses reserved column names {sorted(bad)}")

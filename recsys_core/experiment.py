@@ -12,7 +12,8 @@
 
 The best model is chosen by **validation** score, never by test score. Every rating in the files is
 an implicit positive (weight 1 per row; ``value`` is not used as a weight); a ``timestamp`` column
-(Unix seconds) lets time-decayed popularity tune its half-life. Ids are read as strings.
+(Unix seconds) lets time-decayed popularity tune its half-life and EASE its session-aware
+co-occurrence. Ids are read as strings.
 
 Outputs in ``out_dir``: ``recommendations.parquet`` (best model), ``recommendations_<model>.parquet``
 (each model), ``metrics.json``, and ``tuning/<model>/{trials.parquet,best.json,convergence.png}``.
@@ -35,7 +36,7 @@ from recsys_core.metrics import mean_metrics, ranking_metrics
 from recsys_core.models import get_model_class
 from recsys_core.tuning import convergence_plot, save_tuning, split_validation, tune
 
-__all__ = ["read_interaction_file", "run_experiment"]
+__all__ = ["read_interaction_file", "run_experiment", "tuning_split"]
 
 REPORTED = ("precision", "recall", "ndcg", "map", "hit", "mrr")
 
@@ -96,6 +97,28 @@ def _model_id(name: str, params: dict[str, Any]) -> str:
     return f"{name}-{digest}"
 
 
+def tuning_split(
+    train_df: pl.DataFrame,
+    vocab: Sequence[str],
+    *,
+    fraction: float,
+    seed: int,
+    stratify: Literal["user", "item"],
+) -> tuple[Interactions, pl.DataFrame, Interactions]:
+    """``(tuning train, validation pairs, all of train)`` of a train file, over the item ``vocab``.
+
+    The validation pairs (``user_id, item_id``) are carved from ``train_df`` only
+    (:func:`recsys_core.tuning.split_validation`); timestamps are kept when the file has them.
+    """
+    cols = [c for c in ("user_id", "item_id", "timestamp") if c in train_df.columns]
+    tr, va = split_validation(train_df, fraction=fraction, seed=seed, stratify=stratify)
+    return (
+        Interactions.from_frame(tr.select(cols), item_ids=vocab),
+        va.select("user_id", "item_id"),
+        Interactions.from_frame(train_df.select(cols), item_ids=vocab),
+    )
+
+
 def run_experiment(
     train_path: Path | str,
     test_path: Path | str,
@@ -144,13 +167,11 @@ def run_experiment(
     if items is not None:
         catalog |= set(items["item_id"].to_list())
     vocab = sorted(catalog)
-    cols = [c for c in ("user_id", "item_id", "timestamp") if c in train_df.columns]
-    full_train = Interactions.from_frame(train_df.select(cols), item_ids=vocab)
 
     # ---- tuning on a split of the train file only ---------------------------------------------
-    tr, va = split_validation(train_df, fraction=valid_fraction, seed=seed, stratify=valid_stratify)
-    tune_train = Interactions.from_frame(tr.select(cols), item_ids=vocab)
-    valid = va.select("user_id", "item_id")
+    tune_train, valid, full_train = tuning_split(
+        train_df, vocab, fraction=valid_fraction, seed=seed, stratify=valid_stratify
+    )
     results = {}
     for name in models:
         result = tune(

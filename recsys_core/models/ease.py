@@ -97,8 +97,7 @@ def time_cooccurrence(
     active = np.arange(len(rows) - 1)
     k = 1
     while len(active):
-        b = active + k
-        active = active[b < len(rows)]
+        active = active[active + k < len(rows)]
         b = active + k
         gap = ts[b] - ts[active]
         keep = (rows[b] == rows[active]) & (gap <= cutoff)

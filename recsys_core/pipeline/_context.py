@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -98,12 +98,10 @@ def jsonable(obj: Any) -> Any:
         return jsonable(obj.to_dict())
     if hasattr(obj, "model_dump"):
         return jsonable(obj.model_dump(mode="json"))
-    import dataclasses
-
-    if dataclasses.is_dataclass(obj):
+    if is_dataclass(obj):
         return {
             f.name: jsonable(getattr(obj, f.name))
-            for f in dataclasses.fields(obj)
+            for f in fields(obj)
             if not isinstance(getattr(obj, f.name), pl.DataFrame)
         }
     if hasattr(obj, "item"):

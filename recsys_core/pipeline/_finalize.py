@@ -28,8 +28,8 @@ def backfill_plan(
     if end < start:
         raise ValueError(f"backfill end {end} is before start {start}")
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-    skipped = [] if force else [d for d in days if is_complete(settings, d)]
-    return [d for d in days if d not in skipped], skipped
+    done = set() if force else {d for d in days if is_complete(settings, d)}
+    return [d for d in days if d not in done], [d for d in days if d in done]
 
 
 def _previous_stats(wh: Warehouse, run_date: dt.date) -> dict[str, Any] | None:

@@ -9,13 +9,15 @@ Load order (later wins): defaults < TOML file < explicit overrides (flow paramet
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "AbTestConfig",
     "CleanConfig",
     "EmbeddingConfig",
     "EvaluationConfig",
@@ -212,6 +214,102 @@ class ScoringConfig(_Model):
     )
 
 
+class AbTestConfig(_Model):
+    """An online A/B test of the nightly recommendations: off unless ``experiment`` is set.
+
+    Users are assigned to arms by a hash of (salt, user_id): stable from night to night and the
+    same on every worker. Each arm serves one model: ``champion`` (the model that is serving),
+    ``challenger`` (tonight's challenger) or a model name (that model refit every night).
+    """
+
+    experiment: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="Experiment name (lowercase letters, digits, '-', '_'); None = no experiment. "
+        "Changing an arm, a share or the salt needs a new name.",
+    )
+    arms: dict[str, str] = Field(
+        default_factory=dict,
+        description="Arm name -> champion, challenger or a model name (e.g. {control = "
+        '"champion", treatment = "ease"}); the difference reported is second arm minus first.',
+    )
+    shares: dict[str, float] = Field(
+        default_factory=dict,
+        description="Traffic share of each arm, summing to 1; empty = equal shares.",
+    )
+    salt: str | None = Field(
+        default=None, description="Salt of the assignment hash; None = the experiment name."
+    )
+    attribution_days: int = Field(
+        default=3,
+        ge=1,
+        description="An event counts for a night's recommendations when it falls 1..this many days "
+        "after the run date.",
+    )
+    hit_events: list[EventType] = Field(
+        default_factory=lambda: ["click", "add_to_cart", "purchase"],
+        description="Event types on a recommended item that count as a hit.",
+    )
+    min_users_per_arm: int = Field(
+        default=200, ge=1, description="Exposed users with feedback each arm needs for a decision."
+    )
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="Two-sided significance level.")
+    srm_alpha: float = Field(
+        default=0.001,
+        gt=0,
+        lt=1,
+        description="A sample-ratio-mismatch chi-square p-value below this blocks any decision.",
+    )
+    promote_winner: bool = Field(
+        default=False,
+        description="Promote the winning arm's model through the registry once decided.",
+    )
+
+    @model_validator(mode="after")
+    def _check_arms(self) -> AbTestConfig:
+        from recsys_core.models import MODELS  # lazy: the models import this module
+
+        if self.experiment is None:
+            if self.arms:
+                raise ValueError("abtest.arms is set but abtest.experiment is not; name it")
+            return self
+        if len(self.arms) < 2:
+            raise ValueError(
+                f"abtest {self.experiment!r}: needs at least 2 arms, found {list(self.arms)}"
+            )
+        allowed = {"champion", "challenger", *MODELS}
+        for arm, model in self.arms.items():
+            if not re.match(r"^[a-z0-9][a-z0-9_-]{0,31}$", arm):
+                raise ValueError(
+                    f"abtest arm name {arm!r}: expected lowercase letters, digits, '-', '_'"
+                )
+            if model not in allowed:
+                raise ValueError(
+                    f"abtest arm {arm!r}: unknown model {model!r}; expected champion, challenger "
+                    f"or one of {sorted(MODELS)}"
+                )
+        if self.shares:
+            if set(self.shares) != set(self.arms):
+                raise ValueError(
+                    f"abtest.shares names {sorted(self.shares)}, expected the arms "
+                    f"{sorted(self.arms)}"
+                )
+            bad = {a: s for a, s in self.shares.items() if not 0.0 < s < 1.0}
+            total = sum(self.shares.values())
+            if bad or abs(total - 1.0) > 1e-9:
+                raise ValueError(
+                    f"abtest.shares {self.shares}: each share must be in (0, 1) and they must "
+                    f"sum to 1; they sum to {total:.6g}"
+                )
+        return self
+
+    def arm_shares(self) -> dict[str, float]:
+        """Each arm's share, in arm order (equal shares when none are configured)."""
+        if self.shares:
+            return {a: float(self.shares[a]) for a in self.arms}
+        return {a: 1.0 / len(self.arms) for a in self.arms}
+
+
 class RunnerConfig(_Model):
     """Where tasks run."""
 
@@ -259,6 +357,7 @@ class Settings(_Model):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     faults: FaultConfig = Field(default_factory=FaultConfig)
+    abtest: AbTestConfig = Field(default_factory=AbTestConfig)
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -13,8 +13,14 @@
       evaluation/run_date=YYYY-MM-DD/metrics.json
       recommendations/run_date=YYYY-MM-DD/part-0.parquet    the system of record
       reports/run_date=YYYY-MM-DD/report.html
+      abtest/<experiment>/experiment.json, arms/, assignments/, nights.parquet, readout.json
       runs/run_date=YYYY-MM-DD.json                         written last: the date is complete
       _locks/                                               one lock file per run date
+
+The root is a local path or an object-store URL (``s3://bucket/prefix``, ``gs://``, ``az://``):
+see :mod:`recsys_core.io._storage`. Every partition is one file, written in one atomic step (a
+rename on disk, a single upload on an object store), and the run marker is written last. The lock
+is ``flock`` on disk and a leased lock object created with ``If-None-Match`` on an object store.
 
 Ids from data are never used to build paths: only dates and generated model ids are.
 """
@@ -30,14 +36,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from recsys_core.io._lease import RunLockedError, lease_lock
+from recsys_core.io._storage import Location, exists, files_under, is_remote, list_names, location
 
 __all__ = ["RunLockedError", "Warehouse", "parse_date", "partition_dates"]
 
+
 _PART_RE = re.compile(r"^(?:date|run_date)=(\d{4}-\d{2}-\d{2})$")
-
-
-class RunLockedError(RuntimeError):
-    """Another run holds the lock for the same run date."""
 
 
 def parse_date(value: str | dt.date | dt.datetime) -> dt.date:
@@ -52,13 +59,11 @@ def parse_date(value: str | dt.date | dt.datetime) -> dt.date:
         raise ValueError(f"run date {value!r} is not a date, expected YYYY-MM-DD") from None
 
 
-def partition_dates(root: Path) -> list[dt.date]:
+def partition_dates(root: Any) -> list[dt.date]:
     """Sorted dates of the ``date=YYYY-MM-DD`` (or ``run_date=``) folders/files directly under ``root``."""
-    if not root.is_dir():
-        return []
     out = []
-    for child in root.iterdir():
-        name = child.name.removesuffix(".json")
+    for child in list_names(location(root)):
+        name = child.removesuffix(".json")
         m = _PART_RE.match(name)
         if m:
             try:
@@ -70,61 +75,103 @@ def partition_dates(root: Path) -> list[dt.date]:
 
 @dataclass(frozen=True)
 class Warehouse:
-    """Paths of every table under one warehouse root."""
+    """Paths of every table under one warehouse root (a local folder or an object-store URL)."""
 
-    root: Path
+    root: Location
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
+        object.__setattr__(self, "root", location(self.root))
+
+    @property
+    def remote(self) -> bool:
+        """Whether the warehouse is on an object store."""
+        return is_remote(self.root)
 
     # ---- partitioned tables -------------------------------------------------------------------
-    def raw(self, kind: str, date: dt.date) -> Path:
+    def raw(self, kind: str, date: dt.date) -> Location:
         return self.root / "raw" / kind / f"date={date.isoformat()}" / "part-0.parquet"
 
-    def clean(self, kind: str, date: dt.date) -> Path:
+    def clean(self, kind: str, date: dt.date) -> Location:
         return self.root / "clean" / kind / f"date={date.isoformat()}" / "part-0.parquet"
 
-    def quarantine(self, date: dt.date) -> Path:
+    def quarantine(self, date: dt.date) -> Location:
         return self.root / "quarantine" / f"date={date.isoformat()}" / "part-0.parquet"
 
-    def manifest(self, date: dt.date) -> Path:
+    def manifest(self, date: dt.date) -> Location:
         return self.root / "manifests" / f"date={date.isoformat()}.json"
 
-    def recommendations(self, run_date: dt.date) -> Path:
+    def recommendations(self, run_date: dt.date) -> Location:
         return self.root / "recommendations" / f"run_date={run_date.isoformat()}" / "part-0.parquet"
 
-    def evaluation(self, run_date: dt.date) -> Path:
+    def evaluation(self, run_date: dt.date) -> Location:
         return self.root / "evaluation" / f"run_date={run_date.isoformat()}" / "metrics.json"
 
-    def report_dir(self, run_date: dt.date) -> Path:
+    def report_dir(self, run_date: dt.date) -> Location:
         return self.root / "reports" / f"run_date={run_date.isoformat()}"
 
-    def run_marker(self, run_date: dt.date) -> Path:
+    def run_marker(self, run_date: dt.date) -> Location:
         return self.root / "runs" / f"run_date={run_date.isoformat()}.json"
+
+    # ---- A/B tests (experiment names are validated by the config: safe as folder names) -------
+    def abtest_dir(self, experiment: str) -> Location:
+        return self.root / "abtest" / experiment
+
+    def abtest_definition(self, experiment: str) -> Location:
+        return self.abtest_dir(experiment) / "experiment.json"
+
+    def abtest_arms(self, experiment: str, run_date: dt.date) -> Location:
+        return self.abtest_dir(experiment) / "arms" / f"run_date={run_date.isoformat()}.json"
+
+    def assignments(self, experiment: str, run_date: dt.date) -> Location:
+        return (
+            self.abtest_dir(experiment)
+            / "assignments"
+            / f"run_date={run_date.isoformat()}"
+            / "part-0.parquet"
+        )
+
+    def assignment_dates(self, experiment: str) -> list[dt.date]:
+        root = self.abtest_dir(experiment) / "assignments"
+        return [d for d in partition_dates(root) if exists(self.assignments(experiment, d))]
+
+    def abtest_readout(self, experiment: str) -> Location:
+        return self.abtest_dir(experiment) / "readout.json"
+
+    def abtest_nights(self, experiment: str) -> Location:
+        return self.abtest_dir(experiment) / "nights.parquet"
 
     # ---- unpartitioned ------------------------------------------------------------------------
     @property
-    def item_embeddings(self) -> Path:
+    def item_embeddings(self) -> Location:
         return self.root / "features" / "item_embeddings" / "part-0.parquet"
 
     @property
-    def models_dir(self) -> Path:
+    def models_dir(self) -> Location:
         return self.root / "models"
 
     @property
-    def tuning_dir(self) -> Path:
+    def tuning_dir(self) -> Location:
         return self.root / "tuning"
 
     # ---- listings -----------------------------------------------------------------------------
+    def _dates_with(self, folder: Location, filename: str) -> list[dt.date]:
+        """Dates of ``folder/date=D/filename`` files, from one listing (one request remotely)."""
+        out = set()
+        for rel in files_under(folder):
+            part, _, name = rel.partition("/")
+            m = _PART_RE.match(part)
+            if m and name == filename:
+                with contextlib.suppress(ValueError):
+                    out.add(dt.date.fromisoformat(m.group(1)))
+        return sorted(out)
+
     def raw_dates(self, kind: str) -> list[dt.date]:
-        return [d for d in partition_dates(self.root / "raw" / kind) if self.raw(kind, d).is_file()]
+        return self._dates_with(self.root / "raw" / kind, "part-0.parquet")
 
     def clean_dates(self, kind: str) -> list[dt.date]:
-        return [
-            d for d in partition_dates(self.root / "clean" / kind) if self.clean(kind, d).is_file()
-        ]
+        return self._dates_with(self.root / "clean" / kind, "part-0.parquet")
 
-    def clean_files(self, kind: str, until: dt.date, since: dt.date | None = None) -> list[Path]:
+    def clean_files(self, kind: str, until: dt.date, since: dt.date | None = None) -> list[Location]:
         """Clean partition files dated in ``[since, until]`` — never after ``until``."""
         return [
             self.clean(kind, d)
@@ -137,12 +184,19 @@ class Warehouse:
 
     # ---- concurrency --------------------------------------------------------------------------
     @contextmanager
-    def lock(self, name: str, *, wait: bool = False) -> Iterator[Path]:
-        """An exclusive advisory lock (``flock``) on ``_locks/<name>.lock``.
+    def lock(self, name: str, *, wait: bool = False) -> Iterator[Any]:
+        """An exclusive lock on ``_locks/<name>.lock``.
 
-        With ``wait=False`` a held lock raises :class:`RunLockedError` at once; the OS releases the
-        lock when the holder exits, even on SIGKILL, so a crashed run never blocks the next one.
+        Local disk: an advisory ``flock``; the OS releases it when the holder exits, even on
+        SIGKILL. Object store: a lock object created with ``If-None-Match: *`` holding the holder's
+        name and a lease that a heartbeat renews (``If-Match``); a killed holder's lease expires
+        (``RECSYS_LOCK_LEASE_SECONDS``, default 300) and the next run takes the lock over.
+        With ``wait=False`` a held lock raises :class:`RunLockedError` naming the holder.
         """
+        if self.remote:
+            with lease_lock(self.root / "_locks" / f"{name}.lock", wait=wait) as loc:
+                yield loc
+            return
         lock_dir = self.root / "_locks"
         lock_dir.mkdir(parents=True, exist_ok=True)
         path = lock_dir / f"{name}.lock"

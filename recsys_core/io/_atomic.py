@@ -1,12 +1,17 @@
-"""Atomic writes: every output goes to a hidden temporary file beside its target, then is renamed.
+"""Atomic writes: a reader sees a file's previous content or its new content, never a part.
 
-A run killed at any point leaves either the previous file or the new one, never a partial file.
+On local disk every output goes to a hidden temporary file beside its target, then is renamed.
 Temporary files start with ``.tmp-`` so that readers (which skip dot- and underscore-files) never
 see them; :func:`sweep_temporaries` removes the ones a killed run left behind.
+
+On an object store (a target that is a :class:`upath.UPath`, see :mod:`recsys_core.io._storage`)
+there is no rename and no need for one: the content is written locally (or in memory), then sent
+in one upload, which the store makes visible whole or not at all; a killed upload leaves nothing.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -18,6 +23,14 @@ from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
+
+from recsys_core.io._storage import (
+    is_remote,
+    location,
+    put_remote_file,
+    read_bytes,
+    write_bytes_remote,
+)
 
 __all__ = [
     "CorruptFileError",
@@ -53,12 +66,25 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(target: Path | str) -> Iterator[Path]:
+def atomic_path(target: Any) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it over ``target``.
 
-    On any exception the temporary file is removed and ``target`` is left untouched.
+    On any exception the temporary file is removed and ``target`` is left untouched. For an
+    object-store target the temporary file is local and is uploaded in one PUT on success.
     """
-    target = Path(target)
+    target = location(target)
+    if is_remote(target):
+        import tempfile
+
+        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=f"-{target.name}")
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            yield tmp
+            put_remote_file(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}-{target.name}"
     try:
@@ -76,37 +102,52 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(target: Path | str, data: bytes) -> Path:
+def atomic_write_bytes(target: Any, data: bytes) -> Any:
+    """Write ``data`` to ``target`` atomically; returns the target location."""
+    target = location(target)
+    if is_remote(target):
+        write_bytes_remote(target, data)
+        return target
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
-    return Path(target)
+    return target
 
 
-def atomic_write_text(target: Path | str, text: str) -> Path:
+def atomic_write_text(target: Any, text: str) -> Any:
     return atomic_write_bytes(target, text.encode("utf-8"))
 
 
-def atomic_write_json(target: Path | str, obj: Any) -> Path:
+def atomic_write_json(target: Any, obj: Any) -> Any:
     """Write ``obj`` as pretty, key-sorted JSON (stable bytes for the same content)."""
     text = json.dumps(obj, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
     return atomic_write_text(target, text)
 
 
-def atomic_write_parquet(
-    df: pl.DataFrame, target: Path | str, *, compression: str = "zstd"
-) -> Path:
+def atomic_write_parquet(df: pl.DataFrame, target: Any, *, compression: str = "zstd") -> Any:
     """Write ``df`` to ``target`` as Parquet (zstd), atomically, with statistics."""
+    target = location(target)
+    if is_remote(target):
+        buf = io.BytesIO()
+        df.write_parquet(buf, compression=compression, statistics=True)
+        write_bytes_remote(target, buf.getvalue())
+        return target
     with atomic_path(target) as tmp:
         df.write_parquet(tmp, compression=compression, statistics=True)
-    return Path(target)
+    return target
 
 
-def read_parquet(path: Path | str, **kwargs: Any) -> pl.DataFrame:
-    """Read one Parquet file; a truncated or foreign file raises :class:`CorruptFileError` naming it."""
-    path = Path(path)
+def read_parquet(path: Any, **kwargs: Any) -> pl.DataFrame:
+    """Read one Parquet file; a truncated or foreign file raises :class:`CorruptFileError` naming it.
+
+    An object is fetched whole in one GET (retried when the network fails), then parsed.
+    """
+    path = location(path)
+    source: Any = io.BytesIO(read_bytes(path)) if is_remote(path) else path
     try:
-        pq.read_metadata(path)
-        return pl.read_parquet(path, **kwargs)
+        pq.read_metadata(source)
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        return pl.read_parquet(source, **kwargs)
     except FileNotFoundError:
         raise
     except Exception as exc:  # pyarrow/polars raise many types for a damaged file
@@ -116,10 +157,10 @@ def read_parquet(path: Path | str, **kwargs: Any) -> pl.DataFrame:
         ) from exc
 
 
-def read_json(path: Path | str) -> Any:
-    path = Path(path)
+def read_json(path: Any) -> Any:
+    path = location(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_bytes(path).decode("utf-8"))
     except FileNotFoundError:
         raise
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -143,10 +184,14 @@ def replace_dir(staged: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def sweep_temporaries(root: Path | str) -> int:
-    """Delete temporary files/folders left by killed runs under ``root``; return how many."""
-    root = Path(root)
-    if not root.exists():
+def sweep_temporaries(root: Any) -> int:
+    """Delete temporary files/folders left by killed runs under ``root``; return how many.
+
+    An object store has none: uploads are single PUTs (an interrupted multipart upload is never
+    visible; a bucket lifecycle rule expires its parts).
+    """
+    root = location(root)
+    if is_remote(root) or not root.exists():
         return 0
     removed = 0
     for p in sorted(root.rglob(f"{TMP_PREFIX}*")) + sorted(root.rglob(".old-*")):

@@ -1,0 +1,454 @@
+"""Storage locations: a local path or an object-store URL, and the few operations the pipeline needs.
+
+A *location* is either a :class:`pathlib.Path` (a local path or ``file://`` URL) or a
+:class:`upath.UPath` over an fsspec filesystem (``s3://``, ``gs://``, ``az://``/``abfs://``,
+``memory://``). Both support ``/``, ``.name``, ``.parent``, so the warehouse builds keys the same
+way on every backend; every byte read or written goes through the functions of this package.
+
+Credentials and endpoints come from each cloud's standard environment (for S3:
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``, profiles),
+never from the repository. ``s3fs`` is a dependency; ``gcsfs`` and ``adlfs`` are optional and
+asked for in one line when a ``gs://`` or ``az://`` URL is used without them.
+
+Object stores have no rename: a single ``PUT`` is atomic per object (a reader sees the old object or
+the new one), so a file is written with one upload, never in place. Conditional writes
+(``If-None-Match: *`` / ``If-Match: <etag>``) give exclusive creation and compare-and-swap, used by
+the per-date lock and the registry's champion pointer. Errors name the URL; transient network errors
+are retried here (on top of the client's own retries).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path, PurePath
+from typing import Any, TypeVar
+
+__all__ = [
+    "Location",
+    "PreconditionFailed",
+    "StorageError",
+    "delete",
+    "delete_tree",
+    "exists",
+    "files_under",
+    "is_remote",
+    "list_names",
+    "local_copy",
+    "location",
+    "put_remote_file",
+    "put_if_absent",
+    "read_bytes",
+    "read_versioned",
+    "resolve_location",
+    "upload_dir",
+    "with_retries",
+    "write_bytes_remote",
+    "write_if_match",
+]
+
+Location = Any  # pathlib.Path | upath.UPath (kept loose: UPath is imported lazily)
+T = TypeVar("T")
+
+#: Packages that provide each protocol (installed on demand: ``pip install <name>``).
+_EXTRAS = {
+    "s3": "s3fs",
+    "s3a": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+    "abfss": "adlfs",
+}
+#: Per-protocol filesystem options: listings are never cached, so that another process's writes
+#: (a concurrent run, a Dask worker) are seen at once.
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "s3": {"use_listings_cache": False},
+    "s3a": {"use_listings_cache": False},
+    "gs": {"use_listings_cache": False},
+    "gcs": {"use_listings_cache": False},
+}
+RETRIES = int(os.environ.get("RECSYS_STORAGE_RETRIES", "4"))
+
+
+class StorageError(OSError):
+    """A storage operation failed; the message names the URL and what to check."""
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write lost: the object exists (``put_if_absent``) or changed (``If-Match``)."""
+
+
+def _scheme(value: str) -> str:
+    head, sep, _ = value.partition("://")
+    return head.lower() if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", head) else ""
+
+
+def location(value: Any) -> Location:
+    """A :class:`~pathlib.Path` for a local path or ``file://`` URL, else an fsspec ``UPath``.
+
+    >>> location("/tmp/wh")
+    PosixPath('/tmp/wh')
+    """
+    if isinstance(value, PurePath) and not is_remote(value):
+        return Path(value)
+    if not isinstance(value, str):
+        if is_remote(value):
+            return value
+        return Path(value)
+    text = value.strip()
+    scheme = _scheme(text)
+    if not scheme:
+        return Path(text).expanduser()
+    if scheme == "file":
+        return Path(text[len("file://") :])
+    try:
+        from upath import UPath
+
+        return UPath(text, **_OPTIONS.get(scheme, {}))
+    except (ImportError, ValueError) as exc:
+        raise StorageError(_missing_package(text, scheme, exc)) from None
+
+
+def _missing_package(url: str, scheme: str, exc: BaseException) -> str:
+    pkg = _EXTRAS.get(scheme)
+    if pkg:
+        return f"{url}: the {scheme}:// backend needs the {pkg} package: pip install {pkg}"
+    return f"{url}: unsupported storage URL ({exc}); expected a local path, s3://, gs:// or az://"
+
+
+def resolve_location(value: Any) -> Location:
+    """``location(value)``, made absolute when local (object-store URLs are absolute already)."""
+    loc = location(value)
+    if is_remote(loc):
+        _check_backend(loc)
+        return loc
+    return loc.resolve()
+
+
+def _check_backend(loc: Location) -> None:
+    try:
+        loc.fs  # noqa: B018 - instantiating the filesystem imports its package
+    except ImportError as exc:
+        raise StorageError(_missing_package(str(loc), loc.protocol, exc)) from None
+
+
+def is_remote(loc: Any) -> bool:
+    """Whether ``loc`` is an object-store location (not a local path)."""
+    if isinstance(loc, str):
+        return _scheme(loc) not in ("", "file")
+    return getattr(loc, "protocol", "") not in ("", "file", "local")
+
+
+def _url(loc: Location) -> str:
+    return str(loc)
+
+
+def _key(loc: Location) -> str:
+    return loc.path
+
+
+# ---- errors and retries ------------------------------------------------------------------------
+def _transient(exc: BaseException) -> bool:
+    """Network hiccups worth another try (connection reset, timeout, 5xx, throttling)."""
+    if isinstance(exc, PreconditionFailed | FileNotFoundError | PermissionError):
+        return False
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    name = type(exc).__name__
+    if name in (
+        "ClientPayloadError",
+        "ServerDisconnectedError",
+        "ClientConnectorError",
+        "ClientOSError",
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ReadTimeoutError",
+        "ConnectTimeoutError",
+        "IncompleteReadError",
+    ):
+        return True
+    text = str(exc)
+    return any(
+        s in text
+        for s in ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "reset")
+    ) or (isinstance(exc, OSError) and exc.errno in (errno.EIO, errno.ECONNRESET, errno.EPIPE))
+
+
+def _explain(url: str, op: str, exc: BaseException) -> StorageError | FileNotFoundError:
+    text = f"{type(exc).__name__}: {exc}"
+    low = text.lower()
+    if "bucket does not exist" in low or "nosuchbucket" in low:
+        bucket = url.split("://", 1)[-1].split("/", 1)[0]
+        return StorageError(
+            f"{url}: {op} failed: bucket {bucket!r} does not exist; create it or fix the "
+            f"storage URL ({text})"
+        )
+    if isinstance(exc, PermissionError) or any(
+        s in low for s in ("accessdenied", "access denied", "invalidaccesskeyid", "signature")
+    ):
+        return StorageError(
+            f"{url}: {op} failed: access denied; check the credentials in the environment "
+            f"(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE for s3://) ({text})"
+        )
+    if isinstance(exc, FileNotFoundError):
+        return FileNotFoundError(errno.ENOENT, f"{url}: not found ({op})", url)
+    return StorageError(f"{url}: {op} failed after {RETRIES} attempt(s): {text}")
+
+
+def with_retries(url: str, op: str, fn: Callable[[], T], *, attempts: int | None = None) -> T:
+    """``fn()`` retried on transient errors (exponential back-off); other errors explained."""
+    attempts = attempts or RETRIES
+    for i in range(attempts):
+        try:
+            return fn()
+        except (StorageError, FileExistsError) as exc:
+            if isinstance(exc, FileExistsError) and not isinstance(exc, PreconditionFailed):
+                raise PreconditionFailed(f"{url}: already exists ({op})") from exc
+            raise
+        except Exception as exc:
+            if _transient(exc) and i + 1 < attempts:
+                time.sleep(min(0.2 * 2**i, 5.0))
+                continue
+            raise _explain(url, op, exc) from exc
+    raise AssertionError("unreachable")
+
+
+def _is_precondition(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, FileExistsError) or "pre-condition" in text or "Precondition" in text
+
+
+# ---- operations --------------------------------------------------------------------------------
+def exists(loc: Location) -> bool:
+    """Whether a file (object) is at ``loc``."""
+    loc = location(loc)
+    if not is_remote(loc):
+        return loc.is_file()
+    return with_retries(_url(loc), "exists", lambda: loc.fs.isfile(_key(loc)))
+
+
+def read_bytes(loc: Location) -> bytes:
+    """The whole file at ``loc`` (FileNotFoundError naming the URL when absent)."""
+    loc = location(loc)
+    if not is_remote(loc):
+        return loc.read_bytes()
+    return with_retries(_url(loc), "read", lambda: loc.fs.cat_file(_key(loc)))
+
+
+def write_bytes_remote(loc: Location, data: bytes) -> None:
+    """One upload: the object appears whole or not at all."""
+    with_retries(_url(loc), "write", lambda: loc.fs.pipe_file(_key(loc), data))
+
+
+def put_remote_file(local: Path, loc: Location) -> None:
+    """Upload a local file in one PUT (or one multipart upload: visible only when complete)."""
+    with_retries(_url(loc), "upload", lambda: loc.fs.put_file(str(local), _key(loc)))
+
+
+def put_if_absent(loc: Location, data: bytes) -> None:
+    """Create ``loc`` with ``data`` only if nothing is there (``O_EXCL`` / ``If-None-Match: *``).
+
+    Raises :class:`PreconditionFailed` if it exists.
+    """
+    loc = location(loc)
+    if not is_remote(loc):
+        loc.parent.mkdir(parents=True, exist_ok=True)
+        tmp = loc.parent / f".tmp-{uuid.uuid4().hex}-{loc.name}"
+        tmp.write_bytes(data)
+        try:
+            os.link(tmp, loc)  # atomic create-if-absent with the full content
+        except FileExistsError:
+            raise PreconditionFailed(f"{loc}: already exists") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
+
+    def put() -> None:
+        try:
+            loc.fs.pipe_file(_key(loc), data, mode="create")
+        except Exception as exc:
+            if _is_precondition(exc):
+                raise PreconditionFailed(f"{loc}: already exists") from None
+            raise
+
+    with_retries(_url(loc), "create", put)
+
+
+def read_versioned(loc: Location) -> tuple[bytes, str] | None:
+    """``(content, version)`` of ``loc`` or None; ``version`` is the ETag (remote) or mtime+size."""
+    loc = location(loc)
+    if not is_remote(loc):
+        try:
+            st = loc.stat()
+            return loc.read_bytes(), f"{st.st_mtime_ns}-{st.st_size}-{st.st_ino}"
+        except FileNotFoundError:
+            return None
+    bucket, key = _split(loc)
+    fs = loc.fs
+
+    async def get() -> tuple[bytes, str] | None:
+        try:
+            out = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+        except FileNotFoundError:
+            return None
+        async with out["Body"] as body:
+            data = await body.read()
+        return data, out["ETag"]
+
+    from fsspec.asyn import sync
+
+    return with_retries(_url(loc), "read", lambda: sync(fs.loop, get))
+
+
+def _split(loc: Location) -> tuple[str, str]:
+    if loc.protocol not in ("s3", "s3a"):
+        raise StorageError(
+            f"{loc}: conditional writes are implemented for s3:// (and local disk); "
+            f"{loc.protocol}:// is not supported for the lock and the champion pointer yet"
+        )
+    bucket, _, key = _key(loc).partition("/")
+    return bucket, key
+
+
+def write_if_match(loc: Location, data: bytes, version: str | None) -> None:
+    """Compare-and-swap: write ``data`` only if ``loc`` is still at ``version`` (None: absent).
+
+    Raises :class:`PreconditionFailed` when another writer got there first. On local disk the caller
+    holds a lock (see :func:`recsys_core.io._warehouse.local_lock`), so a version check suffices.
+    """
+    loc = location(loc)
+    if version is None:
+        put_if_absent(loc, data)
+        return
+    if not is_remote(loc):
+        now = read_versioned(loc)
+        if now is None or now[1] != version:
+            raise PreconditionFailed(f"{loc}: changed by another writer")
+        from recsys_core.io._atomic import atomic_write_bytes
+
+        atomic_write_bytes(loc, data)
+        return
+    bucket, key = _split(loc)
+
+    def put() -> None:
+        try:
+            loc.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfMatch=version)
+        except Exception as exc:
+            if _is_precondition(exc) or isinstance(exc, FileNotFoundError):
+                raise PreconditionFailed(f"{loc}: changed by another writer") from None
+            raise
+
+    with_retries(_url(loc), "conditional write", put)
+
+
+def delete(loc: Location, *, version: str | None = None) -> None:
+    """Remove the file at ``loc`` if present (remote: only if still at ``version`` when given)."""
+    loc = location(loc)
+    if not is_remote(loc):
+        loc.unlink(missing_ok=True)
+        return
+    if version is not None:
+        bucket, key = _split(loc)
+
+        def rm() -> None:
+            try:
+                loc.fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=version)
+            except FileNotFoundError:
+                return
+            except Exception as exc:
+                if _is_precondition(exc):
+                    raise PreconditionFailed(f"{loc}: changed by another writer") from None
+                raise
+
+        with_retries(_url(loc), "delete", rm)
+        return
+
+    def rm_plain() -> None:
+        with suppress(FileNotFoundError):
+            loc.fs.rm_file(_key(loc))
+
+    with_retries(_url(loc), "delete", rm_plain)
+
+
+def delete_tree(loc: Location) -> None:
+    """Remove everything under the folder/prefix ``loc`` (nothing there is fine)."""
+    import shutil
+
+    loc = location(loc)
+    if not is_remote(loc):
+        shutil.rmtree(loc, ignore_errors=True)
+        return
+
+    def rm() -> None:
+        keys = loc.fs.find(_key(loc))
+        if keys:
+            loc.fs.rm(keys)
+
+    with_retries(_url(loc), "delete", rm)
+
+
+def files_under(loc: Location) -> list[str]:
+    """Paths of every file under ``loc``, relative to it, ``/``-separated, sorted (one listing)."""
+    loc = location(loc)
+    if not is_remote(loc):
+        if not loc.is_dir():
+            return []
+        return sorted(p.relative_to(loc).as_posix() for p in loc.rglob("*") if p.is_file())
+    base = _key(loc).rstrip("/") + "/"
+
+    def find() -> list[str]:
+        return sorted(k[len(base) :] for k in loc.fs.find(base) if k.startswith(base))
+
+    return with_retries(_url(loc), "list", find)
+
+
+def list_names(loc: Location) -> list[str]:
+    """Names directly under the folder/prefix ``loc`` (files and sub-folders), sorted."""
+    loc = location(loc)
+    if not is_remote(loc):
+        return sorted(p.name for p in loc.iterdir()) if loc.is_dir() else []
+
+    def ls() -> list[str]:
+        try:
+            return sorted(
+                p.rstrip("/").rsplit("/", 1)[-1] for p in loc.fs.ls(_key(loc), detail=False)
+            )
+        except FileNotFoundError:
+            return []
+
+    return with_retries(_url(loc), "list", ls)
+
+
+@contextmanager
+def local_copy(loc: Location) -> Iterator[Path]:
+    """A local path with the content of the folder ``loc`` (itself when local; else downloaded)."""
+    import shutil
+    import tempfile
+
+    loc = location(loc)
+    if not is_remote(loc):
+        yield loc
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="recsys-dl-"))
+    try:
+        for rel in files_under(loc):
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(read_bytes(loc / rel))
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def upload_dir(local: Path, loc: Location) -> list[str]:
+    """Upload every file under the local folder ``local`` to ``loc``; returns the relative paths."""
+    rels = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+    for rel in rels:
+        put_remote_file(local / rel, loc / rel)
+    return rels

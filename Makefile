@@ -8,6 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 PORT ?= 4200
+REPORTS_PORT ?= 4201
 
 .PHONY: install demo test test-fast lint format server serve deploy bench bench-sasrec clean
 
@@ -42,12 +43,14 @@ format: install
 server: install  ## a local Prefect server + UI on 127.0.0.1:$(PORT), SQLite
 	$(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PORT)
 
-serve: install  ## register and serve the deployments against the server of `make server`
-	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PORT)/api} $(VENV)/bin/recsys serve
+# where `make serve` / `make deploy` point the deployments (default: the config / var/ defaults)
+SERVE_ARGS = $(if $(CONFIG),--config $(CONFIG)) $(if $(LANDING),--landing $(LANDING)) $(if $(WAREHOUSE),--warehouse $(WAREHOUSE))
+serve: install  ## serve the deployments against `make server` (LANDING=, WAREHOUSE=, CONFIG=, REPORTS_PORT=)
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PORT)/api} $(VENV)/bin/recsys serve $(SERVE_ARGS) --reports-port $(REPORTS_PORT)
 
 POOL ?= recsys
 deploy: install  ## register the deployments on a work pool (then: prefect worker start --pool $(POOL))
-	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PORT)/api} $(VENV)/bin/recsys deploy --pool $(POOL)
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PORT)/api} $(VENV)/bin/recsys deploy --pool $(POOL) $(SERVE_ARGS)
 
 bench: install
 	$(PY) benchmarks/bench_embeddings.py

@@ -33,7 +33,9 @@ from prefect.states import Scheduled
 
 from flows.nightly import backfill_name
 from flows.runtime import as_date, resolve_settings
+from recsys_core.models import ModelName
 from recsys_core.pipeline import backfill_plan
+from tasks.artifacts import backfill_rows, publish_backfill
 
 __all__ = [
     "CHILD_DEPLOYMENT",
@@ -55,7 +57,7 @@ def child_parameters(
     *,
     force: bool = False,
     k: int | None = None,
-    models: list[str] | None = None,
+    models: list[ModelName] | None = None,
     tune_calls: int | None = None,
     config_path: str | None = None,
     landing: str | None = None,
@@ -147,7 +149,7 @@ def backfill_via_deployments(
     end: dt.date,
     force: bool = False,
     k: int | None = None,
-    models: list[str] | None = None,
+    models: list[ModelName] | None = None,
     tune_calls: int | None = None,
     config_path: str | None = None,
     landing: str | None = None,
@@ -158,17 +160,33 @@ def backfill_via_deployments(
 
     Dates already complete in the warehouse are skipped unless ``force``. Resubmitting the same
     range never runs a date twice (idempotency key per deployment, date and parameters).
+
+    Args:
+        start: First date to run (YYYY-MM-DD).
+        end: Last date to run, inclusive (YYYY-MM-DD).
+        force: Redo dates that are already complete. A forced backfill redoes each date once
+            (its own run id joins the children's idempotency keys); retrying it does not redo
+            them again.
+        k: Recommendations per user (default from the config, 10).
+        models: Candidate models, e.g. ["popularity", "ease"].
+        tune_calls: Bayesian-search budget (objective calls) per model.
+        config_path: TOML config file on the machine that runs the flow.
+        landing: Landing zone root (overrides the config).
+        warehouse: Warehouse root (overrides the config).
+        task_runner: threads, dask, or dask=ADDRESS.
     """
     settings = resolve_settings(
         config_path, landing=landing, warehouse=warehouse, k=k, models=models,
         tune_calls=tune_calls, task_runner=task_runner,
     )  # fmt: skip
     log = get_run_logger()
-    todo, skipped = backfill_plan(settings, as_date(start), as_date(end), force=force)
+    first, last = as_date(start), as_date(end)
+    todo, skipped = backfill_plan(settings, first, last, force=force)
     for day in skipped:
         log.info("%s already complete in %s: skipped (use force to redo)", day, settings.warehouse)
     done: list[str] = []
     runs: dict[str, str] = {}
+    names: dict[str, str] = {}
     nonce = str(flow_run.id) if force else None
     for day in todo:
         params = child_parameters(
@@ -180,11 +198,14 @@ def backfill_via_deployments(
         log.info("%s: %s child run %s (%s)", day, how, run.name, run.id)
         run = wait_for_run(run.id)
         runs[day.isoformat()] = str(run.id)
+        names[day.isoformat()] = run.name
         if not run.state.is_completed():
+            why = f"{run.state.type.value}: {run.state.message or 'no message'}"
+            publish_backfill(first, last, backfill_rows(todo, skipped, done, (day, why), names))
             raise RuntimeError(
-                f"backfill stopped at {day}: child run {run.name} ({run.id}) ended "
-                f"{run.state.type.value}: {run.state.message or 'no message'} "
+                f"backfill stopped at {day}: child run {run.name} ({run.id}) ended {why} "
                 f"(dates before it are complete: {done or 'none'})"
             )
         done.append(day.isoformat())
+    publish_backfill(first, last, backfill_rows(todo, skipped, done, None, names))
     return {"completed": done, "skipped": [d.isoformat() for d in skipped], "runs": runs}

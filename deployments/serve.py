@@ -45,7 +45,9 @@ def _defaults(
 ) -> dict[str, Any]:
     """Default parameters of every deployment: absolute paths (runs may start in another cwd)."""
     given = {"config_path": config_path, "landing": landing, "warehouse": warehouse}
-    return {key: str(Path(value).resolve()) for key, value in given.items() if value is not None}
+    from recsys_core.io import resolve_location
+
+    return {key: str(resolve_location(value)) for key, value in given.items() if value is not None}
 
 
 def build_deployments(
@@ -103,11 +105,15 @@ def serve_all(
     warehouse: str | Path | None = None,
     cron: str = NIGHTLY_CRON,
     limit: int | None = None,
+    reports_port: int = 4201,
+    reports_host: str = "127.0.0.1",
 ) -> None:
     """Register the three deployments and run them from this process until interrupted.
 
     Needs ``PREFECT_API_URL`` pointing at a Prefect server (``make server``) for the schedule and
     the UI; ``limit`` caps concurrent runs in this process (at least 3, or None for no cap).
+    With a local warehouse, its ``reports/`` folder is served on
+    ``http://reports_host:reports_port/`` so that the report links in the UI open (0: not served).
     """
     if limit is not None and limit < MIN_SERVE_LIMIT:
         raise ValueError(
@@ -128,6 +134,14 @@ def serve_all(
             "PREFECT_API_URL=http://127.0.0.1:4200/api first",
             file=sys.stderr,
         )
+    if reports_port:
+        from deployments._reports import serve_reports
+        from flows.runtime import resolve_settings
+
+        root = resolve_settings(config_path, landing=landing, warehouse=warehouse).warehouse
+        if "://" not in str(root):  # object stores get pre-signed links instead
+            base = serve_reports(Path(root), reports_host, reports_port)
+            print(f"recsys serve: reports of {root} on {base}", file=sys.stderr)
     serve(*build_deployments(config_path, landing, warehouse, cron=cron), limit=limit)
 
 

@@ -99,6 +99,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--cron", default="0 2 * * *", help="nightly schedule, UTC")
     p.add_argument("--limit", type=int, help="max concurrent runs in this process (>= 3)")
+    p.add_argument(
+        "--reports-port",
+        type=int,
+        default=4201,
+        help="serve the local warehouse's reports/ on this port so the UI's report links open "
+        "(0: do not serve them)",
+    )
     p = sub.add_parser("deploy", help="register the deployments on a work pool")
     p.add_argument("--pool", required=True)
     p.add_argument("--cron", default="0 2 * * *")
@@ -107,13 +114,25 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "experiment", help="tune, fit and evaluate models on explicit train/test files"
     )
-    p.add_argument("--train", required=True)
-    p.add_argument("--test", required=True)
-    p.add_argument("--items")
+    p.add_argument("--train", required=True, help="train file (.csv, .tsv or .parquet)")
+    p.add_argument("--test", required=True, help="test file, read only after all tuning")
+    p.add_argument("--items", help="catalog file; a 'vector' column feeds the hybrid")
     p.add_argument("--models", default="popularity,itemknn,ease,rp3beta,als")
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--tune-calls", type=int, default=20)
+    p.add_argument(
+        "--tune-calls", default="20", help="search budget: 20, or per model: 20,ease=30,als=12"
+    )
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--validation",
+        choices=["per-user", "per-item", "temporal"],
+        default="per-user",
+        help="how validation is carved from train: each user's pairs, each item's pairs, or "
+        "the newest events (default per-user)",
+    )
+    p.add_argument(
+        "--valid-fraction", type=float, default=0.2, help="share of train held out (default 0.2)"
+    )
     p.add_argument("--out", required=True)
     return ap
 
@@ -337,17 +356,23 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from recsys_core.experiment import run_experiment
+    from recsys_core.experiment import ExperimentConfig, parse_tune_calls, run_experiment
 
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    config = ExperimentConfig(
+        models=models,
+        k=args.k,
+        tune_calls=parse_tune_calls(args.tune_calls, models),
+        seed=args.seed,
+        validation=args.validation,
+        valid_fraction=args.valid_fraction,
+    )
     out = run_experiment(
         Path(args.train),
         Path(args.test),
         Path(args.out),
+        config,
         items_path=Path(args.items) if args.items else None,
-        models=args.models.split(","),
-        k=args.k,
-        tune_calls=args.tune_calls,
-        seed=args.seed,
     )
     print(json.dumps(out, indent=2, default=str))
     return 0
@@ -362,6 +387,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         warehouse=args.warehouse,
         cron=args.cron,
         limit=args.limit,
+        reports_port=args.reports_port,
     )
     return 0
 

@@ -1,4 +1,5 @@
-"""``recsys-nightly``: the six steps for one run date, and ``recsys-backfill`` over a range.
+"""``recsys-nightly``: the six steps for one run date, and ``recsys-backfill-local`` over a range
+(in this process; the deployment ``recsys-backfill/backfill`` runs each date as its own run).
 
 Wiring only: which task runs after which, for which date. Logic lives in ``recsys_core``.
 """
@@ -14,7 +15,9 @@ from prefect.runtime import flow_run
 from flows.runtime import as_date, default_run_date, n_shards, resolve_settings, with_task_runner
 from recsys_core.config import Settings
 from recsys_core.io import Warehouse
+from recsys_core.models import ModelName
 from recsys_core.pipeline import backfill_plan
+from tasks.artifacts import backfill_rows, publish_backfill
 from tasks.steps import (
     clean_task,
     embed_task,
@@ -46,8 +49,14 @@ def _nightly_name() -> str:
 
 
 def backfill_name() -> str:
+    """``backfill-<start>-to-<end>-at-<submitted, UTC>``: a resubmitted range is told apart from
+    the first by when it was submitted."""
     p = flow_run.parameters
-    return f"backfill-{as_date(p.get('start')).isoformat()}-to-{as_date(p.get('end')).isoformat()}"
+    name = f"backfill-{as_date(p.get('start')).isoformat()}-to-{as_date(p.get('end')).isoformat()}"
+    submitted = flow_run.scheduled_start_time
+    if submitted is not None:
+        name += f"-at-{submitted.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}"
+    return name
 
 
 def run_pipeline(settings: Settings, run_date: dt.date, force: bool = False) -> dict[str, Any]:
@@ -85,7 +94,7 @@ def nightly(
     run_date: dt.date | None = None,
     force: bool = False,
     k: int | None = None,
-    models: list[str] | None = None,
+    models: list[ModelName] | None = None,
     tune_calls: int | None = None,
     config_path: str | None = None,
     landing: str | None = None,
@@ -124,13 +133,13 @@ def nightly(
         return run_pipeline(settings, day, force)
 
 
-@flow(name="recsys-backfill", flow_run_name=backfill_name, persist_result=False)
+@flow(name="recsys-backfill-local", flow_run_name=backfill_name, persist_result=False)
 def backfill(
     start: dt.date,
     end: dt.date,
     force: bool = False,
     k: int | None = None,
-    models: list[str] | None = None,
+    models: list[ModelName] | None = None,
     tune_calls: int | None = None,
     config_path: str | None = None,
     landing: str | None = None,
@@ -183,9 +192,11 @@ def backfill(
                 task_runner=task_runner,
             )
         except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            publish_backfill(first, last, backfill_rows(todo, skipped, done, (day, why)))
             raise RuntimeError(
-                f"backfill stopped at {day}: {type(exc).__name__}: {exc} "
-                f"(dates before it are complete: {done or 'none'})"
+                f"backfill stopped at {day}: {why} (dates before it are complete: {done or 'none'})"
             ) from exc
         done.append(day.isoformat())
+    publish_backfill(first, last, backfill_rows(todo, skipped, done))
     return {"completed": done, "skipped": [d.isoformat() for d in skipped]}

@@ -17,8 +17,9 @@ from prefect.cache_policies import NO_CACHE
 
 from recsys_core import pipeline
 from recsys_core.config import Settings
+from recsys_core.errors import is_transient
 from recsys_core.ingest import MissingPartitionError
-from tasks.artifacts import publish_clean, publish_evaluation, publish_train
+from tasks.artifacts import publish_clean, publish_evaluation, publish_night, publish_train
 
 __all__ = [
     "clean_task",
@@ -32,21 +33,34 @@ __all__ = [
     "train_task",
 ]
 
-_COMMON = {"cache_policy": NO_CACHE, "persist_result": False}
+_NO_CACHE = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
-def _retry_unless_missing(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's signature
-    """Generic steps do not retry a missing landing partition (the ingest task owns that)."""
+def _state_error(state: Any) -> BaseException | None:
     try:
         state.result()
-    except MissingPartitionError:
-        return False
-    except Exception:
-        return True
-    return True
+    except BaseException as exc:  # noqa: BLE001 - we only classify it
+        return exc
+    return None
 
 
-@task(name="ingest", **_COMMON)
+def _retry_if_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's signature
+    """Retry I/O, network and injected faults only; never configuration, validation, a corrupt
+    file or a missing partition (:func:`recsys_core.errors.is_transient`)."""
+    exc = _state_error(state)
+    return exc is None or is_transient(exc)
+
+
+def _retry_ingest(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's signature
+    """As :func:`_retry_if_transient`, and a missing landing partition too (it may still land)."""
+    exc = _state_error(state)
+    return exc is None or is_transient(exc, missing_partition_is_transient=True)
+
+
+_COMMON = {**_NO_CACHE, "retry_condition_fn": _retry_if_transient}
+
+
+@task(name="ingest", **{**_NO_CACHE, "retry_condition_fn": _retry_ingest})
 def ingest_task(settings: Settings, run_date: dt.date, force: bool = False) -> dict[str, Any]:
     log = get_run_logger()
     log.info("ingest %s from %s into %s", run_date, settings.landing, settings.warehouse)
@@ -59,7 +73,7 @@ def ingest_task(settings: Settings, run_date: dt.date, force: bool = False) -> d
     return out
 
 
-@task(name="clean", retry_condition_fn=_retry_unless_missing, **_COMMON)
+@task(name="clean", **_COMMON)
 def clean_task(settings: Settings, run_date: dt.date, force: bool = False) -> dict[str, Any]:
     out = pipeline.clean_step(settings, run_date, force=force)
     get_run_logger().info("cleaned %d date(s): %s", len(out["dates_cleaned"]), out["events"])
@@ -142,5 +156,7 @@ def sql_task(settings: Settings, run_date: dt.date) -> dict[str, Any]:
 @task(name="report", **_COMMON)
 def finalize_task(settings: Settings, run_date: dt.date, steps: dict[str, Any]) -> dict[str, Any]:
     out = pipeline.finalize_step(settings, run_date, steps)
-    get_run_logger().info("report: %s", out["report"])
+    summary = {"run_date": run_date.isoformat(), "steps": steps, **out}
+    url = publish_night(run_date, summary, str(out["report"]), str(settings.warehouse))
+    get_run_logger().info("report: %s", url)
     return out

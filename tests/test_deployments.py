@@ -22,6 +22,7 @@ from deployments import (
     serve_all,
     submit_child,
 )
+from recsys_core.models import MODELS
 
 DAY = dt.date(2026, 1, 8)
 
@@ -94,15 +95,21 @@ def test_manual_parameters_render_as_a_typed_form(deployments_by_name):
     assert {"format": "date", "type": "string"} in props["run_date"]["anyOf"]
     assert props["force"]["type"] == "boolean" and props["force"]["default"] is False
     assert {"type": "integer"} in props["k"]["anyOf"]
-    assert {"items": {"type": "string"}, "type": "array"} in props["models"]["anyOf"]
+    # the form offers the registered model names only: a typo such as "eaze" cannot be submitted
+    array = next(a for a in props["models"]["anyOf"] if a.get("type") == "array")
+    assert array["items"] == {"enum": sorted(MODELS, key=list(MODELS).index), "type": "string"}
     assert {"type": "integer"} in props["tune_calls"]["anyOf"]
     assert schema["required"] == []
 
     backfill = deps["recsys-backfill/backfill"]._parameter_openapi_schema.model_dump()
     assert backfill["required"] == ["start", "end"]
     assert backfill["properties"]["start"] == {
-        "format": "date", "position": 0, "title": "start", "type": "string"
+        "format": "date", "position": 0, "title": "start", "type": "string",
+        "description": "First date to run (YYYY-MM-DD).",
     }  # fmt: skip
+    # every backfill field has a description in the form, as the manual one does
+    for name, field in backfill["properties"].items():
+        assert field.get("description"), f"backfill parameter {name} has no description"
 
 
 def test_serve_rejects_a_limit_that_would_deadlock_a_backfill():

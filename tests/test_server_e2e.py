@@ -250,7 +250,11 @@ def test_serve_trigger_backfill_and_resubmit(live):
             parameters={"start": DATES[0].isoformat(), "end": DATES[-1].isoformat()},
         )
         parent = _wait_final(client, parent.id, procs)
-        assert parent.name == f"backfill-{DATES[0].isoformat()}-to-{DATES[-1].isoformat()}"
+        submitted = parent.expected_start_time.astimezone(dt.UTC)
+        assert parent.name == (
+            f"backfill-{DATES[0].isoformat()}-to-{DATES[-1].isoformat()}"
+            f"-at-{submitted:%Y%m%dT%H%M%SZ}"
+        )
 
         wh = Warehouse(tmp / "warehouse")
         for day in DATES:

@@ -15,6 +15,8 @@ sasrec         causal Transformer over each user's history, item text fused in (
 
 from __future__ import annotations
 
+from typing import Literal
+
 from recsys_core.models._base import ModelConfig, NotFittedError, Recommender, topk_block
 from recsys_core.models.als import ALS, ALSConfig
 from recsys_core.models.ease import EASE, EASEConfig
@@ -30,6 +32,7 @@ __all__ = [
     "EASE",
     "EASEConfig",
     "MODELS",
+    "ModelName",
     "Hybrid",
     "HybridConfig",
     "ItemKNN",
@@ -47,6 +50,10 @@ __all__ = [
     "get_model_class",
     "topk_block",
 ]
+
+#: The model names a user can type (config, CLI, the Prefect form's enum); equal to ``MODELS``'
+#: keys (a test checks).
+ModelName = Literal["popularity", "itemknn", "ease", "rp3beta", "als", "hybrid", "sasrec"]
 
 #: Registry of model names (as used in config and CLI) to classes.
 MODELS: dict[str, type[Recommender]] = {

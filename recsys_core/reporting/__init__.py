@@ -1,6 +1,6 @@
 """The nightly report: HTML for people, Markdown/table digests for Prefect, drift signals."""
 
-from recsys_core.reporting._digest import markdown_summary, metrics_table
+from recsys_core.reporting._digest import markdown_summary, metrics_table, night_markdown
 from recsys_core.reporting._drift import (
     RELATIVE_SIGNALS,
     SHARE_SIGNALS,
@@ -14,6 +14,7 @@ from recsys_core.reporting._history import (
     previous_stats,
     write_evaluation,
 )
+from recsys_core.reporting._links import report_link
 from recsys_core.reporting._report import build_report
 from recsys_core.reporting._summary import normalize_summary
 
@@ -27,8 +28,10 @@ __all__ = [
     "markdown_summary",
     "metrics_history",
     "metrics_table",
+    "night_markdown",
     "normalize_summary",
     "previous_stats",
     "recommendation_stats",
+    "report_link",
     "write_evaluation",
 ]

@@ -10,7 +10,7 @@ from typing import Any
 from recsys_core.metrics import METRIC_NAMES
 from recsys_core.reporting._summary import normalize_summary
 
-__all__ = ["headline", "markdown_summary", "metrics_table"]
+__all__ = ["headline", "markdown_summary", "metrics_table", "night_markdown"]
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -109,4 +109,68 @@ def markdown_summary(summary: dict[str, Any]) -> str:
         )
     elif summary.get("drift") is not None:
         lines.append("No drift signal flagged.")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _counts_line(summary: dict[str, Any]) -> str | None:
+    """``ingested N events: C clean, D duplicates, Q quarantined`` for the run date's manifest."""
+    steps = summary.get("steps") or {}
+    clean = steps.get("clean") or {}
+    manifest = clean.get("run_date_manifest") or {}
+    parts = []
+    for kind in ("events", "items"):
+        c = manifest.get(kind)
+        if c and c.get("ingested"):
+            parts.append(
+                f"{kind}: {fmt(c.get('ingested', 0))} in = {fmt(c.get('clean', 0))} clean + "
+                f"{fmt(c.get('duplicates', 0))} duplicates + {fmt(c.get('quarantined', 0))} "
+                "quarantined"
+            )
+    if not parts:
+        return None
+    dates = clean.get("dates_cleaned") or []
+    extra = f" ({len(dates)} dates cleaned tonight)" if len(dates) > 1 else ""
+    return "; ".join(parts) + extra
+
+
+def night_markdown(summary: dict[str, Any], report_url: str | None = None) -> str:
+    """The night's headline for people who open the Prefect UI: the decision and why, key metrics
+    against the champion, counts in / clean / duplicates / quarantined, drift flags and a link to
+    the full HTML report."""
+    summary = normalize_summary(summary)
+    _, title, reason = headline(summary)
+    lines = [f"## recsys {summary['run_date']}: {title}", "", reason or "", ""]
+    counts = _counts_line(summary)
+    if counts:
+        lines += [f"**Data:** {counts}", ""]
+    rows = [r for r in metrics_table(summary) if r["metric"] in METRIC_NAMES][:4]
+    if rows:
+        k = summary.get("k")
+        lines += [
+            f"| metric{f'@{k}' if k else ''} | challenger | champion | difference | 95% interval |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for r in rows:
+            ci = f"{fmt(r['ci_low'])} to {fmt(r['ci_high'])}" if r["ci_low"] is not None else "–"
+            lines.append(
+                f"| {r['metric']} | {fmt(r['challenger'])} | {fmt(r['champion'])} | "
+                f"{fmt(r['difference'])} | {ci} |"
+            )
+        lines.append("")
+    flagged = [s for s in summary.get("drift") or [] if s.get("flagged")]
+    if flagged:
+        lines.append(
+            "**Drift flagged:** "
+            + "; ".join(
+                f"{s['name']} = {fmt(s['value'])} ({s['rule']}"
+                + (f"; {s['cause']}" if s.get("cause") else "")
+                + ")"
+                for s in flagged
+            )
+        )
+    elif summary.get("drift") is not None:
+        lines.append("No drift signal flagged.")
+    lines.append("")
+    if report_url:
+        lines.append(f"[Open the full report]({report_url})")
     return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,272 @@
+"""What an operator sees in the Prefect UI: stable artifact keys with the night's headline and a
+report link that opens, a backfill summary, errors raised before any work, and retries only for
+what can change."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from recsys_core.errors import is_transient
+from recsys_core.ingest import LandingSchemaError, MissingPartitionError
+from recsys_core.io import CorruptFileError, RunLockedError
+from recsys_core.landing import generate_synthetic
+from recsys_core.pipeline import InjectedFault
+from recsys_core.reporting import night_markdown, report_link
+
+END = dt.date(2026, 1, 6)
+
+
+# ---- which errors are retried ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (ConnectionResetError("peer reset"), True),
+        (TimeoutError("read timed out"), True),
+        (OSError(28, "No space left on device"), True),
+        (InjectedFault("drill"), True),
+        (ValueError("k must be >= 1"), False),
+        (CorruptFileError("x.parquet: truncated"), False),
+        (LandingSchemaError("a.csv: missing column 'user_id'"), False),
+        (RunLockedError("held by pid=1"), False),
+        (KeyError("bug"), False),
+        (IsADirectoryError("a folder where a file was expected"), False),
+    ],
+)
+def test_only_errors_that_can_change_are_transient(exc, transient):
+    assert is_transient(exc) is transient
+
+
+def test_a_missing_partition_is_transient_for_ingest_only():
+    exc = MissingPartitionError("events partition for 2026-01-06 is missing")
+    assert is_transient(exc, missing_partition_is_transient=True) is True
+    assert is_transient(exc) is False
+
+
+@pytest.mark.prefect
+@pytest.mark.parametrize(
+    ("error", "attempts"),
+    [(ValueError("unknown column"), 1), (ConnectionResetError("storage hiccup"), 3)],
+)
+def test_tasks_retry_transient_errors_and_fail_fast_on_permanent_ones(
+    prefect_harness, monkeypatch, error, attempts
+):
+    from prefect import flow
+
+    from recsys_core import pipeline
+    from recsys_core.config import Settings
+    from tasks.steps import train_task
+
+    calls: list[int] = []
+
+    def failing_train(settings, run_date, *, force=False):
+        calls.append(1)
+        raise error
+
+    monkeypatch.setattr(pipeline, "train_step", failing_train)
+
+    @flow
+    def one_task() -> None:
+        train_task.with_options(retries=2, retry_delay_seconds=0)(Settings(), END)
+
+    with pytest.raises(type(error)):
+        one_task()
+    assert len(calls) == attempts
+
+
+# ---- the night's headline and the report link -----------------------------------------------------
+def _summary() -> dict:
+    return {
+        "run_date": "2026-01-06",
+        "drift": [
+            {"name": "coverage", "value": 0.12, "flagged": True, "rule": "|relative change| > 0.5"},
+            {"name": "score_mean", "value": 1.0, "flagged": False, "rule": "x"},
+        ],
+        "steps": {
+            "clean": {
+                "dates_cleaned": ["2026-01-05", "2026-01-06"],
+                "run_date_manifest": {
+                    "events": {"ingested": 1234, "clean": 1200, "duplicates": 20, "quarantined": 14}
+                },
+            },
+            "train": {"challenger": "ease-20260106-abc", "model": "ease", "params": {"reg": 5.0}},
+            "evaluate": {
+                "challenger": "ease-20260106-abc",
+                "champion_before": "popularity-20260105-def",
+                "k": 10,
+                "metric": "ndcg",
+                "decision": {"promote": True, "reason": "ndcg +0.0420 (95% CI +0.01 to +0.07)"},
+                "challenger_metrics": {"metrics": {"ndcg": 0.3141, "recall": 0.25}},
+                "champion_metrics": {"metrics": {"ndcg": 0.2721, "recall": 0.2}},
+            },
+        },
+    }
+
+
+def test_night_markdown_has_decision_counts_metrics_drift_and_the_link():
+    md = night_markdown(_summary(), "http://127.0.0.1:4201/run_date=2026-01-06/report.html")
+    assert md.startswith("## recsys 2026-01-06: Promoted ease-20260106-abc\n")
+    assert "ndcg +0.0420 (95% CI +0.01 to +0.07)" in md
+    assert (
+        "events: 1,234 in = 1,200 clean + 20 duplicates + 14 quarantined (2 dates cleaned tonight)"
+        in md
+    )
+    assert "| ndcg | 0.3141 | 0.2721 | 0.0420 |" in md
+    assert "**Drift flagged:** coverage = 0.1200" in md and "score_mean" not in md
+    assert md.rstrip().endswith(
+        "[Open the full report](http://127.0.0.1:4201/run_date=2026-01-06/report.html)"
+    )
+
+
+def test_report_link_uses_the_served_base_else_a_file_url(tmp_path):
+    wh = tmp_path / "wh"
+    report = wh / "reports" / "run_date=2026-01-06" / "report.html"
+    assert (
+        report_link(report, wh, "http://127.0.0.1:4201/")
+        == "http://127.0.0.1:4201/run_date%3D2026-01-06/report.html"
+    )
+    assert report_link(report, wh) == report.resolve().as_uri()
+    with pytest.raises(ValueError, match="is not under"):
+        report_link(tmp_path / "elsewhere.html", wh, "http://127.0.0.1:4201/")
+
+
+def test_recsys_serve_publishes_the_reports_folder_and_nothing_else(tmp_path, monkeypatch):
+    from deployments._reports import serve_reports
+    from tasks.artifacts import REPORT_BASE_URL_ENV, REPORT_WAREHOUSE_ENV
+
+    monkeypatch.delenv(REPORT_BASE_URL_ENV, raising=False)
+    monkeypatch.delenv(REPORT_WAREHOUSE_ENV, raising=False)
+    wh = tmp_path / "wh"
+    page = wh / "reports" / "run_date=2026-01-06" / "report.html"
+    page.parent.mkdir(parents=True)
+    page.write_text("<h1>night of 2026-01-06</h1>", encoding="utf-8")
+    (wh / "clean").mkdir()
+    (wh / "clean" / "secret.txt").write_text("not for browsers")
+    base = serve_reports(wh, port=0)
+    import os
+
+    assert os.environ[REPORT_BASE_URL_ENV] == base
+    url = report_link(page, wh, base)
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert resp.read().decode() == "<h1>night of 2026-01-06</h1>"
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(base + "../clean/secret.txt", timeout=10)
+    assert err.value.code == 404
+
+
+def test_backfill_rows_say_what_happened_to_every_date():
+    from tasks.artifacts import backfill_rows
+
+    d = [END + dt.timedelta(days=i) for i in range(4)]
+    rows = backfill_rows(
+        todo=[d[1], d[2], d[3]],
+        skipped=[d[0]],
+        done=[d[1].isoformat()],
+        failure=(d[2], "Failed: no events partition"),
+        runs={d[1].isoformat(): "nightly-2026-01-07"},
+    )
+    assert [(r["date"], r["status"]) for r in rows] == [
+        ("2026-01-06", "skipped: complete"),
+        ("2026-01-07", "ran"),
+        ("2026-01-08", "failed"),
+        ("2026-01-09", "not reached"),
+    ]
+    assert rows[1]["run"] == "nightly-2026-01-07"
+    assert rows[2]["detail"] == "Failed: no events partition"
+
+
+# ---- through the flows ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def landing_master(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("landing-operator") / "landing"
+    generate_synthetic(out, users=50, items=30, days=5, seed=5, end_date=END)
+    return out
+
+
+def _config(tmp: Path, landing_master: Path) -> Path:
+    shutil.copytree(landing_master, tmp / "landing")
+    cfg = tmp / "recsys.toml"
+    cfg.write_text(
+        """
+landing = "landing"
+warehouse = "warehouse"
+k = 5
+[train]
+models = ["popularity"]
+tune_calls = 2
+tune_initial_points = 2
+validation_days = 1
+[evaluation]
+holdout_days = 1
+bootstrap_samples = 100
+[embedding]
+enabled = false
+[runner]
+retries = 2
+retry_delay_seconds = 0
+""",
+        encoding="utf-8",
+    )
+    return cfg
+
+
+def _artifacts(key: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+
+
+def _task_names(flow_run_id) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return sorted(r.task_key.split("-")[0] for r in runs)
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+def test_two_nights_add_to_the_same_artifact_keys_and_a_typo_fails_before_work(
+    prefect_harness, tmp_path, landing_master
+):
+    from flows.nightly import backfill, nightly
+
+    cfg = _config(tmp_path, landing_master)
+    before = {key: len(_artifacts(key)) for key in ("recsys-night", "recsys-report")}
+    backfill(start=END - dt.timedelta(days=1), end=END, config_path=str(cfg))
+
+    nights = _artifacts("recsys-night")
+    assert len(nights) == before["recsys-night"] + 2  # one key, a history of two nights
+    mine = sorted(a.description for a in nights if a.description)[-2:]
+    assert mine == ["2026-01-05: the night in one page", "2026-01-06: the night in one page"]
+    latest = max(nights, key=lambda a: a.created)
+    assert latest.data.startswith("## recsys 2026-01-06: ")
+    link = max(_artifacts("recsys-report"), key=lambda a: a.created)
+    report = tmp_path / "warehouse" / "reports" / "run_date=2026-01-06" / "report.html"
+    assert link.data == f"[report 2026-01-06]({report.resolve().as_uri()})"
+    assert f"[Open the full report]({report.resolve().as_uri()})" in latest.data
+    table = max(_artifacts("recsys-backfill"), key=lambda a: a.created)
+    rows = json.loads(table.data)
+    assert [(r["date"], r["status"]) for r in rows] == [
+        ("2026-01-05", "ran"),
+        ("2026-01-06", "ran"),
+    ]
+
+    # an unknown model is refused by the flow's parameter schema: no task runs at all
+    state = nightly(run_date=END, models=["eaze"], config_path=str(cfg), return_state=True)
+    assert state.is_failed()
+    assert "models.0: Input should be 'popularity', 'itemknn', 'ease'" in str(state.message)
+    assert _task_names(state.state_details.flow_run_id) == []

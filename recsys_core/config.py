@@ -14,7 +14,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "AbTestConfig",
@@ -337,14 +345,37 @@ class FaultConfig(_Model):
     fail_times: int = Field(default=0, ge=0, description="How many attempts of it fail.")
 
 
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _storage_root(value: Any) -> Any:
+    """A local path (``Path``; ``file://`` URLs too) or an object-store URL kept as text."""
+    if isinstance(value, str) and _URL_RE.match(value.strip()):
+        text = value.strip()
+        if text.lower().startswith("file://"):
+            return Path(text[len("file://") :])
+        return text.rstrip("/")
+    return Path(value) if isinstance(value, str) else value
+
+
+#: A landing or warehouse root: a local folder, ``file://``, ``s3://bucket/prefix``, ``gs://``,
+#: ``az://`` (see recsys_core.io).
+StorageRoot = Annotated[Path | str, BeforeValidator(_storage_root)]
+
+
+def is_url(value: Any) -> bool:
+    """Whether a landing/warehouse setting is an object-store URL (not a local path)."""
+    return isinstance(value, str) and bool(_URL_RE.match(value))
+
+
 class Settings(_Model):
     """Everything one pipeline run needs."""
 
-    landing: Path = Field(
+    landing: StorageRoot = Field(
         default_factory=lambda: default_var_dir() / "landing",
         description="Landing zone root (events/ and items/ partitions).",
     )
-    warehouse: Path = Field(
+    warehouse: StorageRoot = Field(
         default_factory=lambda: default_var_dir() / "warehouse",
         description="Warehouse root: raw, clean, features, models, recommendations, reports.",
     )
@@ -391,7 +422,7 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
             raise ValueError(f"config file {p} is not valid TOML: {exc}") from exc
         base_dir = p.resolve().parent
         for key in ("landing", "warehouse"):
-            if key in data and not Path(data[key]).is_absolute():
+            if key in data and not _URL_RE.match(data[key]) and not Path(data[key]).is_absolute():
                 data[key] = str(base_dir / data[key])
     data = deep_merge(data, overrides)
     return Settings.model_validate(data)

@@ -24,7 +24,15 @@ import numpy as np
 
 from recsys_core.landing._vocab import THEMES
 
-__all__ = ["MIN_GAP_SECONDS", "TYPES", "Catalog", "make_catalog", "simulate_events"]
+__all__ = [
+    "MIN_GAP_SECONDS",
+    "TYPES",
+    "Catalog",
+    "Tastes",
+    "make_catalog",
+    "simulate_events",
+    "user_tastes",
+]
 
 MIN_GAP_SECONDS = 300
 TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
@@ -66,20 +74,58 @@ def make_catalog(rng: np.random.Generator, items: int, days: int) -> Catalog:
     return Catalog(ids, cluster, weight, intro, n_clusters)
 
 
-def simulate_events(
-    rng: np.random.Generator, catalog: Catalog, users: int, days: int, start_ts: int, weekday0: int
-) -> dict[str, np.ndarray]:
-    """Natural events as arrays ``user, item, type, ts, value`` (value NaN unless a rating),
-    sorted by ``(ts, user, item, type)``; ``ts`` in Unix seconds, all before the last day ends.
+@dataclass(frozen=True)
+class Tastes:
+    """Per user (index = position): primary cluster, secondary cluster (used only when
+    ``has_second``), and the mean number of sessions per day."""
 
-    Also ``midnight``: indexes of views moved to the last seconds of their day, for planting
-    near duplicates across midnight.
-    """
+    primary: np.ndarray
+    second: np.ndarray
+    has_second: np.ndarray
+    rate: np.ndarray
+
+    def likes(self, user: np.ndarray, item_cluster: np.ndarray) -> np.ndarray:
+        """Whether each ``user`` likes an item of ``item_cluster`` (one of their clusters)."""
+        return (item_cluster == self.primary[user]) | (
+            self.has_second[user] & (item_cluster == self.second[user])
+        )
+
+
+def user_tastes(rng: np.random.Generator, catalog: Catalog, users: int) -> Tastes:
+    """Draw every user's hidden tastes (the first draws :func:`simulate_events` makes)."""
     nc = catalog.n_clusters
     primary = rng.integers(nc, size=users)
     second = (primary + rng.integers(1, nc, size=users)) % nc
     has_second = rng.random(users) < 0.5
     rate = rng.lognormal(0.0, 0.5, size=users) * 0.8
+    return Tastes(primary, second, has_second, rate)
+
+
+def simulate_events(
+    rng: np.random.Generator,
+    catalog: Catalog,
+    users: int,
+    days: int,
+    start_ts: int,
+    weekday0: int,
+    tastes: Tastes | None = None,
+) -> dict[str, np.ndarray]:
+    """Natural events as arrays ``user, item, type, ts, value`` (value NaN unless a rating),
+    sorted by ``(ts, user, item, type)``; ``ts`` in Unix seconds, all before the last day ends.
+
+    Also ``midnight``: indexes of views moved to the last seconds of their day, for planting
+    near duplicates across midnight. ``tastes`` (None: drawn from ``rng`` first) lets a caller
+    keep the same users over several calls (the closed-loop simulator).
+    """
+    nc = catalog.n_clusters
+    if tastes is None:
+        tastes = user_tastes(rng, catalog, users)
+    primary, second, has_second, rate = (
+        tastes.primary,
+        tastes.second,
+        tastes.has_second,
+        tastes.rate,
+    )
     day_factor = _WEEKDAY[(weekday0 + np.arange(days)) % 7]
     per = rng.poisson(np.outer(day_factor, rate))  # (days, users) sessions
     s_day = np.repeat(np.repeat(np.arange(days), users), per.ravel())

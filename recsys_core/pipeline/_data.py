@@ -6,8 +6,8 @@ import datetime as dt
 from typing import Any
 
 from recsys_core.config import Settings
-from recsys_core.ingest import clean_days, ingest, pending_clean_dates
-from recsys_core.io import Warehouse, read_json, sweep_temporaries
+from recsys_core.ingest import clean_with_followers, ingest, pending_clean_dates, scan_landing
+from recsys_core.io import Warehouse, exists, read_json, sweep_temporaries
 from recsys_core.pipeline._context import jsonable
 from recsys_core.pipeline._faults import maybe_fail
 
@@ -38,7 +38,7 @@ def clean_step(settings: Settings, run_date: dt.date, *, force: bool = False) ->
     wh = Warehouse(settings.warehouse)
     maybe_fail(settings, "clean")
     todo = set(pending_clean_dates(wh, run_date))
-    if force and (wh.raw("events", run_date).is_file() or wh.raw("items", run_date).is_file()):
+    if force and (exists(wh.raw("events", run_date)) or exists(wh.raw("items", run_date))):
         todo.add(run_date)
     ordered = sorted(todo)
     totals = {"ingested": 0, "clean": 0, "duplicates": 0, "quarantined": 0}
@@ -50,7 +50,7 @@ def clean_step(settings: Settings, run_date: dt.date, *, force: bool = False) ->
         for key in totals:
             totals[key] += int(m.get("events", {}).get(key, 0))
     today = manifests.get(run_date.isoformat())
-    if today is None and wh.manifest(run_date).is_file():
+    if today is None and exists(wh.manifest(run_date)):
         today = read_json(wh.manifest(run_date))
     return {
         "dates_cleaned": [d.isoformat() for d in ordered],

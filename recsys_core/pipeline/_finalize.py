@@ -7,7 +7,7 @@ from typing import Any
 
 from recsys_core.config import Settings
 from recsys_core.ingest import load_clean_events
-from recsys_core.io import Warehouse, atomic_write_json, read_parquet
+from recsys_core.io import Warehouse, atomic_write_json, delete, exists, read_parquet
 from recsys_core.pipeline._context import code_version
 from recsys_core.pipeline._faults import maybe_fail
 
@@ -17,7 +17,17 @@ __all__ = ["backfill_plan", "finalize_step", "is_complete"]
 def is_complete(settings: Settings, run_date: dt.date) -> bool:
     """Whether ``run_date`` finished: its marker and its recommendation partition both exist."""
     wh = Warehouse(settings.warehouse)
-    return wh.run_marker(run_date).is_file() and wh.recommendations(run_date).is_file()
+    return exists(wh.run_marker(run_date)) and exists(wh.recommendations(run_date))
+
+
+def withdraw_completion(settings: Settings, run_date: dt.date) -> bool:
+    """Remove ``run_date``'s completion marker (durably) before a run changes the date's outputs;
+    :func:`finalize_step` writes it again last. Returns whether there was one."""
+    marker = Warehouse(settings.warehouse).run_marker(run_date)
+    if not exists(marker):
+        return False
+    delete(marker)
+    return True
 
 
 def backfill_plan(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -26,19 +25,21 @@ import polars as pl
 from recsys_core.config import Settings
 from recsys_core.embeddings import embed_catalog, load_embeddings
 from recsys_core.evaluation import (
+    Decision,
     ModelRegistry,
     compare_metrics,
     decide_promotion,
     evaluate,
+    event_day,
     make_model_id,
     temporal_split,
 )
-from recsys_core.io import Warehouse, atomic_write_json, read_json
+from recsys_core.io import Location, Warehouse, atomic_write_json, exists, read_json
 from recsys_core.models import get_model_class
 from recsys_core.pipeline._context import DataWindow, code_version, jsonable, load_window
 from recsys_core.pipeline._faults import maybe_fail
 
-__all__ = ["embed_step", "evaluate_step", "train_step"]
+__all__ = ["embed_step", "evaluate_step", "prepare_arms", "train_step"]
 
 
 # ---- embed ----------------------------------------------------------------------------------------
@@ -61,20 +62,20 @@ def _embeddings_for(settings: Settings, names: list[str]) -> pl.DataFrame | None
     if not any(get_model_class(n).uses_embeddings for n in names):
         return None
     path = Warehouse(settings.warehouse).item_embeddings
-    if not path.is_file():
+    if not exists(path):
         return None
     return load_embeddings(path)
 
 
 # ---- train ----------------------------------------------------------------------------------------
-def _tuning_state(settings: Settings, name: str) -> Path:
+def _tuning_state(settings: Settings, name: str) -> Location:
     return Warehouse(settings.warehouse).tuning_dir / name / "state.json"
 
 
 def _needs_tuning(settings: Settings, name: str, run_date: dt.date, force: bool) -> dict | None:
     """The stored search result if it may be reused tonight, else None."""
     path = _tuning_state(settings, name)
-    if force or not path.is_file():
+    if force or not exists(path):
         return None
     state = read_json(path)
     tuned_on = dt.date.fromisoformat(state["run_date"])
@@ -210,70 +211,339 @@ def _embedding_model_id(embeddings: pl.DataFrame | None) -> str | None:
 
 
 # ---- evaluate -------------------------------------------------------------------------------------
+def _same_recipe(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["name"] == b["name"] and a["params"] == b["params"]
+
+
+def _trained_until(entry: dict[str, Any]) -> dt.date:
+    """The last day of events a registered model was fit on (its run date)."""
+    return dt.date.fromisoformat(str(entry["run_date"]))
+
+
+def _gate_decision(
+    checks: list[dict[str, Any]], fallback: Decision, champion_id: str
+) -> tuple[Decision, str]:
+    """Promote only when every check that could run promotes; the reason names each check."""
+    if not checks:
+        return fallback, "none"
+    failed = [c for c in checks if not c["decision"].promote]
+    lead = failed[0] if failed else checks[-1]
+    parts = [f"{c['label']}: {c['decision'].reason}" for c in checks]
+    if failed:
+        reason = f"Kept the champion {champion_id}. " + " ".join(parts)
+    else:
+        reason = "Promoted: every check passed. " + " ".join(parts)
+    d = lead["decision"]
+    return (
+        Decision(
+            promote=not failed,
+            reason=reason,
+            diff=d.diff,
+            low=d.low,
+            high=d.high,
+            challenger_score=d.challenger_score,
+            champion_score=d.champion_score,
+            metric=d.metric,
+            tolerance=d.tolerance,
+            p_worse=d.p_worse,
+            n_users=d.n_users,
+        ),
+        lead["check"],
+    )
+
+
 def evaluate_step(settings: Settings, run_date: dt.date, challenger_id: str) -> dict[str, Any]:
-    """Challenger vs champion on the same temporal holdout; promote or keep, and say why."""
+    """Tonight's challenger against the *serving* champion; promote or keep, and say why.
+
+    Two checks, each run only when it compares two different things (see the module docstring
+    and the README's "The champion gate"):
+
+    * **recipe**: when the champion's recipe (model and parameters) differs from the
+      challenger's, both recipes are fit on the events before tonight's holdout and scored on it;
+    * **regression**: the challenger's recipe refit on exactly the window the serving artifact
+      was trained on (events up to its run date), against the stored artifact itself, on the
+      holdout days after that date (which neither has seen). With the same recipe and unchanged
+      data the two models are the same; a refit on damaged history (a broken join, lost events)
+      falls below the artifact and is refused.
+
+    Neither side ever trains on the days it is scored on. A challenger that *is* the champion (a
+    re-run of the night that trained it) is not compared with itself.
+    """
     wh = Warehouse(settings.warehouse)
     maybe_fail(settings, "evaluate")
     window = load_window(settings, run_date)
-    train_ev, test_ev = temporal_split(window.events, run_date, settings.evaluation.holdout_days)
+    holdout_days = settings.evaluation.holdout_days
+    cut = run_date - dt.timedelta(days=holdout_days - 1)
+    train_ev, test_ev = temporal_split(window.events, run_date, holdout_days)
     registry = ModelRegistry(wh.models_dir)
     challenger = registry.get(challenger_id)
     champion = registry.champion()
     names = [challenger["name"]] + ([champion["name"]] if champion else [])
     embeddings = _embeddings_for(settings, names)
+    metric = settings.train.metric
+    gate_kw = {
+        "metric": metric,
+        "tolerance": settings.evaluation.tolerance,
+        "samples": settings.evaluation.bootstrap_samples,
+        "seed": settings.seed,
+    }
     results: dict[str, Any] = {}
-    if train_ev.height == 0 or test_ev.height == 0:
-        decision = decide_promotion(
-            None,
-            None,
-            metric=settings.train.metric,
-            tolerance=0.0,
-            samples=settings.evaluation.bootstrap_samples,
-            seed=settings.seed,
+    gate: dict[str, Any] = {
+        "holdout": [cut.isoformat(), run_date.isoformat()],
+        "same_recipe": bool(champion and _same_recipe(champion, challenger)),
+        "checks": [],
+    }
+    ch_eval = champ_eval = None
+
+    def fit(entry: dict[str, Any], events: pl.DataFrame):
+        return get_model_class(entry["name"])(entry["params"]).fit(
+            window.interactions(events, settings), items=window.catalog, item_embeddings=embeddings
         )
-        results["note"] = "not enough history for a temporal holdout; promoted without a test"
-        ch_eval = champ_eval = None
-    else:
-        inter = window.interactions(train_ev, settings)
 
-        def holdout(entry: dict[str, Any]):
-            model = get_model_class(entry["name"])(entry["params"]).fit(
-                inter, items=window.catalog, item_embeddings=embeddings
-            )
-            users = sorted(set(test_ev["user_id"].to_list()))
-            recs = model.recommend(users, settings.k, block_size=settings.scoring.block_size)
-            return evaluate(recs, test_ev, settings.k, train=train_ev, n_items=len(window.item_ids))
+    def score(model: Any, truth_ev: pl.DataFrame, seen_ev: pl.DataFrame):
+        users = sorted(set(truth_ev["user_id"].to_list()))
+        recs = model.recommend(users, settings.k, block_size=settings.scoring.block_size)
+        return evaluate(recs, truth_ev, settings.k, train=seen_ev, n_items=len(window.item_ids))
 
-        ch_eval = holdout(challenger)
-        same = champion is not None and champion["model_id"] == challenger_id
-        champ_eval = None if champion is None else (ch_eval if same else holdout(champion))
-        decision = decide_promotion(
-            ch_eval.per_user,
-            None if champ_eval is None else champ_eval.per_user,
-            metric=settings.train.metric,
+    if champion is not None and champion["model_id"] == challenger_id:
+        decision = Decision(
+            promote=False,
+            reason=(
+                f"Kept the champion: tonight's challenger {challenger_id} IS the serving champion "
+                "(a re-run of the night that trained it), so there is nothing to compare it with."
+            ),
+            diff=None,
+            low=None,
+            high=None,
+            challenger_score=0.0,
+            champion_score=None,
+            metric=metric,
             tolerance=settings.evaluation.tolerance,
-            samples=settings.evaluation.bootstrap_samples,
-            seed=settings.seed,
         )
-        results["comparison"] = compare_metrics(
-            ch_eval.per_user,
-            None if champ_eval is None else champ_eval.per_user,
-            samples=settings.evaluation.bootstrap_samples,
-            seed=settings.seed,
-        )
+        results["note"] = "challenger is the serving champion: no comparison"
+    elif train_ev.height == 0 or test_ev.height == 0:
+        decision = decide_promotion(None, None if champion is None else pl.DataFrame(), **gate_kw)
+        results["note"] = "not enough history for a temporal holdout; no test was possible"
+    else:
+        ch_eval = score(fit(challenger, train_ev), test_ev, train_ev)
+        if champion is None:
+            decision = decide_promotion(ch_eval.per_user, None, **gate_kw)
+        else:
+            checks = _run_checks(
+                settings,
+                window,
+                champion,
+                challenger,
+                ch_eval,
+                train_ev,
+                test_ev,
+                cut,
+                registry,
+                fit,
+                score,
+                gate,
+                gate_kw,
+            )
+            fallback = Decision(
+                promote=False,
+                reason=(
+                    "Kept the champion: no fair comparison was possible (the same recipe as the "
+                    "serving champion, whose artifact has already seen every day of tonight's "
+                    "holdout)."
+                ),
+                diff=None,
+                low=None,
+                high=None,
+                challenger_score=float(ch_eval.metrics.get(metric, 0.0)),
+                champion_score=None,
+                metric=metric,
+                tolerance=settings.evaluation.tolerance,
+            )
+            decision, basis = _gate_decision(checks, fallback, champion["model_id"])
+            gate["basis"] = basis
+            lead = next((c for c in checks if c["check"] == basis), None)
+            if lead is not None:
+                ch_eval, champ_eval = lead["challenger_eval"], lead["champion_eval"]
+                results["comparison"] = compare_metrics(
+                    ch_eval.per_user,
+                    champ_eval.per_user,
+                    samples=settings.evaluation.bootstrap_samples,
+                    seed=settings.seed,
+                )
+            gate["checks"] = [
+                {k: jsonable(v) for k, v in c.items() if not k.endswith("_eval")} for c in checks
+            ]
     if decision.promote:
         registry.promote(challenger_id, decision.reason)
     summary = {
         "run_date": run_date.isoformat(),
         "k": settings.k,
-        "metric": settings.train.metric,
+        "metric": metric,
         "challenger": challenger_id,
         "champion_before": champion["model_id"] if champion else None,
+        "champion_entry": (
+            {
+                "model_id": champion["model_id"],
+                "name": champion["name"],
+                "params": champion["params"],
+                "trained_until": champion["run_date"],
+            }
+            if champion
+            else None
+        ),
         "champion_after": registry.champion()["model_id"],
         "decision": jsonable(decision),
+        "gate": gate,
         "challenger_metrics": jsonable(ch_eval) if ch_eval is not None else None,
         "champion_metrics": jsonable(champ_eval) if champ_eval is not None else None,
         **results,
     }
+    if settings.abtest.experiment:
+        summary["arms"] = prepare_arms(settings, run_date, challenger_id)
     atomic_write_json(wh.evaluation(run_date), summary)
     return summary
+
+
+def _run_checks(
+    settings: Settings,
+    window: DataWindow,
+    champion: dict[str, Any],
+    challenger: dict[str, Any],
+    ch_eval: Any,
+    train_ev: pl.DataFrame,
+    test_ev: pl.DataFrame,
+    cut: dt.date,
+    registry: ModelRegistry,
+    fit: Any,
+    score: Any,
+    gate: dict[str, Any],
+    gate_kw: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The recipe check and the regression check, each when it compares two different things."""
+    checks: list[dict[str, Any]] = []
+    recipe = f"{champion['name']} {_params_text(champion['params'])}"
+    if gate["same_recipe"]:
+        gate["recipe_note"] = (
+            f"Same recipe as the serving champion ({recipe}): fitting both on the same window "
+            "would compare a model with itself, so the gate is a regression check of tonight's "
+            "refit against the serving artifact."
+        )
+    else:
+        champ_eval = score(fit(champion, train_ev), test_ev, train_ev)
+        checks.append(
+            {
+                "check": "recipe",
+                "label": "Recipe check (both fit before the holdout, scored on it)",
+                "decision": decide_promotion(ch_eval.per_user, champ_eval.per_user, **gate_kw),
+                "challenger_eval": ch_eval,
+                "champion_eval": champ_eval,
+            }
+        )
+    trained_until = _trained_until(champion)
+    first_unseen = max(cut, trained_until + dt.timedelta(days=1))
+    gate["champion_trained_until"] = trained_until.isoformat()
+    if first_unseen > window.run_date:
+        gate["regression_note"] = (
+            f"No regression check: the serving artifact {champion['model_id']} was trained on "
+            f"events up to {trained_until}, which covers every day of tonight's holdout."
+        )
+        return checks
+    day = event_day(window.events)
+    seen = window.events.filter(day <= trained_until)
+    unseen_truth = test_ev.filter(event_day(test_ev) >= first_unseen)
+    if unseen_truth.height == 0 or seen.height == 0:
+        gate["regression_note"] = f"No regression check: no events from {first_unseen} on."
+        return checks
+    try:
+        artifact = registry.load_model(champion["model_id"])
+    except Exception as exc:  # an artifact that cannot be loaded cannot serve either: say so
+        gate["regression_note"] = f"No regression check: the artifact did not load ({exc})."
+        return checks
+    art_eval = score(artifact, unseen_truth, seen)
+    refit_eval = score(fit(challenger, seen), unseen_truth, seen)
+    gate["regression_days"] = [first_unseen.isoformat(), window.run_date.isoformat()]
+    checks.append(
+        {
+            "check": "regression",
+            "label": (
+                f"Regression check (tonight's {challenger['name']} refit on events up to "
+                f"{trained_until}, the serving artifact's own window, against the artifact, on "
+                f"{first_unseen}..{window.run_date})"
+            ),
+            "decision": decide_promotion(refit_eval.per_user, art_eval.per_user, **gate_kw),
+            "challenger_eval": refit_eval,
+            "champion_eval": art_eval,
+        }
+    )
+    return checks
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(params.items())) or "default parameters"
+
+
+# ---- A/B arms -------------------------------------------------------------------------------------
+def prepare_arms(settings: Settings, run_date: dt.date, challenger_id: str) -> dict[str, Any]:
+    """Resolve each arm to a registered model for tonight and write ``abtest/<exp>/arms/``.
+
+    ``champion`` is the champion after tonight's gate, ``challenger`` tonight's challenger, and a
+    model name is that model refit tonight on every event up to ``run_date`` (with its stored
+    tuned parameters when it was tuned, else its defaults) and registered. The experiment's
+    definition is pinned on its first night; a changed arm is refused.
+    """
+    from recsys_core.abtest._experiment import pin_experiment, salt_of
+
+    cfg = settings.abtest
+    wh = Warehouse(settings.warehouse)
+    pin_experiment(wh, cfg, run_date)
+    registry = ModelRegistry(wh.models_dir)
+    champion = registry.champion()
+    resolved: dict[str, dict[str, str]] = {}
+    window: DataWindow | None = None
+    for arm, spec in cfg.arms.items():
+        if spec == "challenger":
+            model_id = challenger_id
+        elif spec == "champion":
+            if champion is None:
+                raise RuntimeError(f"abtest arm {arm!r} serves the champion, but there is none")
+            model_id = champion["model_id"]
+        else:
+            window = window or load_window(settings, run_date)
+            model_id = _fit_arm_model(settings, window, spec, run_date, registry)
+        resolved[arm] = {"model": spec, "model_id": model_id}
+    doc = {
+        "experiment": cfg.experiment,
+        "run_date": run_date.isoformat(),
+        "arms": resolved,
+        "shares": cfg.arm_shares(),
+        "salt": salt_of(cfg),
+    }
+    atomic_write_json(wh.abtest_arms(str(cfg.experiment), run_date), doc)
+    return doc
+
+
+def _fit_arm_model(
+    settings: Settings, window: DataWindow, name: str, run_date: dt.date, registry: ModelRegistry
+) -> str:
+    path = _tuning_state(settings, name)
+    params = dict(read_json(path)["best_params"]) if exists(path) else {}
+    params = {**params, **settings.train.params_for(name)}
+    embeddings = _embeddings_for(settings, [name])
+    model = get_model_class(name)(params).fit(
+        window.interactions(window.events, settings),
+        items=window.catalog,
+        item_embeddings=embeddings,
+    )
+    model_id = make_model_id(name, run_date, params)
+    registry.register(
+        model,
+        model_id=model_id,
+        name=name,
+        params=params,
+        data_window=window.describe(),
+        metrics={},
+        code_version=code_version(),
+        embedding_model_id=_embedding_model_id(embeddings),
+        run_date=run_date,
+    )
+    return model_id

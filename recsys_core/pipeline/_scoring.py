@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -18,14 +16,21 @@ import polars as pl
 from recsys_core.config import Settings
 from recsys_core.evaluation import ModelRegistry
 from recsys_core.ingest import load_catalog, load_clean_events
-from recsys_core.io import Warehouse, atomic_write_parquet, read_parquet
+from recsys_core.io import Warehouse, atomic_write_parquet, delete_tree, read_json, read_parquet
 from recsys_core.pipeline._faults import maybe_fail
 from recsys_core.schema import RECOMMENDATIONS_SCHEMA
 
-__all__ = ["active_users", "merge_scores", "publish_sql", "score_shard"]
+__all__ = [
+    "ARM_RECOMMENDATIONS_SCHEMA",
+    "ASSIGNMENTS_SCHEMA",
+    "active_users",
+    "merge_scores",
+    "publish_sql",
+    "score_shard",
+]
 
 
-def _staging(wh: Warehouse, run_date: dt.date) -> Path:
+def _staging(wh: Warehouse, run_date: dt.date) -> Any:
     return wh.root / "_staging" / "recommendations" / f"run_date={run_date.isoformat()}"
 
 
@@ -40,29 +45,26 @@ def active_users(settings: Settings, run_date: dt.date, known: set[str]) -> list
 
 
 def score_shard(settings: Settings, run_date: dt.date, shard: int, n_shards: int) -> dict[str, Any]:
-    """Recommend for users ``shard, shard + n_shards, ...`` of the sorted active users."""
+    """Recommend for users ``shard, shard + n_shards, ...`` of the sorted active users.
+
+    With an experiment configured, each user is scored by their arm's model (see
+    :func:`recsys_core.pipeline.prepare_arms`) and the rows carry ``arm``; the shard's
+    assignments (``user_id, arm, model_id``) are staged beside its recommendations.
+    """
     if not 0 <= shard < n_shards:
         raise ValueError(f"shard {shard} out of range for {n_shards} shards")
     wh = Warehouse(settings.warehouse)
     maybe_fail(settings, "score")
     registry = ModelRegistry(wh.models_dir)
+    if settings.abtest.experiment:
+        return _score_shard_arms(settings, run_date, shard, n_shards, wh, registry)
     champion = registry.champion()
     if champion is None:
         raise RuntimeError(f"no champion model in {wh.models_dir}; run train and evaluate first")
-    model = registry.load_model(champion["model_id"])
+    model = registry.load_model(champion["model_id"], cached=True)
     users = active_users(settings, run_date, set(model.user_ids_))[shard::n_shards]
     catalog = load_catalog(wh, as_of=run_date)
-    candidates = catalog["item_id"].to_list() if catalog.height else None
-    recs = model.recommend(
-        users,
-        settings.k,
-        block_size=settings.scoring.block_size,
-        threads=settings.scoring.threads or ((os.cpu_count() or 1) if n_shards == 1 else 1),
-        candidate_items=candidates,
-        exclude_items=settings.scoring.exclude_items or None,
-    )
-    if settings.scoring.reasons:
-        recs = _with_reasons(model.explain(recs), catalog)
+    recs = _recommend(settings, model, users, catalog, n_shards)
     maybe_fail(settings, "score", point="shard-written")
     path = _staging(wh, run_date) / f"shard-{shard:05d}-of-{n_shards:05d}.parquet"
     atomic_write_parquet(recs, path)
@@ -75,11 +77,93 @@ def score_shard(settings: Settings, run_date: dt.date, shard: int, n_shards: int
     }
 
 
+def _recommend(
+    settings: Settings, model: Any, users: list[str], catalog: pl.DataFrame, n_shards: int
+) -> pl.DataFrame:
+    candidates = catalog["item_id"].to_list() if catalog.height else None
+    recs = model.recommend(
+        users,
+        settings.k,
+        block_size=settings.scoring.block_size,
+        threads=settings.scoring.threads or ((os.cpu_count() or 1) if n_shards == 1 else 1),
+        candidate_items=candidates,
+        exclude_items=settings.scoring.exclude_items or None,
+    )
+    if settings.scoring.reasons:
+        recs = _with_reasons(model.explain(recs), catalog)
+    return recs
+
+
+def _score_shard_arms(
+    settings: Settings,
+    run_date: dt.date,
+    shard: int,
+    n_shards: int,
+    wh: Warehouse,
+    registry: ModelRegistry,
+) -> dict[str, Any]:
+    from recsys_core.abtest import assign_arms
+
+    experiment = str(settings.abtest.experiment)
+    arms_path = wh.abtest_arms(experiment, run_date)
+    try:
+        arms = read_json(arms_path)
+    except FileNotFoundError:
+        raise RuntimeError(
+            f"experiment {experiment!r}: no arms resolved for {run_date} ({arms_path}); run "
+            "evaluate first (it resolves each arm to a model)"
+        ) from None
+    models = {
+        arm: registry.load_model(a["model_id"], cached=True) for arm, a in arms["arms"].items()
+    }
+    known: set[str] = set()
+    for m in models.values():
+        known |= set(m.user_ids_)
+    users = active_users(settings, run_date, known)[shard::n_shards]
+    assigned = assign_arms(users, arms["shares"], arms["salt"]).with_columns(
+        pl.col("arm")
+        .replace_strict(
+            {arm: a["model_id"] for arm, a in arms["arms"].items()}, return_dtype=pl.String
+        )
+        .alias("model_id")
+    )
+    catalog = load_catalog(wh, as_of=run_date)
+    frames = []
+    for arm, model in models.items():
+        members = assigned.filter(pl.col("arm") == arm)["user_id"].to_list()
+        recs = _recommend(settings, model, members, catalog, n_shards)
+        if "reason" not in recs.columns:
+            recs = recs.with_columns(pl.lit(None, dtype=pl.String).alias("reason"))
+        frames.append(
+            recs.with_columns(
+                pl.lit(arms["arms"][arm]["model_id"]).alias("model_id"), pl.lit(arm).alias("arm")
+            )
+        )
+    recs = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+    maybe_fail(settings, "score", point="shard-written")
+    stem = _staging(wh, run_date) / f"shard-{shard:05d}-of-{n_shards:05d}"
+    path = stem.with_suffix(".parquet")
+    atomic_write_parquet(recs, path)
+    apath = stem.with_name(stem.name + "-assignments.parquet")
+    atomic_write_parquet(assigned, apath)
+    return {
+        "shard": shard,
+        "users": len(users),
+        "rows": recs.height,
+        "path": str(path),
+        "assignments_path": str(apath),
+        "model_id": "arms",
+        "arms": {arm: a["model_id"] for arm, a in arms["arms"].items()},
+    }
+
+
 def merge_scores(
     settings: Settings, run_date: dt.date, shards: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """Merge shard files into the run date's partition (atomic) and clear the staging folder."""
     wh = Warehouse(settings.warehouse)
+    if settings.abtest.experiment:
+        return _merge_arms(settings, run_date, shards, wh)
     model_ids = {s["model_id"] for s in shards}
     if len(model_ids) != 1:
         raise RuntimeError(
@@ -102,13 +186,64 @@ def merge_scores(
     )
     maybe_fail(settings, "score", point="merge")
     out = atomic_write_parquet(recs, wh.recommendations(run_date))
-    shutil.rmtree(_staging(wh, run_date), ignore_errors=True)
+    delete_tree(_staging(wh, run_date))
     return {
         "path": str(out),
         "rows": n,
         "users": recs["user_id"].n_unique() if n else 0,
         "items": recs["item_id"].n_unique() if n else 0,
         "model_id": model_id,
+    }
+
+
+#: Columns of the recommendations partition while an experiment runs (the schema plus ``arm``).
+ARM_RECOMMENDATIONS_SCHEMA: dict[str, pl.DataType] = {**RECOMMENDATIONS_SCHEMA, "arm": pl.String()}
+ASSIGNMENTS_SCHEMA: dict[str, pl.DataType] = {
+    "experiment": pl.String(),
+    "user_id": pl.String(),
+    "arm": pl.String(),
+    "model_id": pl.String(),
+    "run_date": pl.Date(),
+}
+
+
+def _merge_arms(
+    settings: Settings, run_date: dt.date, shards: list[dict[str, Any]], wh: Warehouse
+) -> dict[str, Any]:
+    arms = [s.get("arms") for s in shards]
+    if any(a != arms[0] for a in arms):
+        raise RuntimeError(f"shards were scored with different arm models {arms}; re-run score")
+    ordered = sorted(shards, key=lambda s: s["shard"])
+    recs = pl.concat([read_parquet(s["path"]) for s in ordered], how="diagonal_relaxed")
+    recs = (
+        recs.with_columns(pl.lit(run_date).alias("run_date"))
+        .select([pl.col(c).cast(t) for c, t in ARM_RECOMMENDATIONS_SCHEMA.items()])
+        .sort(["user_id", "rank"])
+    )
+    experiment = str(settings.abtest.experiment)
+    assigned = (
+        pl.concat([read_parquet(s["assignments_path"]) for s in ordered])
+        .with_columns(pl.lit(experiment).alias("experiment"), pl.lit(run_date).alias("run_date"))
+        .select([pl.col(c).cast(t) for c, t in ASSIGNMENTS_SCHEMA.items()])
+        .sort("user_id")
+    )
+    maybe_fail(settings, "score", point="merge")
+    # assignments first: a partition of recommendations never exists without its assignments
+    atomic_write_parquet(assigned, wh.assignments(experiment, run_date))
+    out = atomic_write_parquet(recs, wh.recommendations(run_date))
+    delete_tree(_staging(wh, run_date))
+    n = recs.height
+    per_arm = dict(assigned.group_by("arm").len().sort("arm").iter_rows())
+    return {
+        "path": str(out),
+        "rows": n,
+        "users": recs["user_id"].n_unique() if n else 0,
+        "items": recs["item_id"].n_unique() if n else 0,
+        "model_id": ",".join(f"{a}={m}" for a, m in (arms[0] or {}).items()),
+        "experiment": experiment,
+        "arms": arms[0],
+        "assigned_users": per_arm,
+        "assignments": str(wh.assignments(experiment, run_date)),
     }
 
 
@@ -120,7 +255,14 @@ def publish_sql(settings: Settings, run_date: dt.date) -> dict[str, Any]:
     if url is None:
         return {"skipped": "no sql_url configured (RECSYS_SQL_URL)"}
     maybe_fail(settings, "sql")
-    return load_partition_to_sql(settings.warehouse, run_date, url)
+    out = load_partition_to_sql(settings.warehouse, run_date, url)
+    if settings.abtest.experiment:
+        from recsys_core.scoring import write_assignments_sql
+
+        wh = Warehouse(settings.warehouse)
+        assigned = read_parquet(wh.assignments(settings.abtest.experiment, run_date))
+        out["assignments"] = write_assignments_sql(assigned, url, run_date)
+    return out
 
 
 def _with_reasons(recs: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame:

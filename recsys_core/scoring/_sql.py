@@ -35,10 +35,13 @@ from recsys_core.io import Warehouse, read_parquet
 from recsys_core.schema import RECOMMENDATIONS_SCHEMA
 
 __all__ = [
+    "ASSIGNMENTS_TABLE",
     "SQL_URL_ENV",
     "load_partition_to_sql",
+    "read_assignments_sql",
     "read_recommendations_sql",
     "resolve_sql_url",
+    "write_assignments_sql",
     "write_recommendations_sql",
 ]
 
@@ -287,5 +290,102 @@ def load_partition_to_sql(
     warehouse: Path | str, run_date: dt.date, url: str | URL, *, chunk_rows: int = 50_000
 ) -> dict[str, Any]:
     """Load the warehouse partition of ``run_date`` (the system of record) into the database."""
-    recs = read_parquet(Warehouse(Path(warehouse)).recommendations(run_date))
+    recs = read_parquet(Warehouse(warehouse).recommendations(run_date))
     return write_recommendations_sql(recs, url, run_date, chunk_rows=chunk_rows)
+
+
+#: Table of A/B assignments (one row per experiment, run date and scored user).
+ASSIGNMENTS_TABLE = "ab_assignments"
+_ASSIGNMENT_COLUMNS = ("experiment", "user_id", "arm", "model_id", "run_date")
+_ASSIGNMENTS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {ASSIGNMENTS_TABLE} ("
+    " experiment TEXT NOT NULL, user_id TEXT NOT NULL, arm TEXT NOT NULL, model_id TEXT NOT NULL,"
+    " run_date DATE NOT NULL, PRIMARY KEY (run_date, experiment, user_id))",
+    f"CREATE INDEX IF NOT EXISTS {ASSIGNMENTS_TABLE}_user_idx"
+    f" ON {ASSIGNMENTS_TABLE} (experiment, user_id, run_date)",
+)
+
+
+def write_assignments_sql(
+    assigned: pl.DataFrame, url: str | URL, run_date: dt.date
+) -> dict[str, Any]:
+    """Replace ``run_date``'s rows of ``ab_assignments`` for the frame's experiment(s), in one
+    transaction (the same locking as :func:`write_recommendations_sql`).
+
+    ``assigned`` has ``experiment, user_id, arm, model_id, run_date`` (the warehouse's
+    ``abtest/<experiment>/assignments`` partition). Serving joins it to ``recommendations`` on
+    ``(run_date, user_id)`` to know which arm a user's list came from.
+    """
+    missing = [c for c in _ASSIGNMENT_COLUMNS if c not in assigned.columns]
+    if missing:
+        raise ValueError(
+            f"assignments frame: missing column(s) {missing}; found {assigned.columns}, "
+            f"expected {list(_ASSIGNMENT_COLUMNS)}"
+        )
+    frame = assigned.select(_ASSIGNMENT_COLUMNS).with_columns(
+        pl.col("run_date").cast(pl.Date).dt.to_string("%Y-%m-%d")
+    )
+    other = frame.filter(pl.col("run_date") != run_date.isoformat())
+    if other.height:
+        raise ValueError(
+            f"assignments frame: {other.height} row(s) have run_date {other['run_date'][0]}, "
+            f"expected only {run_date.isoformat()}"
+        )
+    experiments = frame["experiment"].unique().sort().to_list()
+    engine, backend = _engine(url, writer=True)
+    safe = _safe(engine.url)
+    cols = ", ".join(_ASSIGNMENT_COLUMNS)
+    try:
+        with engine.begin() as conn:
+            if backend == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+            for stmt in _ASSIGNMENTS_DDL:
+                conn.exec_driver_sql(stmt)
+            for exp in experiments:
+                conn.execute(
+                    sa.text(
+                        f"DELETE FROM {ASSIGNMENTS_TABLE} WHERE run_date = :d AND experiment = :e"
+                    ),
+                    {"d": run_date, "e": exp},
+                )
+            if frame.height:
+                conn.execute(
+                    sa.text(
+                        f"INSERT INTO {ASSIGNMENTS_TABLE} ({cols}) VALUES "
+                        f"({', '.join(':' + c for c in _ASSIGNMENT_COLUMNS)})"
+                    ),
+                    [{**r, "run_date": run_date} for r in frame.iter_rows(named=True)],
+                )
+    except Exception as exc:
+        if not _is_db_error(exc):
+            raise
+        cause = getattr(exc, "orig", None) or exc
+        raise RuntimeError(
+            f"SQL sink {safe}: writing {frame.height} assignments of run_date {run_date} failed; "
+            f"the previous rows are unchanged: {type(cause).__name__}: {str(cause).strip()}"
+        ) from exc
+    finally:
+        engine.dispose()
+    return {"rows": frame.height, "table": ASSIGNMENTS_TABLE, "experiments": experiments}
+
+
+def read_assignments_sql(url: str | URL, run_date: dt.date | None = None) -> pl.DataFrame:
+    """Rows of ``ab_assignments`` (one run date or all), sorted; no table yet gives 0 rows."""
+    engine, _backend = _engine(url, writer=False)
+    sql = f"SELECT {', '.join(_ASSIGNMENT_COLUMNS)} FROM {ASSIGNMENTS_TABLE}"
+    params: dict[str, Any] = {}
+    if run_date is not None:
+        sql += " WHERE run_date = :d"
+        params["d"] = run_date
+    schema = {c: pl.String for c in _ASSIGNMENT_COLUMNS}
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(ASSIGNMENTS_TABLE):
+                return pl.DataFrame(schema=schema)
+            rows = [tuple(str(v) for v in r) for r in conn.execute(sa.text(sql), params)]
+    finally:
+        engine.dispose()
+    frame = pl.DataFrame(rows, schema=schema, orient="row")
+    return frame.with_columns(pl.col("run_date").str.slice(0, 10).str.to_date("%Y-%m-%d")).sort(
+        ["run_date", "experiment", "user_id"]
+    )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys_core.config import RunnerConfig, Settings, default_var_dir, load_settings
-from recsys_core.io import parse_date
+from recsys_core.io import is_remote, parse_date, resolve_location
 
 __all__ = [
     "build_task_runner",
@@ -76,8 +76,14 @@ def resolve_settings(
     config_path = config_path or os.environ.get("RECSYS_CONFIG") or None
     settings = load_settings(config_path, **overrides, **(extra or {}))
     return settings.model_copy(
-        update={"landing": settings.landing.resolve(), "warehouse": settings.warehouse.resolve()}
+        update={"landing": _absolute(settings.landing), "warehouse": _absolute(settings.warehouse)}
     )
+
+
+def _absolute(root: Path | str) -> Path | str:
+    """A local root made absolute; an object-store URL checked (its backend installed) and kept."""
+    loc = resolve_location(root)
+    return str(loc) if is_remote(loc) else loc
 
 
 def n_shards(settings: Settings) -> int:

@@ -30,7 +30,14 @@ from recsys_core.config import EmbeddingConfig
 from recsys_core.embeddings._encoder import Encoder, get_encoder
 from recsys_core.embeddings._progress import LOGGER, LogSink, ProgressArg
 from recsys_core.embeddings._text import DataCoercionWarning, build_item_texts
-from recsys_core.io import CorruptFileError, Warehouse, atomic_write_parquet, read_parquet
+from recsys_core.io import (
+    CorruptFileError,
+    Warehouse,
+    atomic_write_parquet,
+    exists,
+    location,
+    read_parquet,
+)
 
 __all__ = [
     "EmbedSummary",
@@ -81,9 +88,9 @@ class EmbedSummary:
         return out
 
 
-def embeddings_path(store: Path | str) -> Path:
+def embeddings_path(store: Any) -> Any:
     """The table file: ``store`` itself if it ends in ``.parquet``, else the warehouse's path."""
-    store = Path(store)
+    store = location(store)
     return store if store.suffix == ".parquet" else Warehouse(store).item_embeddings
 
 
@@ -108,7 +115,7 @@ def _emit(log: LogSink, line: str) -> None:
 
 
 def _read_previous(path: Path, log: LogSink) -> pl.DataFrame | None:
-    if not path.is_file():
+    if not exists(path):
         return None
     try:
         df = read_parquet(path)
@@ -234,7 +241,7 @@ def embed_catalog(
 def load_embeddings(store: Path | str, model_id: str | None = None) -> pl.DataFrame:
     """The embedding table under ``store``; with ``model_id``, insist the vectors are that model's."""
     path = embeddings_path(store)
-    if not path.is_file():
+    if not exists(path):
         raise FileNotFoundError(
             f"no item embeddings at {path}; run the embedding step (embed_catalog) first"
         )

@@ -15,6 +15,13 @@ pointer to a half-written model. ``champion.json`` carries the stack of earlier 
 (``previous``, newest last), so the current champion and the rollback chain change together;
 ``history.jsonl`` (rewritten atomically, after the pointer) is the human-readable audit trail.
 
+On an object store (``s3://...``: no rename, no ``flock``) the same guarantees come from a pointer
+published last: a model's files are uploaded under ``<model_id>/v-<unique>/`` and ``entry.json``
+(one PUT, naming that folder in ``files``) is written after them, so a reader sees the old complete
+model or the new one; ``champion.json`` and ``history.jsonl`` are replaced with compare-and-swap
+writes (``If-Match`` on the ETag read, ``If-None-Match`` when absent), retried when another
+writer got there first. Loading downloads the files into a temporary folder.
+
 Model ids are generated (:func:`make_model_id`) and validated against :data:`MODEL_ID_RE`; ids from
 data never become paths.
 """
@@ -28,13 +35,32 @@ import json
 import os
 import re
 import shutil
+import tempfile
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from recsys_core.io import atomic_write_json, atomic_write_text, read_json, replace_dir
+from recsys_core.io import (
+    PreconditionFailed,
+    atomic_write_json,
+    atomic_write_text,
+    delete_tree,
+    exists,
+    is_remote,
+    list_names,
+    local_copy,
+    location,
+    read_bytes,
+    read_json,
+    read_versioned,
+    replace_dir,
+    upload_dir,
+    write_if_match,
+)
 from recsys_core.io._atomic import TMP_PREFIX
 from recsys_core.models import Recommender
 
@@ -46,6 +72,11 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,63}$")
 ENTRY_FILE = "entry.json"
 CHAMPION_FILE = "champion.json"
 HISTORY_FILE = "history.jsonl"
+#: Models kept in memory per process by ``load_model(..., cached=True)`` (scoring shards on one
+#: worker share the champion instead of loading it once per shard).
+_CACHE_SIZE = 4
+_cache: OrderedDict[tuple[str, str, str], Recommender] = OrderedDict()
+_cache_lock = threading.Lock()
 
 
 class UnknownModelError(LookupError):
@@ -84,8 +115,8 @@ def _now() -> str:
 class ModelRegistry:
     """Registry rooted at ``root`` (normally ``Warehouse(...).models_dir``)."""
 
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Any) -> None:
+        self.root = location(root)
 
     # ---- writing ------------------------------------------------------------------------------
     def register(
@@ -108,6 +139,19 @@ class ModelRegistry:
         """
         _check_id(model_id)
         day = run_date if isinstance(run_date, dt.date) else dt.date.fromisoformat(str(run_date))
+        entry = {
+            "model_id": model_id,
+            "name": name,
+            "params": params,
+            "data_window": data_window,
+            "metrics": metrics,
+            "code_version": code_version,
+            "embedding_model_id": embedding_model_id,
+            "run_date": day.isoformat(),
+            "created_at": _now(),
+        }
+        if is_remote(self.root):
+            return self._register_remote(model, model_id, entry)
         self.root.mkdir(parents=True, exist_ok=True)
         staged = self.root / f"{TMP_PREFIX}{uuid.uuid4().hex}-{model_id}"
         try:
@@ -121,17 +165,6 @@ class ModelRegistry:
                         "Recommender.save() or a fitted Recommender"
                     )
                 shutil.copytree(src, staged)
-            entry = {
-                "model_id": model_id,
-                "name": name,
-                "params": params,
-                "data_window": data_window,
-                "metrics": metrics,
-                "code_version": code_version,
-                "embedding_model_id": embedding_model_id,
-                "run_date": day.isoformat(),
-                "created_at": _now(),
-            }
             atomic_write_json(staged / ENTRY_FILE, entry)
             replace_dir(staged, self.root / model_id)
         except BaseException:
@@ -139,14 +172,40 @@ class ModelRegistry:
             raise
         return read_json(self.root / model_id / ENTRY_FILE)
 
+    def _register_remote(
+        self, model: Recommender | Path | str, model_id: str, entry: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Upload under a unique folder, then publish ``entry.json`` naming it (the commit)."""
+        version = f"v-{uuid.uuid4().hex[:16]}"
+        with tempfile.TemporaryDirectory(prefix="recsys-model-") as tmp:
+            staged = Path(tmp) / "model"
+            if isinstance(model, Recommender):
+                model.save(staged)
+            else:
+                src = location(model)
+                with local_copy(src) as local:
+                    if not (local / "model.json").is_file():
+                        raise FileNotFoundError(
+                            f"{src} holds no model.json; expected a directory written by "
+                            "Recommender.save() or a fitted Recommender"
+                        )
+                    shutil.copytree(local, staged)
+            upload_dir(staged, self.root / model_id / version)
+        entry = {**entry, "files": version}
+        atomic_write_json(self.root / model_id / ENTRY_FILE, entry)
+        for name in list_names(self.root / model_id):  # earlier uploads of this id
+            if name.startswith("v-") and name != version:
+                delete_tree(self.root / model_id / name)
+        return entry
+
     def promote(self, model_id: str, reason: str) -> dict[str, Any]:
         """Make ``model_id`` the champion; returns the new ``champion.json`` content.
 
         Promoting the current champion again only refreshes its reason (the chain is unchanged).
         """
         self.entry(model_id)  # must exist
-        with self._lock():
-            pointer = self._pointer()
+
+        def change(pointer: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
             previous: list[str] = []
             if pointer is not None:
                 previous = list(pointer.get("previous", []))
@@ -158,19 +217,20 @@ class ModelRegistry:
                 "promoted_at": _now(),
                 "previous": previous,
             }
-            self._commit(new, action="promote")
-        return new
+            return new, {"action": "promote"}
+
+        return self._update(change)
 
     def rollback(self, reason: str = "manual rollback") -> dict[str, Any]:
         """Make the previous champion (newest earlier one that still exists) champion again."""
-        with self._lock():
-            pointer = self._pointer()
+
+        def change(pointer: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
             if pointer is None:
                 raise RuntimeError(
                     f"{self.root / CHAMPION_FILE}: no champion, nothing to roll back"
                 )
             chain = list(pointer.get("previous", []))
-            while chain and not (self.root / chain[-1] / ENTRY_FILE).is_file():
+            while chain and not exists(self.root / chain[-1] / ENTRY_FILE):
                 chain.pop()  # a deleted model cannot serve again
             if not chain:
                 raise RuntimeError(
@@ -184,25 +244,24 @@ class ModelRegistry:
                 "promoted_at": _now(),
                 "previous": chain,
             }
-            self._commit(new, action="rollback", rolled_back=pointer["model_id"])
-        return new
+            return new, {"action": "rollback", "rolled_back": pointer["model_id"]}
+
+        return self._update(change)
 
     # ---- reading ------------------------------------------------------------------------------
     def ids(self) -> list[str]:
         """Ids of every registered model (folders with an ``entry.json``), sorted."""
-        if not self.root.is_dir():
-            return []
         return sorted(
-            p.name
-            for p in self.root.iterdir()
-            if p.is_dir() and MODEL_ID_RE.match(p.name) and (p / ENTRY_FILE).is_file()
+            name
+            for name in list_names(self.root)
+            if MODEL_ID_RE.match(name) and exists(self.root / name / ENTRY_FILE)
         )
 
     def entry(self, model_id: str) -> dict[str, Any]:
         """The entry of ``model_id``; :class:`UnknownModelError` (listing known ids) if absent."""
         _check_id(model_id)
         path = self.root / model_id / ENTRY_FILE
-        if not path.is_file():
+        if not exists(path):
             known = self.ids()
             raise UnknownModelError(
                 f"no model {model_id!r} in registry {self.root}; known ids: "
@@ -237,28 +296,103 @@ class ModelRegistry:
     def history(self) -> list[dict[str, Any]]:
         """The audit log, oldest first."""
         path = self.root / HISTORY_FILE
-        if not path.is_file():
+        if not exists(path):
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        text = read_bytes(path).decode("utf-8")
+        return [json.loads(line) for line in text.splitlines() if line]
 
-    def load_model(self, model_id: str) -> Recommender:
-        """Load the saved model of ``model_id`` (unknown id: :class:`UnknownModelError`)."""
-        self.entry(model_id)
-        return Recommender.load(self.root / model_id)
+    def load_model(self, model_id: str, *, cached: bool = False) -> Recommender:
+        """Load the saved model of ``model_id`` (unknown id: :class:`UnknownModelError`).
 
-    def model_dir(self, model_id: str) -> Path:
-        self.entry(model_id)
-        return self.root / model_id
+        ``cached=True`` keeps it in this process's memory, keyed by the registry, the id and the
+        entry's creation time (a re-registered id is loaded afresh): a worker scoring several
+        shards loads the champion once. Callers must not modify a cached model.
+        """
+        entry = self.entry(model_id)
+        key = (str(self.root), model_id, f"{entry['created_at']}/{entry.get('files', '')}")
+        if cached:
+            with _cache_lock:
+                if key in _cache:
+                    _cache.move_to_end(key)
+                    return _cache[key]
+        with local_copy(self.model_dir(model_id)) as local:
+            model = Recommender.load(local)
+        if cached:
+            with _cache_lock:
+                _cache[key] = model
+                while len(_cache) > _CACHE_SIZE:
+                    _cache.popitem(last=False)
+        return model
+
+    def model_dir(self, model_id: str) -> Any:
+        """Where the model's files are (``<id>/``, or ``<id>/v-.../`` on an object store)."""
+        files = self.entry(model_id).get("files")
+        return self.root / model_id / files if files else self.root / model_id
 
     # ---- internals ----------------------------------------------------------------------------
     def _pointer(self) -> dict[str, Any] | None:
         path = self.root / CHAMPION_FILE
-        if not path.is_file():
+        if not exists(path):
             return None
-        data = read_json(path)
+        return self._check_pointer(read_json(path))
+
+    def _check_pointer(self, data: Any) -> dict[str, Any]:
+        path = self.root / CHAMPION_FILE
         if not isinstance(data, dict) or not isinstance(data.get("model_id"), str):
             raise ValueError(f"{path}: expected an object with a 'model_id' string, found {data!r}")
         return data
+
+    def _update(self, change: Any) -> dict[str, Any]:
+        """Read the pointer, compute the new one with ``change``, swap it in (the commit point),
+        then append the audit line. Local disk: under ``flock``. Object store: compare-and-swap on
+        the pointer's ETag, re-read and recomputed when another writer changed it first."""
+        if not is_remote(self.root):
+            with self._lock():
+                new, extra = change(self._pointer())
+                self._commit(new, **extra)
+            return new
+        path = self.root / CHAMPION_FILE
+        for _ in range(50):
+            current = read_versioned(path)
+            pointer = None
+            if current is not None:
+                try:
+                    pointer = self._check_pointer(json.loads(current[0]))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}: corrupt JSON ({exc})") from exc
+            new, extra = change(pointer)
+            body = json.dumps(new, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+            try:
+                write_if_match(path, body.encode(), current[1] if current else None)
+            except PreconditionFailed:
+                continue
+            self._append_history(new, **extra)
+            return new
+        raise RuntimeError(f"{path}: too many concurrent changes; retry")
+
+    def _append_history(self, pointer: dict[str, Any], **extra: Any) -> None:
+        """Append one audit line with compare-and-swap (object store)."""
+        line = json.dumps(self._history_line(pointer, **extra), sort_keys=True)
+        path = self.root / HISTORY_FILE
+        for _ in range(50):
+            current = read_versioned(path)
+            text = current[0].decode("utf-8") if current else ""
+            try:
+                write_if_match(path, (text + line + "\n").encode(), current[1] if current else None)
+                return
+            except PreconditionFailed:
+                continue
+        raise RuntimeError(f"{path}: too many concurrent changes; retry")
+
+    @staticmethod
+    def _history_line(pointer: dict[str, Any], *, action: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "action": action,
+            "model_id": pointer["model_id"],
+            "reason": pointer["reason"],
+            "at": pointer["promoted_at"],
+            **extra,
+        }
 
     def _commit(self, pointer: dict[str, Any], *, action: str, **extra: Any) -> None:
         """Swap the pointer (the commit point), then append the audit line."""

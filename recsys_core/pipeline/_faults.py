@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
+from typing import Any
 
 from recsys_core.config import Settings
+from recsys_core.io import Warehouse, atomic_write_text, exists, read_bytes
 
 __all__ = ["InjectedFault", "maybe_fail"]
 
@@ -35,11 +36,14 @@ def _spec(settings: Settings, step: str) -> str | None:
     return None
 
 
-def _bump(counter: Path) -> int:
-    counter.parent.mkdir(parents=True, exist_ok=True)
-    n = int(counter.read_text()) if counter.exists() else 0
-    counter.write_text(str(n + 1))
+def _bump(counter: Any) -> int:
+    n = int(read_bytes(counter).decode()) if exists(counter) else 0
+    atomic_write_text(counter, str(n + 1))
     return n + 1
+
+
+def _counter(settings: Settings, name: str) -> Any:
+    return Warehouse(settings.warehouse).root / "_faults" / name
 
 
 def maybe_fail(settings: Settings, step: str, *, point: str = "") -> None:
@@ -51,8 +55,8 @@ def maybe_fail(settings: Settings, step: str, *, point: str = "") -> None:
         wanted_point = spec.partition("@")[2]
         if wanted_point and wanted_point != point:
             return
-        counter = settings.warehouse / "_faults" / f"{step}.killed"
-        if counter.exists():
+        counter = _counter(settings, f"{step}.killed")
+        if exists(counter):
             return
         _bump(counter)
         os.kill(os.getpid(), signal.SIGKILL)
@@ -63,7 +67,7 @@ def maybe_fail(settings: Settings, step: str, *, point: str = "") -> None:
         raise ValueError(f"{ENV_VAR}: {step}:{spec!r} is not a count or 'kill'") from None
     if point:  # count faults fail at the step's start only, once per attempt
         return
-    attempt = _bump(settings.warehouse / "_faults" / f"{step}.attempts")
+    attempt = _bump(_counter(settings, f"{step}.attempts"))
     if attempt <= times:
         raise InjectedFault(
             f"injected fault in step {step!r}: attempt {attempt} of {times} failing"

@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from recsys_core.io import CorruptFileError, Warehouse, atomic_write_json, read_json
+from recsys_core.io import CorruptFileError, Warehouse, atomic_write_json, exists, read_json
 from recsys_core.reporting._summary import normalize_summary
 
 __all__ = ["evaluation_record", "metrics_history", "previous_stats", "write_evaluation"]
@@ -61,7 +61,7 @@ def _records(warehouse: Warehouse, until: dt.date | None) -> list[dict[str, Any]
         if until is not None and d > until:
             continue
         path = warehouse.evaluation(d)
-        if not path.is_file():
+        if not exists(path):
             continue
         try:
             rec = read_json(path)

@@ -41,7 +41,16 @@ from typing import Any
 
 import polars as pl
 
-from recsys_core.io import CorruptFileError, Warehouse, atomic_write_text, read_json, read_parquet
+from recsys_core.io import (
+    CorruptFileError,
+    Warehouse,
+    atomic_write_text,
+    exists,
+    location,
+    read_bytes,
+    read_json,
+    read_parquet,
+)
 from recsys_core.metrics import METRIC_NAMES
 from recsys_core.reporting._digest import fmt, headline, metrics_table
 from recsys_core.reporting._drift import drift_signals
@@ -267,8 +276,8 @@ def build_report(warehouse: Warehouse, run_date: dt.date, *, summary: dict[str, 
             + _img(metrics_over_time_png(history, shown, metric), "metrics over run dates")
         )
     parts.append(_section_tuning(summary))
-    rec_path = Path(summary.get("recommendations") or warehouse.recommendations(run_date))
-    if rec_path.is_file():
+    rec_path = location(summary.get("recommendations") or warehouse.recommendations(run_date))
+    if exists(rec_path):
         scores = read_parquet(rec_path, columns=["score"])["score"].to_numpy()
         parts.append(
             "<h2>Tonight's recommendations</h2>"
@@ -340,7 +349,7 @@ def _trial_values(t: dict[str, Any]) -> list[float] | None:
     if t.get("trials"):
         return [float(v) for v in t["trials"]]
     path = t.get("trials_path")
-    if not path or not Path(path).is_file():
+    if not path or not exists(path):
         return None
     try:
         frame = read_parquet(path)
@@ -368,8 +377,8 @@ def _section_tuning(summary: dict[str, Any]) -> str:
             text += f" with {html.escape(_params(t['best_params']))}"
         parts.append(text + "</p>")
         plot = t.get("plot")
-        if plot and Path(plot).is_file():
-            parts.append(_img(Path(plot).read_bytes(), f"{name} convergence"))
+        if plot and exists(plot):
+            parts.append(_img(read_bytes(plot), f"{name} convergence"))
             continue
         values = _trial_values(t)
         if values:

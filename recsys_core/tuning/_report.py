@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from recsys_core.io import atomic_path, atomic_write_json, atomic_write_parquet, read_json
+from recsys_core.io import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_parquet,
+    exists,
+    location,
+    read_json,
+)
 from recsys_core.tuning._search import TuningResult
 
 __all__ = ["convergence_plot", "load_best", "save_tuning"]
@@ -19,7 +26,7 @@ def save_tuning(result: TuningResult, directory: Path | str) -> Path:
     ``best.json`` holds ``model, params, score, metric, k, method, seed, n_calls, n_trials,
     seconds, created_at`` (UTC, ISO 8601). Returns ``directory``.
     """
-    directory = Path(directory)
+    directory = location(directory)
     atomic_write_parquet(result.trials, directory / "trials.parquet")
     atomic_write_json(
         directory / "best.json",
@@ -45,8 +52,8 @@ def load_best(directory: Path | str) -> dict[str, Any] | None:
 
     A damaged file raises :class:`recsys_core.io.CorruptFileError` naming it.
     """
-    path = Path(directory) / "best.json"
-    if not path.is_file():
+    path = location(directory) / "best.json"
+    if not exists(path):
         return None
     return read_json(path)
 
@@ -84,7 +91,7 @@ def convergence_plot(result: TuningResult | Sequence[TuningResult], path: Path |
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    path = Path(path)
+    path = location(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return path

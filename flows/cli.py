@@ -13,7 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flows.runtime import as_date, configure_environment, with_task_runner
+from flows.runtime import (
+    as_date,
+    configure_environment,
+    explain_startup_failure,
+    with_task_runner,
+)
 
 __all__ = ["main"]
 
@@ -418,14 +423,15 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_environment()
     try:
+        configure_environment()
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("recsys: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # the reason goes to stderr, the status says it failed
-        print(f"recsys {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        why = explain_startup_failure(exc) or f"{type(exc).__name__}: {exc}"
+        print(f"recsys {args.command}: failed: {why}", file=sys.stderr)
         return 1
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ from recsys_core.config import RunnerConfig, Settings, default_var_dir, load_set
 from recsys_core.io import is_remote, parse_date, resolve_location
 
 __all__ = [
+    "PrefectHomeError",
     "build_task_runner",
+    "explain_startup_failure",
     "configure_environment",
     "default_run_date",
     "n_shards",
@@ -25,9 +28,28 @@ __all__ = [
 ]
 
 
+class PrefectHomeError(RuntimeError):
+    """``PREFECT_HOME`` cannot be created or written, so Prefect's local API could not start."""
+
+
 def configure_environment() -> None:
-    """Set safe defaults for Prefect and Hugging Face (existing values win)."""
+    """Set safe defaults for Prefect and Hugging Face (existing values win), and create
+    ``PREFECT_HOME`` with its parents: Prefect's local API keeps its SQLite database there and
+    cannot start without it (on a fresh clone ``var/`` does not exist yet).
+
+    Raises :class:`PrefectHomeError` naming the folder when it cannot be created or written.
+    """
     os.environ.setdefault("PREFECT_HOME", str(default_var_dir() / "prefect"))
+    home = Path(os.environ["PREFECT_HOME"]).expanduser()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PrefectHomeError(
+            f"cannot create PREFECT_HOME {home} ({exc.strerror or exc}); set PREFECT_HOME to a "
+            "writable folder"
+        ) from exc
+    if not os.access(home, os.W_OK):
+        raise PrefectHomeError(f"PREFECT_HOME {home} is not writable; set it to a writable folder")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     # the local (ephemeral) API starts in a few seconds; allow for a loaded machine
@@ -36,6 +58,30 @@ def configure_environment() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def explain_startup_failure(exc: BaseException) -> str | None:
+    """One line saying why Prefect's local API did not start, or None if ``exc`` is not that.
+
+    Prefect raises ``RuntimeError("Timed out while attempting to connect to ephemeral Prefect API
+    server. ... stderr: <the server's whole log>")``; the log is cut to its last line.
+    """
+    text = str(exc)
+    if not isinstance(exc, RuntimeError) or "ephemeral Prefect API server" not in text:
+        return None
+    detail = ""
+    exited = re.search(r"exited with code (-?\d+)", text)
+    if exited:
+        detail = f"; the server process exited with code {exited.group(1)}"
+    lines = [ln.strip() for ln in text.partition("stderr:")[2].splitlines() if ln.strip()]
+    if lines:
+        detail += f" ({lines[-1][:200]})"
+    timeout = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "?")
+    return (
+        f"Prefect's local API did not start within {timeout} s{detail}; check that PREFECT_HOME="
+        f"{os.environ.get('PREFECT_HOME')} is writable, or point PREFECT_API_URL at a running "
+        "server (recsys server)"
+    )
 
 
 def default_run_date(today: dt.date | None = None) -> dt.date:

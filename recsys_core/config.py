@@ -27,9 +27,11 @@ from pydantic import (
 __all__ = [
     "AbTestConfig",
     "CleanConfig",
+    "ConfigError",
     "EmbeddingConfig",
     "EvaluationConfig",
     "FaultConfig",
+    "IngestConfig",
     "RunnerConfig",
     "ScoringConfig",
     "Settings",
@@ -49,7 +51,16 @@ def default_var_dir() -> Path:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Unknown keys are errors; types are strict (``k = true`` or ``k = "10"`` is refused, not
+    taken as 1 or 10; an integer is accepted where a float is meant); floats must be finite."""
+
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False
+    )
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names every bad key (``clean.rating_min``)."""
 
 
 class CleanConfig(_Model):
@@ -64,6 +75,13 @@ class CleanConfig(_Model):
     rating_min: float = Field(default=0.0, description="Smallest valid `value` of a rating event.")
     rating_max: float = Field(default=5.0, description="Largest valid `value` of a rating event.")
     max_id_length: int = Field(default=256, ge=1, description="Longest accepted user/item id.")
+    event_id_horizon_days: int = Field(
+        default=30,
+        ge=0,
+        description="A row whose event_id was already seen on its date or on a date at most this "
+        "many days earlier is a duplicate (same content) or quarantined as conflicting_event_id "
+        "(different content). 0 checks within a date only.",
+    )
     batch_mib: float = Field(
         default=16.0,
         gt=0,
@@ -71,6 +89,26 @@ class CleanConfig(_Model):
         "raw Parquet (a single bigger date is one pass). Peak memory is about 75x a pass's raw "
         "size (10M events, 132 MiB raw: 1.3 GiB at 16, 6.9 GiB in one pass). Outputs do not "
         "depend on it.",
+    )
+
+    @model_validator(mode="after")
+    def _ordered_bounds(self) -> CleanConfig:
+        if self.rating_min > self.rating_max:
+            raise ValueError(
+                f"rating_min {self.rating_min} is greater than rating_max {self.rating_max}; "
+                "expected rating_min <= rating_max"
+            )
+        return self
+
+
+class IngestConfig(_Model):
+    """How the landing zone is read."""
+
+    unrecognised_paths: Literal["fail", "report"] = Field(
+        default="fail",
+        description="An entry under events/ or items/ that is not a partition folder "
+        "date=YYYY-MM-DD with a real date (date=2026-5-4, Date=..., a stray file): fail the run "
+        "naming it, or report it (log, manifest, report) and go on.",
     )
 
 
@@ -145,14 +183,33 @@ class TrainConfig(_Model):
         description="If set, rating events below this value are not treated as positive feedback.",
     )
 
-    @field_validator("model_tune_calls", "model_params")
+    @field_validator("models", "model_tune_calls", "model_params")
     @classmethod
-    def _known_models(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _known_models(cls, value: Any) -> Any:
         from recsys_core.models import MODELS  # lazy: the models import this module
 
         unknown = sorted(set(value) - set(MODELS))
         if unknown:
             raise ValueError(f"unknown model(s) {unknown}; expected some of {sorted(MODELS)}")
+        return value
+
+    @field_validator("model_params")
+    @classmethod
+    def _params_fit_the_models(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from recsys_core.models import MODELS  # lazy: the models import this module
+
+        for name, params in value.items():
+            schema = MODELS[name].config_class
+            try:
+                schema.model_validate(params, strict=True)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or '(all)'}: {e['msg']}"
+                    for e in exc.errors()
+                )
+                raise ValueError(
+                    f"{name} parameters do not fit {schema.__name__}: {problems}"
+                ) from None
         return value
 
     def calls_for(self, model: str) -> int:
@@ -381,6 +438,7 @@ class Settings(_Model):
     )
     k: int = Field(default=10, ge=1, le=1000, description="Recommendations per user.")
     seed: int = Field(default=42, description="Seed of every random choice.")
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -425,4 +483,15 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
             if key in data and not _URL_RE.match(data[key]) and not Path(data[key]).is_absolute():
                 data[key] = str(base_dir / data[key])
     data = deep_merge(data, overrides)
-    return Settings.model_validate(data)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        where = f"config file {path}" if path is not None else "settings"
+        raise ConfigError(f"{where}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+
+
+def _describe(error: Any) -> str:
+    """One validation error as ``key = value: what is wrong`` (the key dotted: clean.rating_min)."""
+    key = ".".join(str(p) for p in error["loc"]) or "(settings)"
+    shown = "" if error["type"] in ("missing", "value_error") else f" = {error['input']!r}"
+    return f"{key}{shown}: {error['msg'].removeprefix('Value error, ')}"

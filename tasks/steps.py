@@ -70,6 +70,12 @@ def ingest_task(settings: Settings, run_date: dt.date, force: bool = False) -> d
         log.warning("late data: %s", exc)
         raise
     log.info("ingested %s", out.get("rows", out))
+    if out.get("late"):
+        log.warning("late landing files picked up: %s", ", ".join(out["late"]))
+    if out.get("unrecognised"):
+        log.warning("unrecognised landing paths (not read): %s", ", ".join(out["unrecognised"]))
+    if out.get("vanished"):
+        log.warning("ingested partitions gone from landing: %s", ", ".join(out["vanished"]))
     return out
 
 

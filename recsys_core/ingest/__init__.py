@@ -8,16 +8,18 @@ Typical nightly use::
     catalog = load_catalog(warehouse, as_of=run_date)
 """
 
-from recsys_core.ingest._clean import QUARANTINE_SCHEMA, clean, clean_days
+from recsys_core.ingest._clean import QUARANTINE_SCHEMA, clean, clean_days, clean_with_followers
 from recsys_core.ingest._errors import (
     LandingError,
+    LandingLayoutError,
+    LandingPathError,
     LandingReadError,
     LandingSchemaError,
     LandingWarning,
     MissingPartitionError,
 )
 from recsys_core.ingest._events import EVENT_TYPE_SYNONYMS
-from recsys_core.ingest._ingest import IngestResult, ingest
+from recsys_core.ingest._ingest import IngestResult, ingest, landing_record
 from recsys_core.ingest._load import (
     CATALOG_COLUMNS,
     load_catalog,
@@ -26,9 +28,13 @@ from recsys_core.ingest._load import (
 )
 from recsys_core.ingest._read import (
     DATA_EXTENSIONS,
+    LandingFile,
+    LandingScan,
     landing_dates,
+    landing_fingerprint,
     partition_dir,
     read_landing_partition,
+    scan_landing,
 )
 
 __all__ = [
@@ -38,17 +44,25 @@ __all__ = [
     "QUARANTINE_SCHEMA",
     "IngestResult",
     "LandingError",
+    "LandingFile",
+    "LandingLayoutError",
+    "LandingPathError",
     "LandingReadError",
+    "LandingScan",
     "LandingSchemaError",
     "LandingWarning",
     "MissingPartitionError",
     "clean",
     "clean_days",
+    "clean_with_followers",
     "ingest",
     "landing_dates",
+    "landing_fingerprint",
+    "landing_record",
     "load_catalog",
     "load_clean_events",
     "partition_dir",
     "pending_clean_dates",
     "read_landing_partition",
+    "scan_landing",
 ]

@@ -42,7 +42,7 @@ def read_partitions(
     files: dict[dt.date, list[Path]] = {}
     for day in days:
         directory = partition_dir(landing, kind, day)
-        files[day] = partition_files(directory)
+        files[day] = partition_files(directory, landing)
         if not files[day]:
             raise MissingPartitionError(
                 f"landing partition {directory} is missing (or has no data file); expected "

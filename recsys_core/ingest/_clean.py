@@ -9,7 +9,15 @@ For each date ``clean_days`` writes (atomically, manifest last so that it marks 
 * ``quarantine/date=D``: every invalid row, in :data:`QUARANTINE_SCHEMA` (only if there is one;
   a re-run with none removes an earlier file);
 * ``manifests/date=D.json``: ``ingested == clean + duplicates + quarantined`` for events and items,
-  reason counts, source files and the clean config.
+  reason counts, source files, the landing files read (name, size, mtime, hash: ``landing_files``)
+  and those that arrived late (``late_files``), any unrecognised landing paths reported, and the
+  clean config.
+
+An ``event_id`` seen again is checked against the kept row with that id on the same date or on a
+clean date at most ``event_id_horizon_days`` earlier: same content = duplicate, different content =
+quarantined as ``conflicting_event_id`` (see :mod:`recsys_core.ingest._events`). Dates whose rows
+may share an id with an earlier date start a pass of their own, so that the earlier date's clean
+partition is final when they are checked.
 
 Many dates are processed in one vectorised pass, in date-ordered passes of at most
 ``CleanConfig.batch_mib`` of raw Parquet so a long backlog does not have to fit in memory at once;
@@ -31,8 +39,8 @@ import polars as pl
 
 from recsys_core.config import CleanConfig
 from recsys_core.ingest._errors import MissingPartitionError
-from recsys_core.ingest._events import mark_duplicates, validate_events
-from recsys_core.ingest._ingest import IO_THREADS
+from recsys_core.ingest._events import mark_duplicates, resolve_event_ids, validate_events
+from recsys_core.ingest._ingest import IO_THREADS, landing_record
 from recsys_core.ingest._items import clean_items_frame, items_output, validate_items
 from recsys_core.ingest._load import read_dated_parquet, write_partition
 from recsys_core.io import Warehouse, atomic_write_json
@@ -46,7 +54,7 @@ from recsys_core.schema import (
     SOURCE_ROW,
 )
 
-__all__ = ["QUARANTINE_SCHEMA", "clean", "clean_days"]
+__all__ = ["QUARANTINE_SCHEMA", "clean", "clean_days", "clean_with_followers"]
 
 _EVENT_COLS = EVENT_REQUIRED + EVENT_OPTIONAL
 _ITEM_COLS = ITEM_REQUIRED + ITEM_OPTIONAL
@@ -74,7 +82,11 @@ def clean(warehouse: Warehouse, day: dt.date, config: CleanConfig | None = None)
 
 
 def clean_days(
-    warehouse: Warehouse, days: Iterable[dt.date], config: CleanConfig | None = None
+    warehouse: Warehouse,
+    days: Iterable[dt.date],
+    config: CleanConfig | None = None,
+    *,
+    extra: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Clean every date in ``days``, in date order; returns their manifests in date order.
 
@@ -82,6 +94,7 @@ def clean_days(
     chains on the clean partitions the previous one wrote). Raises
     :class:`MissingPartitionError` naming the raw path if a date has neither a raw events nor a raw
     items partition (run ``ingest`` first); that check covers every date before any is cleaned.
+    ``extra`` is added to every manifest written (e.g. ``{"unrecognised_paths": [...]}``).
     """
     config = config or CleanConfig()
     days = sorted(set(days))
@@ -96,24 +109,153 @@ def clean_days(
                 f"{d}); ingest the landing partition for {d} before cleaning it"
             )
     sizes = {d: sum(f[d].stat().st_size for f in (ev_files, it_files) if d in f) for d in days}
+    breaks = _shared_id_dates(warehouse, days, ev_files, config.event_id_horizon_days)
     manifests: list[dict[str, Any]] = []
-    for batch in _batches(days, sizes, int(config.batch_mib * 2**20)):
+    for batch in _batches(days, sizes, int(config.batch_mib * 2**20), breaks):
         manifests += _clean_pass(
             warehouse,
             batch,
             {d: ev_files[d] for d in batch if d in ev_files},
             {d: it_files[d] for d in batch if d in it_files},
             config,
+            extra or {},
         )
     return manifests
 
 
-def _batches(days: list[dt.date], sizes: dict[dt.date, int], limit: int) -> list[list[dt.date]]:
-    """Consecutive runs of ``days`` whose sizes sum to at most ``limit`` (a bigger day: alone)."""
+def clean_with_followers(
+    warehouse: Warehouse,
+    days: Iterable[dt.date],
+    until: dt.date,
+    config: CleanConfig | None = None,
+    *,
+    extra: dict[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], list[dt.date]]:
+    """:func:`clean_days`, then re-clean the already-clean later dates (``<= until``) whose
+    result the re-cleaned dates can change, until nothing else changes.
+
+    A date E after a re-cleaned date D is cleaned again when D's near-duplicate anchors (the last
+    clean event of each user, item and type) changed and E is within the dedupe window's days
+    after D, or when D's set of clean event ids changed, E is within ``event_id_horizon_days``
+    after D and E's raw rows carry one of those ids. Returns ``(manifests of every date cleaned,
+    in date order, the follow-up dates among them)``.
+    """
+    config = config or CleanConfig()
+    queue = sorted(set(days))
+    lookback = math.ceil(config.dedupe_window_seconds / 86400)
+    reach = max(lookback, config.event_id_horizon_days)
+    out: dict[dt.date, dict[str, Any]] = {}
+    followers: set[dt.date] = set()
+    while queue:
+        later = [
+            e for e in warehouse.clean_dates("events") if queue[0] < e <= until and e not in queue
+        ]
+        watched = [d for d in queue if later and d < later[-1]]
+        before = {d: _clean_summary(warehouse, d) for d in watched}
+        for m in clean_days(warehouse, queue, config, extra=extra):
+            out[dt.date.fromisoformat(m["date"])] = m
+        follow: set[dt.date] = set()
+        for d in watched:
+            old_anchors, old_ids = before[d]
+            new_anchors, new_ids = _clean_summary(warehouse, d)
+            near = [e for e in later if 0 < (e - d).days <= lookback]
+            if near and not old_anchors.equals(new_anchors):
+                follow.update(near)
+            changed = old_ids ^ new_ids
+            for e in (e for e in later if 0 < (e - d).days <= reach and e not in follow):
+                if (e - d).days <= config.event_id_horizon_days and changed & _raw_ids(
+                    warehouse, e
+                ):
+                    follow.add(e)
+        followers |= follow
+        queue = sorted(follow)
+    return [out[d] for d in sorted(out)], sorted(followers)
+
+
+def _clean_summary(warehouse: Warehouse, day: dt.date) -> tuple[pl.DataFrame, set[str]]:
+    """What later dates depend on: the near-duplicate anchors of ``day``'s clean events and its
+    source event ids."""
+    path = warehouse.clean("events", day)
+    df = read_dated_parquet({day: path} if path.is_file() else {}, CLEAN_EVENTS_SCHEMA)
+    anchors = (
+        df.group_by("user_id", "item_id", "event_type")
+        .agg(pl.col("timestamp").max())
+        .sort("user_id", "item_id", "event_type")
+    )
+    return anchors, set(df.filter(~_synthetic_id())["event_id"].to_list())
+
+
+def _raw_ids(warehouse: Warehouse, day: dt.date) -> set[str]:
+    path = warehouse.raw("events", day)
+    if not path.is_file():
+        return set()
+    ids = read_dated_parquet({day: path}, {"event_id": pl.String()})
+    return set(ids.select(_strip_ids(pl.col("event_id"))).to_series().drop_nulls().to_list())
+
+
+def _strip_ids(col: pl.Expr) -> pl.Expr:
+    s = col.str.strip_chars()
+    return pl.when(s == "").then(None).otherwise(s)
+
+
+def _synthetic_id() -> pl.Expr:
+    """True where a clean ``event_id`` was made up from the row's lineage (no id in the source)."""
+    return pl.col("event_id") == pl.concat_str(
+        [pl.col(SOURCE_FILE), pl.lit("#"), pl.col(SOURCE_ROW).cast(pl.String)]
+    )
+
+
+def _clean_ids_before(
+    warehouse: Warehouse, first: dt.date, last: dt.date, skip: set[dt.date]
+) -> pl.DataFrame:
+    """Clean events (source event ids only) of the on-disk dates in ``[first, last)`` not in
+    ``skip``, with ``_date``."""
+    files = {
+        d: p
+        for k in range((last - first).days)
+        if (d := first + dt.timedelta(days=k)) not in skip
+        and (p := warehouse.clean("events", d)).is_file()
+    }
+    return read_dated_parquet(files, CLEAN_EVENTS_SCHEMA, "_date").filter(~_synthetic_id())
+
+
+def _shared_id_dates(
+    warehouse: Warehouse, days: list[dt.date], ev_files: dict[dt.date, Path], horizon: int
+) -> set[dt.date]:
+    """Dates of ``days`` holding an event id that an earlier date at most ``horizon`` days before
+    also holds (raw ids of ``days``, clean ids of the other dates on disk): each starts a pass."""
+    if horizon <= 0 or not ev_files:
+        return set()
+    raw = read_dated_parquet(ev_files, {"event_id": pl.String()}, "_date").select(
+        _strip_ids(pl.col("event_id")).alias("_eid"), "_date"
+    )
+    first = min(days) - dt.timedelta(days=horizon)
+    disk = _clean_ids_before(warehouse, first, max(days), set(days)).select(
+        pl.col("event_id").alias("_eid"), "_date"
+    )
+    ids = (
+        pl.concat([raw, disk])
+        .filter(pl.col("_eid").is_not_null())
+        .unique()
+        .sort("_eid", "_date")
+        .with_columns(pl.col("_date").shift(1).over("_eid").alias("_prev"))
+        .filter((pl.col("_date") - pl.col("_prev")).dt.total_days() <= horizon)
+    )
+    return set(ids["_date"].to_list()) & set(days)
+
+
+def _batches(
+    days: list[dt.date],
+    sizes: dict[dt.date, int],
+    limit: int,
+    breaks: set[dt.date] | frozenset[dt.date] = frozenset(),
+) -> list[list[dt.date]]:
+    """Consecutive runs of ``days`` whose sizes sum to at most ``limit`` (a bigger day: alone);
+    a date in ``breaks`` always starts a new run."""
     batches: list[list[dt.date]] = []
     total = 0
     for d in days:
-        if not batches or total + sizes[d] > limit:
+        if not batches or total + sizes[d] > limit or d in breaks:
             batches.append([])
             total = 0
         batches[-1].append(d)
@@ -127,6 +269,7 @@ def _clean_pass(
     ev_files: dict[dt.date, Path],
     it_files: dict[dt.date, Path],
     config: CleanConfig,
+    extra: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """One vectorised pass over ``days`` (sorted; their raw files given), writing every output."""
     order = ["_date", SOURCE_FILE, SOURCE_ROW]
@@ -134,6 +277,11 @@ def _clean_pass(
     raw_it = read_dated_parquet(it_files, _raw_schema(_ITEM_COLS), "_date").sort(order)
 
     good_ev, bad_ev = validate_events(raw_ev, config)
+    good_ev, conflicts = resolve_event_ids(
+        good_ev,
+        _earlier_ids(warehouse, days[0], config.event_id_horizon_days),
+        config.event_id_horizon_days,
+    )
     good_ev = mark_duplicates(
         good_ev,
         _anchors(warehouse, days, config.dedupe_window_seconds),
@@ -141,7 +289,13 @@ def _clean_pass(
     )
     good_it, bad_it = validate_items(raw_it, config)
     good_it = clean_items_frame(good_it)
-    bad = pl.concat([_quarantine_rows(bad_ev, "events"), _quarantine_rows(bad_it, "items")])
+    bad = pl.concat(
+        [
+            _quarantine_rows(bad_ev, "events"),
+            _quarantine_rows(conflicts, "events"),
+            _quarantine_rows(bad_it, "items"),
+        ]
+    ).sort("date", "kind", SOURCE_FILE, SOURCE_ROW)
     clean_ev = _events_output(good_ev)
     clean_it = items_output(good_it)
 
@@ -161,7 +315,7 @@ def _clean_pass(
             write_partition(q_by_day[d], quarantine)
         else:  # nothing quarantined: no file (and none left from an earlier run)
             quarantine.unlink(missing_ok=True)
-        manifest = _manifest(d, stats, config)
+        manifest = _manifest(d, stats, config, _landing(warehouse, d), extra)
         atomic_write_json(warehouse.manifest(d), manifest)  # last: the date is complete
         return manifest
 
@@ -202,11 +356,19 @@ def _events_output(good: pl.DataFrame) -> pl.DataFrame:
 
 
 def _quarantine_rows(bad: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """Quarantine rows; an id the reader marked as a JSON object/array/boolean is shown as its
+    JSON text."""
     return bad.select(
         [
             pl.lit(kind).alias("kind"),
             *[
-                pl.col(c) if c in bad.columns else pl.lit(None, pl.String).alias(c)
+                (
+                    pl.col(c).str.replace(r"^\x00[a-z]+\x00", "")
+                    if c in ("user_id", "item_id")
+                    else pl.col(c)
+                )
+                if c in bad.columns
+                else pl.lit(None, pl.String).alias(c)
                 for c in _TEXT_COLS
             ],
             pl.col(SOURCE_FILE),
@@ -216,6 +378,39 @@ def _quarantine_rows(bad: pl.DataFrame, kind: str) -> pl.DataFrame:
             pl.col("reason"),
         ]
     ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+
+
+def _earlier_ids(warehouse: Warehouse, first: dt.date, horizon: int) -> pl.DataFrame | None:
+    """Reference rows for :func:`resolve_event_ids`: clean events with a source event id of the
+    on-disk dates in ``[first - horizon, first)``."""
+    if horizon <= 0:
+        return None
+    prev = _clean_ids_before(warehouse, first - dt.timedelta(days=horizon), first, set())
+    if not prev.height:
+        return None
+    return prev.select(
+        pl.col("event_id").alias("_eid"),
+        pl.col("_date").alias("_f_date"),
+        pl.col(SOURCE_FILE).alias("_f_file"),
+        pl.col(SOURCE_ROW).alias("_f_row"),
+        pl.col("user_id").alias("_f_uid"),
+        pl.col("item_id").alias("_f_iid"),
+        pl.col("event_type").alias("_f_et"),
+        pl.col("timestamp").dt.epoch("us").alias("_f_ts"),
+        pl.col("value").alias("_f_val"),
+    )
+
+
+def _landing(warehouse: Warehouse, day: dt.date) -> dict[str, Any]:
+    """The landing files ingest recorded for ``day`` (per kind) and the late ones among them."""
+    files: dict[str, list[Any]] = {}
+    late: list[str] = []
+    for kind in ("events", "items"):
+        record = landing_record(warehouse, kind, day)
+        if record is not None:
+            files[kind] = record.get("files", [])
+            late += [f"{e['name']} ({e['change']})" for e in record.get("late", [])]
+    return {"landing_files": files, "late_files": late}
 
 
 def _anchors(warehouse: Warehouse, days: list[dt.date], window_seconds: int) -> pl.DataFrame | None:
@@ -279,7 +474,13 @@ def _stats(
     }
 
 
-def _manifest(day: dt.date, stats: dict[str, Any], config: CleanConfig) -> dict[str, Any]:
+def _manifest(
+    day: dt.date,
+    stats: dict[str, Any],
+    config: CleanConfig,
+    landing: dict[str, Any],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     ev, it, q = stats["events"], stats["items"], stats["quarantined"]
     exact, near = ev.get((day, "exact"), 0), ev.get((day, "near"), 0)
     blocks = {
@@ -309,5 +510,7 @@ def _manifest(day: dt.date, stats: dict[str, Any], config: CleanConfig) -> dict[
         "duplicate_kinds": {"events_exact": exact, "events_near": near},
         "reasons": dict(sorted(reasons.items())),
         "source_files": stats["files"].get(day, []),
+        **landing,
+        **extra,
         "clean_config": config.model_dump(mode="json", exclude={"batch_mib"}),
     }

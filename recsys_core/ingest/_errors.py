@@ -4,6 +4,8 @@ from __future__ import annotations
 
 __all__ = [
     "LandingError",
+    "LandingLayoutError",
+    "LandingPathError",
     "LandingReadError",
     "LandingSchemaError",
     "LandingWarning",
@@ -26,6 +28,21 @@ class LandingReadError(LandingError, ValueError):
     """A landing file cannot be parsed (bad CSV/JSON/Parquet, unknown extension, not UTF-8).
 
     The message names the file (and line, where known) and the parser's error.
+    """
+
+
+class LandingPathError(LandingError, ValueError):
+    """A landing entry is a symbolic link whose target lies outside the landing root.
+
+    The message names the link; neither the target's path nor its content is shown.
+    """
+
+
+class LandingLayoutError(LandingError, ValueError):
+    """The landing zone holds entries that are not partitions (``date=2026-5-4``, a stray file).
+
+    Raised when ``[ingest] unrecognised_paths = "fail"`` (the default); the message names every
+    such path relative to the landing root.
     """
 
 

@@ -6,10 +6,15 @@ Input: raw event rows (all strings, as read from landing) with ``_source_file``,
 * ``_uid``, ``_iid``: stripped ids; ``_et``: lower-cased event type with synonyms mapped;
 * ``_ts``: microseconds since the epoch (UTC); ``_val``: the value as a float; ``_eid``: event id;
 
-and ``reason_category`` / ``reason`` (null for a valid row). :func:`mark_duplicates` labels every
-valid row ``clean``, ``exact`` (same event id, or identical user, item, type, instant and value as an
-earlier row of the same partition) or ``near`` (same user, item and type within the window of the
-previous kept one, which may be an ``anchor``: the last kept event of a key on an earlier day).
+and ``reason_category`` / ``reason`` (null for a valid row). :func:`resolve_event_ids` checks rows
+that carry an ``event_id`` against the first row with that id (earliest by date, source file,
+source row) of the same partition, or against a clean row of an earlier date within the
+``event_id`` horizon: the same content makes it an ``exact`` duplicate, different content a
+*conflict*, quarantined as ``conflicting_event_id`` with a reason naming the kept row's file and
+row. :func:`mark_duplicates` then labels every valid row ``clean``, ``exact`` (a duplicate event id,
+or identical user, item, type, instant and value as an earlier row of the same partition) or
+``near`` (same user, item and type within the window of the previous kept one, which may be an
+``anchor``: the last kept event of a key on an earlier day).
 """
 
 from __future__ import annotations
@@ -26,8 +31,15 @@ from recsys_core.ingest._parse import (
     split_checks,
     us_to_iso,
 )
+from recsys_core.schema import SOURCE_FILE, SOURCE_ROW
 
-__all__ = ["EVENT_TYPE_SYNONYMS", "mark_duplicates", "normalise_event_type", "validate_events"]
+__all__ = [
+    "EVENT_TYPE_SYNONYMS",
+    "mark_duplicates",
+    "normalise_event_type",
+    "resolve_event_ids",
+    "validate_events",
+]
 
 #: Spellings mapped to the canonical event types (after lower-casing and turning spaces and
 #: hyphens into underscores: "Add-to-Cart" -> "add_to_cart").
@@ -49,6 +61,7 @@ EVENT_TYPE_SYNONYMS: dict[str, str] = {
     "clicked": "click",
 }
 KEY = ("_uid", "_iid", "_et")
+CONTENT = (*KEY, "_ts", "_val")
 
 
 def normalise_event_type(col: pl.Expr) -> pl.Expr:
@@ -142,27 +155,117 @@ def validate_events(raw: pl.DataFrame, config: CleanConfig) -> tuple[pl.DataFram
     return good.drop("_vs"), bad.drop("_vs")
 
 
+def resolve_event_ids(
+    valid: pl.DataFrame, earlier: pl.DataFrame | None, horizon_days: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(valid rows with _eid_dup, conflicting rows with reason_category/reason)``.
+
+    ``valid`` must be in source order (date, file, row). A row with an event id is compared with
+    its *reference*: the earliest row of ``earlier`` (clean events of earlier dates: ``_eid``,
+    ``_f_date``, ``_f_file``, ``_f_row`` and the content columns prefixed ``_f``) with that id
+    dated at most ``horizon_days`` before it, else the first row with that id on its own date.
+    The reference itself is kept; a row with the same content is a duplicate (``_eid_dup``);
+    a row with different content is returned as a conflict. The caller guarantees that rows of
+    different dates of ``valid`` never share an id (they are cleaned in separate passes).
+    """
+    df = valid.with_row_index("_rid")
+    ided = df.filter(pl.col("_eid").is_not_null())
+    ref_cols = ["_f_date", "_f_file", "_f_row", *[f"_f{c}" for c in CONTENT]]
+    firsts = ided.filter(pl.col("_rid") == pl.col("_rid").min().over("_date", "_eid")).select(
+        "_date",
+        "_eid",
+        pl.col("_rid").alias("_f_rid"),
+        pl.col("_date").alias("_f_date"),
+        pl.col(SOURCE_FILE).alias("_f_file"),
+        pl.col(SOURCE_ROW).alias("_f_row"),
+        *[pl.col(c).alias(f"_f{c}") for c in CONTENT],
+    )
+    refs = firsts
+    if earlier is not None and earlier.height and ided.height:
+        before = (
+            firsts.select("_date", "_eid")
+            .join(earlier, on="_eid", how="inner")
+            .filter(
+                (pl.col("_f_date") < pl.col("_date"))
+                & ((pl.col("_date") - pl.col("_f_date")).dt.total_days() <= horizon_days)
+            )
+            .sort("_date", "_eid", "_f_date", "_f_file", "_f_row")
+            .unique(["_date", "_eid"], keep="first", maintain_order=True)
+            .with_columns(pl.lit(None, pl.UInt32).alias("_f_rid"))
+        )
+        if before.height:
+            refs = pl.concat(
+                [
+                    firsts.join(before.select("_date", "_eid"), on=["_date", "_eid"], how="anti"),
+                    before.select(firsts.columns),
+                ]
+            )
+    ided = ided.join(refs, on=["_date", "_eid"], how="left")
+    same = pl.all_horizontal([pl.col(c).eq_missing(pl.col(f"_f{c}")) for c in CONTENT])
+    is_ref = pl.col("_rid") == pl.col("_f_rid")
+    flags = ided.select(
+        "_rid",
+        (~is_ref.fill_null(False) & same).alias("_dup"),
+        (~is_ref.fill_null(False) & ~same).alias("_conflict"),
+    )
+    dup = np.zeros(df.height, dtype=bool)
+    dup[flags.filter("_dup")["_rid"].to_numpy()] = True
+    conflict_rids = flags.filter("_conflict")["_rid"]
+    conflicts = (
+        ided.filter(pl.col("_rid").is_in(conflict_rids.implode()))
+        .with_columns(
+            pl.lit("conflicting_event_id").alias("reason_category"),
+            pl.concat_str(
+                [
+                    pl.lit("event_id "),
+                    quoted(pl.col("_eid")),
+                    pl.lit(" conflicts with the different event kept under that id at "),
+                    pl.col("_f_file"),
+                    pl.lit(" row "),
+                    pl.col("_f_row").cast(pl.String),
+                ]
+            ).alias("reason"),
+        )
+        .drop("_rid", *ref_cols, "_f_rid")
+    )
+    kept = df.with_columns(pl.Series("_eid_dup", dup)).filter(
+        ~pl.col("_rid").is_in(conflict_rids.implode())
+    )
+    return kept.drop("_rid"), conflicts
+
+
 def mark_duplicates(
     valid: pl.DataFrame, anchors: pl.DataFrame | None, window_seconds: int
 ) -> pl.DataFrame:
     """Add ``_status`` (``clean``/``exact``/``near``) to valid rows (see module doc).
 
     ``valid`` must be in source order (date, file, row): the first of exact duplicates is kept.
+    Rows with an event id are duplicates when ``_eid_dup`` (from :func:`resolve_event_ids`)
+    says so; rows without one when an earlier row of the date has the same content.
     ``anchors`` has ``_uid, _iid, _et, _ts`` of already-clean events of earlier days.
     """
     by_id = pl.col("_eid").is_not_null()
-    content = [pl.when(~by_id).then(pl.col(c)).alias(f"_k{c}") for c in (*KEY, "_ts", "_val")]
+    if "_eid_dup" not in valid.columns:  # event ids not resolved: the first of each id per date
+        first_id = pl.col("_rid") == pl.col("_rid").min().over("_date", "_eid")
+        valid = (
+            valid.with_row_index("_rid")
+            .with_columns((by_id & ~first_id).alias("_eid_dup"))
+            .drop("_rid")
+        )
+    content = [pl.when(~by_id).then(pl.col(c)).alias(f"_k{c}") for c in CONTENT]
     df = valid.with_row_index("_rid").with_columns(*content)
-    key_cols = ["_date", "_eid", *[f"_k{c}" for c in (*KEY, "_ts", "_val")]]
-    firsts = df.group_by(key_cols).agg(pl.col("_rid").min())["_rid"]
-    first = np.zeros(df.height, dtype=bool)
+    key_cols = ["_date", *[f"_k{c}" for c in CONTENT]]
+    firsts = df.filter(~by_id).group_by(key_cols).agg(pl.col("_rid").min())["_rid"]
+    first = df.select(by_id & ~pl.col("_eid_dup")).to_series().to_numpy().copy()
     first[firsts.to_numpy()] = True
     near = np.zeros(df.height, dtype=bool)
     if window_seconds > 0 and df.height:
         kept = df.filter(pl.Series(first)).select(*KEY, "_ts", "_rid")
         near[_near_duplicates(kept, anchors, window_seconds * 1_000_000)] = True
     status = np.where(~first, "exact", np.where(near, "near", "clean"))
-    return df.drop("_rid", *key_cols[2:]).with_columns(pl.Series("_status", status, pl.String))
+    return df.drop("_rid", "_eid_dup", *key_cols[1:]).with_columns(
+        pl.Series("_status", status, pl.String)
+    )
 
 
 def _near_duplicates(

@@ -1,9 +1,22 @@
-"""Ingest: copy new landing partitions (up to the run date) into the warehouse's raw tables.
+"""Ingest: copy new or changed landing partitions (up to the run date) into the warehouse's raw tables.
 
 Raw rows are the landing rows as strings plus lineage (``_source_file``, ``_source_row``), one
-Parquet file (zstd, written atomically) per kind and date. A partition already in raw is not read
-again unless ``force`` is set for the run date; partitions dated after the run date are never
-opened, so a run for date D gives the same result whatever landed later.
+Parquet file (zstd, written atomically) per kind and date. Beside it, ``_landing_files.json``
+records every landing file that partition was built from (name relative to the landing root,
+size, modification time in ns and a BLAKE2b content hash), written after the Parquet file.
+
+Each call lists every landing partition dated ``<= run_date`` and compares it with that record
+(size and mtime first; the hash only when those differ): a partition not in raw yet, or one whose
+file set changed (a **late** file: new, changed or removed since it was ingested) is read again
+whole and its raw partition rebuilt from all its current files, so a changed file is re-read,
+never counted twice. Late files are named in the result, a :class:`LandingWarning` and the
+record (and from there in the date's manifest). ``force`` also rebuilds ``run_date``. Partitions
+dated after the run date are never opened, so a run for date D gives the same result whatever
+landed later.
+
+Every other entry under ``events/`` or ``items/`` (a misnamed folder, a stray file) fails the
+call naming it (``unrecognised="fail"``), or with ``"report"`` is listed in the result and a
+warning.
 """
 
 from __future__ import annotations
@@ -13,14 +26,21 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 from recsys_core.ingest._batch import read_partitions
-from recsys_core.ingest._errors import LandingWarning, MissingPartitionError
+from recsys_core.ingest._errors import LandingLayoutError, LandingWarning, MissingPartitionError
 from recsys_core.ingest._load import write_partition
-from recsys_core.ingest._read import KINDS, landing_dates, partition_dir
-from recsys_core.io import Warehouse
+from recsys_core.ingest._read import (
+    KINDS,
+    LandingFile,
+    landing_fingerprint,
+    partition_dir,
+    scan_landing,
+)
+from recsys_core.io import Warehouse, atomic_write_json, read_json
 
-__all__ = ["IO_THREADS", "IngestResult", "ingest"]
+__all__ = ["IO_THREADS", "IngestResult", "ingest", "landing_record", "landing_record_path"]
 
 #: Partitions read and written at once. The work is mostly waiting for the disk (each atomic
 #: write syncs the file and its folder), so threads overlap those waits.
@@ -33,9 +53,14 @@ BATCH_DAYS = 512
 class IngestResult:
     """What one :func:`ingest` call wrote.
 
-    ``dates``: kind -> ISO dates written to raw this call (ascending). ``rows``: kind -> rows
-    written. ``files``: landing files read. ``skipped``: kind -> partitions already in raw (not
-    read). ``notes``: dropped-column messages (also emitted as :class:`LandingWarning`).
+    ``dates``: kind -> ISO dates written to raw this call (ascending), first ingests and
+    re-ingests alike. ``rows``: kind -> rows written. ``files``: landing files read.
+    ``skipped``: kind -> partitions already in raw and unchanged (not read). ``notes``:
+    dropped-column messages (also emitted as :class:`LandingWarning`). ``late``: late landing
+    files, ``"<path> (new|changed|removed)"``. ``late_dates``: kind -> ISO dates re-ingested for
+    them. ``unrecognised``: landing paths that are not partitions (only with
+    ``unrecognised="report"``; otherwise they raise). ``vanished``: raw partitions whose landing
+    folder has no data file any more (kept as they are).
     """
 
     dates: dict[str, list[str]]
@@ -43,11 +68,54 @@ class IngestResult:
     files: int
     skipped: dict[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    late: tuple[str, ...] = ()
+    late_dates: dict[str, list[str]] = field(default_factory=dict)
+    unrecognised: tuple[str, ...] = ()
+    vanished: tuple[str, ...] = ()
 
     @property
     def all_dates(self) -> list[dt.date]:
         """Every date written (events or items), ascending: the dates to clean next."""
         return sorted({dt.date.fromisoformat(d) for ds in self.dates.values() for d in ds})
+
+
+def landing_record_path(warehouse: Warehouse, kind: str, day: dt.date) -> Path:
+    """Where the landing files of one raw partition are recorded (beside its Parquet file)."""
+    return warehouse.raw(kind, day).parent / "_landing_files.json"
+
+
+def landing_record(warehouse: Warehouse, kind: str, day: dt.date) -> dict[str, Any] | None:
+    """The record of the landing files one raw partition was built from, or None."""
+    path = landing_record_path(warehouse, kind, day)
+    return read_json(path) if path.is_file() else None
+
+
+def _fingerprint(f: LandingFile, digest: str) -> dict[str, Any]:
+    return {"name": f.rel, "size": f.size, "mtime_ns": f.mtime_ns, "blake2b": digest}
+
+
+def _compare(
+    recorded: dict[str, Any], files: list[LandingFile]
+) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """``(changes, known digests)``: ``(name, "new"|"changed"|"removed")`` for every file that
+    differs from the record; the digest of every unchanged file (hashed only when its size or
+    mtime differ from the record's)."""
+    before = {e["name"]: e for e in recorded.get("files", [])}
+    changes: list[tuple[str, str]] = []
+    digests: dict[str, str] = {}
+    for f in files:
+        old = before.get(f.rel)
+        if old is None:
+            changes.append((f.rel, "new"))
+        elif old["size"] == f.size and old["mtime_ns"] == f.mtime_ns:
+            digests[f.rel] = old["blake2b"]
+        elif (digest := landing_fingerprint(f.path)) == old["blake2b"]:
+            digests[f.rel] = digest  # touched, same bytes: not late
+        else:
+            changes.append((f.rel, "changed"))
+    current = {f.rel for f in files}
+    changes += [(name, "removed") for name in sorted(before) if name not in current]
+    return changes, digests
 
 
 def ingest(
@@ -57,15 +125,28 @@ def ingest(
     *,
     force: bool = False,
     require_run_date: bool = True,
+    unrecognised: Literal["fail", "report"] = "fail",
 ) -> IngestResult:
-    """Write every landing partition dated ``<= run_date`` that raw does not hold yet.
+    """Write every landing partition dated ``<= run_date`` that raw lacks or that changed since
+    it was ingested (see module doc).
 
-    ``force`` re-ingests ``run_date``'s partitions (earlier ones are never rewritten). If
+    ``force`` re-ingests ``run_date``'s partitions whether they changed or not. If
     ``require_run_date`` and ``run_date`` has no events partition, raises
-    :class:`MissingPartitionError` naming the expected path (before writing anything).
+    :class:`MissingPartitionError` naming the expected path. Unrecognised landing paths raise
+    :class:`LandingLayoutError` naming them unless ``unrecognised="report"``. Both checks come
+    before anything is written.
     """
     landing = Path(landing)
-    available = {kind: landing_dates(landing, kind, until=run_date) for kind in KINDS}
+    scans = {kind: scan_landing(landing, kind, until=run_date) for kind in KINDS}
+    strays = tuple(p for kind in KINDS for p in scans[kind].unrecognised)
+    if strays and unrecognised == "fail":
+        raise LandingLayoutError(
+            f"landing zone {landing}: {len(strays)} path(s) are not partition folders "
+            f"<kind>/date=YYYY-MM-DD with a real date, or are stray files: "
+            f"{', '.join(strays)}; rename or remove them (or prefix the name with '_'), or set "
+            '[ingest] unrecognised_paths = "report" to only report them'
+        )
+    available = {kind: scans[kind].partitions for kind in KINDS}
     if require_run_date and run_date not in available["events"]:
         path = partition_dir(landing, "events", run_date)
         raise MissingPartitionError(
@@ -73,14 +154,37 @@ def ingest(
             f"{'has no data file' if path.is_dir() else 'does not exist'}; wait for the drop, "
             "or run with require_run_date=False"
         )
-    todo = {
-        kind: [
-            day
-            for day in available[kind]
-            if force and day == run_date or not warehouse.raw(kind, day).is_file()
-        ]
+    todo: dict[str, list[dt.date]] = {kind: [] for kind in KINDS}
+    late: list[str] = []
+    late_dates: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    changes_of: dict[tuple[str, dt.date], list[tuple[str, str]]] = {}
+    refresh: list[tuple[str, dt.date, dict[str, str]]] = []
+    for kind in KINDS:
+        for day, files in available[kind].items():
+            recorded = (
+                landing_record(warehouse, kind, day) if warehouse.raw(kind, day).is_file() else None
+            )
+            if recorded is None:  # new (or ingested before records were kept): read it
+                todo[kind].append(day)
+                continue
+            changes, digests = _compare(recorded, files)
+            if changes:
+                todo[kind].append(day)
+                changes_of[(kind, day)] = changes
+                late += [f"{name} ({change})" for name, change in changes]
+                late_dates[kind].append(day.isoformat())
+            elif force and day == run_date:
+                todo[kind].append(day)
+            elif any(
+                e["mtime_ns"] != f.mtime_ns for e, f in zip(recorded["files"], files, strict=True)
+            ):
+                refresh.append((kind, day, digests))  # touched only: update the record
+    vanished = tuple(
+        f"{kind}/date={day.isoformat()}"
         for kind in KINDS
-    }
+        for day in warehouse.raw_dates(kind)
+        if day <= run_date and day not in available[kind]
+    )
     dates: dict[str, list[str]] = {kind: [] for kind in KINDS}
     rows = dict.fromkeys(KINDS, 0)
     notes: list[str] = []
@@ -89,16 +193,69 @@ def ingest(
         for kind in KINDS:
             for start in range(0, len(todo[kind]), BATCH_DAYS):
                 days = todo[kind][start : start + BATCH_DAYS]
+                listed = [available[kind][day] for day in days]
+                # hashed before reading: a file rewritten meanwhile shows as changed next time
+                digests = list(
+                    pool.map(lambda fs: [landing_fingerprint(f.path) for f in fs], listed)
+                )
                 parts = read_partitions(landing, kind, days)
                 targets = [warehouse.raw(kind, day) for day in days]
                 list(pool.map(write_partition, [df for df, _, _ in parts], targets))
+                records = [
+                    _record(warehouse, kind, day, files, digs, changes_of.get((kind, day), []))
+                    for day, files, digs in zip(days, listed, digests, strict=True)
+                ]
+                list(pool.map(lambda r: atomic_write_json(*r), records))  # after the data
                 for day, (df, file_notes, n) in zip(days, parts, strict=True):
                     dates[kind].append(day.isoformat())
                     rows[kind] += df.height
                     notes.extend(file_notes)
                     n_files += n
+    for kind, day, digests in refresh:
+        files = available[kind][day]
+        atomic_write_json(
+            *_record(warehouse, kind, day, files, [digests[f.rel] for f in files], [])
+        )
     skipped = {kind: len(available[kind]) - len(dates[kind]) for kind in KINDS}
-    if notes:
-        shown = "; ".join(notes[:5]) + (f"; ... ({len(notes) - 5} more)" if len(notes) > 5 else "")
-        warnings.warn(shown, LandingWarning, stacklevel=2)
-    return IngestResult(dates=dates, rows=rows, files=n_files, skipped=skipped, notes=tuple(notes))
+    _warn("; ".join(notes[:5]) + (f"; ... ({len(notes) - 5} more)" if len(notes) > 5 else ""))
+    if late:
+        _warn(f"late landing files picked up (their dates re-ingested): {', '.join(late)}")
+    if strays:
+        _warn(f"unrecognised landing paths (not read): {', '.join(strays)}")
+    if vanished:
+        _warn(
+            f"ingested partitions no longer in the landing zone (raw kept): {', '.join(vanished)}"
+        )
+    return IngestResult(
+        dates=dates,
+        rows=rows,
+        files=n_files,
+        skipped=skipped,
+        notes=tuple(notes),
+        late=tuple(late),
+        late_dates={k: v for k, v in late_dates.items() if v},
+        unrecognised=strays,
+        vanished=vanished,
+    )
+
+
+def _warn(message: str) -> None:
+    if message:
+        warnings.warn(message, LandingWarning, stacklevel=3)
+
+
+def _record(
+    warehouse: Warehouse,
+    kind: str,
+    day: dt.date,
+    files: list[LandingFile],
+    digests: list[str],
+    changes: list[tuple[str, str]],
+) -> tuple[Path, dict[str, Any]]:
+    """``(path, content)`` of one partition's landing record; late changes accumulate."""
+    before = landing_record(warehouse, kind, day) or {}
+    late = [*before.get("late", []), *({"name": n, "change": c} for n, c in changes)]
+    return landing_record_path(warehouse, kind, day), {
+        "files": [_fingerprint(f, d) for f, d in zip(files, digests, strict=True)],
+        "late": late,
+    }

@@ -109,10 +109,29 @@ class Check:
     message: pl.Expr
 
 
+#: Start of an id the reader marked as a JSON object/array/boolean (see ``_read.BAD_ID_MARK``).
+_MARKED = r"^\x00([a-z]+)\x00"
+
+
 def id_checks(name: str, col: pl.Expr, max_len: int, prefix: str = "") -> list[Check]:
-    """Checks of a stripped id column: present, not too long, no control characters."""
+    """Checks of a stripped id column: present, a string or number (not a JSON object, array or
+    boolean), not too long, no control characters."""
+    marked = col.str.contains(_MARKED)
     return [
         Check(f"{prefix}missing_{name}", col.is_null() | (col == ""), pl.lit(f"{name} is missing")),
+        Check(
+            f"{prefix}bad_{name}",
+            marked,
+            pl.concat_str(
+                [
+                    pl.lit(f"{name} is a JSON "),
+                    col.str.extract(_MARKED, 1),
+                    pl.lit(" "),
+                    quoted(col.str.replace(_MARKED, "")),
+                    pl.lit(", expected a string or a number"),
+                ]
+            ),
+        ),
         Check(
             f"{prefix}bad_{name}",
             col.str.len_chars() > max_len,
@@ -125,7 +144,7 @@ def id_checks(name: str, col: pl.Expr, max_len: int, prefix: str = "") -> list[C
         ),
         Check(
             f"{prefix}bad_{name}",
-            col.str.contains(r"\p{Cc}"),
+            col.str.contains(r"\p{Cc}") & ~marked,
             pl.concat_str(
                 [pl.lit(f"{name} "), quoted(col), pl.lit(" contains control characters")]
             ),

@@ -3,7 +3,14 @@
 A landing partition is a folder ``<landing>/<kind>/date=YYYY-MM-DD/`` holding any number of
 ``*.csv``, ``*.jsonl`` / ``*.ndjson``, ``*.json`` and ``*.parquet`` files. Files whose name starts
 with ``.`` or ``_`` (temporaries, ``_SUCCESS`` markers) are skipped; any other extension is an
-error, so a misnamed drop is never silently ignored.
+error, so a misnamed drop is never silently ignored. Any other entry (a folder under ``<kind>/``
+that is not ``date=YYYY-MM-DD`` with a real date, a file directly under ``<kind>/``, a folder inside
+a partition) is *unrecognised*: :func:`scan_landing` lists it so that ingest can fail or report it.
+A symbolic link whose target is outside the landing root is refused (:class:`LandingPathError`,
+naming the link, never the target or its content).
+
+All access to landing files goes through :func:`scan_landing` (listing with size and mtime),
+:func:`landing_fingerprint` (content hash) and :func:`read_landing_file` (parsing).
 
 Every value is read as a string exactly as the source wrote it ("007" stays "007", a JSON ``5.0``
 stays "5.0"); typing and validation happen in :func:`recsys_core.ingest.clean`. Header names are
@@ -16,15 +23,22 @@ multi-line field as one record; for JSON lines the line number).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
 
-from recsys_core.ingest._errors import LandingReadError, LandingSchemaError, LandingWarning
+from recsys_core.ingest._errors import (
+    LandingPathError,
+    LandingReadError,
+    LandingSchemaError,
+    LandingWarning,
+)
 from recsys_core.schema import (
     EVENT_OPTIONAL,
     EVENT_REQUIRED,
@@ -35,16 +49,21 @@ from recsys_core.schema import (
 )
 
 __all__ = [
+    "BAD_ID_MARK",
     "DATA_EXTENSIONS",
     "KINDS",
+    "LandingFile",
+    "LandingScan",
     "extra_columns_note",
     "landing_columns",
     "landing_dates",
+    "landing_fingerprint",
     "partition_dir",
     "partition_files",
     "normalise_names",
     "read_landing_file",
     "read_landing_partition",
+    "scan_landing",
 ]
 
 Kind = Literal["events", "items"]
@@ -70,39 +89,130 @@ def partition_dir(landing: Path, kind: str, day: dt.date) -> Path:
     return Path(landing) / kind / f"date={day.isoformat()}"
 
 
-def partition_files(directory: Path) -> list[Path]:
-    """Data files of one partition folder, sorted by name; hidden and ``_`` files skipped."""
+@dataclass(frozen=True)
+class LandingFile:
+    """One landing data file as listed: path, name relative to the landing root, size, mtime."""
+
+    path: Path
+    rel: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class LandingScan:
+    """One kind's listing: data files per partition date, and the entries that fit no rule."""
+
+    partitions: dict[dt.date, list[LandingFile]]
+    unrecognised: list[str] = field(default_factory=list)
+
+
+def _skipped(name: str) -> bool:
+    return name.startswith((".", "_"))
+
+
+def _rel(path: Path, landing: Path) -> str:
+    try:
+        return path.relative_to(landing).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _check_link(path: Path, landing: Path) -> None:
+    """Refuse a symbolic link whose target lies outside the landing root (name the link only)."""
+    if not path.is_symlink():
+        return
+    root = landing.resolve()
+    target = path.resolve()
+    if target != root and not target.is_relative_to(root):
+        raise LandingPathError(
+            f"{_rel(path, landing)}: is a symbolic link to a path outside the landing root "
+            f"{landing}; refused (copy the data into the landing zone instead of linking it)"
+        )
+
+
+def partition_files(directory: Path, landing: Path | None = None) -> list[Path]:
+    """Data files of one partition folder, sorted by name; hidden and ``_`` files skipped.
+
+    A symbolic link resolving outside ``landing`` (default: the folder's grandparent, the
+    landing root) raises :class:`LandingPathError`.
+    """
     if not directory.is_dir():
         return []
-    return sorted(
-        p for p in directory.iterdir() if p.is_file() and not p.name.startswith((".", "_"))
-    )
-
-
-def landing_dates(landing: Path, kind: str, *, until: dt.date | None = None) -> list[dt.date]:
-    """Sorted dates of ``kind``'s partitions that hold at least one data file.
-
-    With ``until``, folders dated later are not even listed (a run never looks at the future).
-    A folder with only hidden/underscore files (a drop still being written) does not count.
-    """
-    root = Path(landing) / kind
-    landing_columns(kind)
-    if not root.is_dir():
-        return []
+    landing = Path(landing) if landing is not None else directory.parent.parent
     out = []
-    for child in root.iterdir():
-        m = _DATE_DIR.match(child.name)
-        if not m or not child.is_dir():
+    for p in directory.iterdir():
+        if _skipped(p.name):
             continue
-        try:
-            day = dt.date.fromisoformat(m.group(1))
-        except ValueError:
+        _check_link(p, landing)
+        if p.is_file():
+            out.append(p)
+    return sorted(out)
+
+
+def scan_landing(landing: Path, kind: str, *, until: dt.date | None = None) -> LandingScan:
+    """List ``<landing>/<kind>``: each partition's data files (with size and mtime) and every
+    unrecognised entry (path relative to the landing root), both sorted.
+
+    With ``until``, partitions dated later are not opened (a run never looks at the future). A
+    partition with only hidden/underscore files (a drop still being written) is not listed.
+    Unrecognised: a folder that is not ``date=YYYY-MM-DD`` with a real date (``date=2026-5-4``,
+    ``Date=...``, ``date=2026-13-45``), a file directly under ``<kind>/``, a folder inside a
+    partition. Hidden and ``_`` names are skipped everywhere.
+    """
+    landing_columns(kind)
+    landing = Path(landing)
+    root = landing / kind
+    if root.is_symlink():
+        _check_link(root, landing)
+    partitions: dict[dt.date, list[LandingFile]] = {}
+    unrecognised: list[str] = []
+    if not root.is_dir():
+        return LandingScan(partitions, unrecognised)
+    for child in root.iterdir():
+        if _skipped(child.name):
+            continue
+        _check_link(child, landing)
+        m = _DATE_DIR.match(child.name)
+        day = None
+        if m and child.is_dir():
+            try:
+                day = dt.date.fromisoformat(m.group(1))
+            except ValueError:
+                day = None
+        if day is None:
+            unrecognised.append(_rel(child, landing) + ("/" if child.is_dir() else ""))
             continue
         if until is not None and day > until:
             continue
-        if partition_files(child):
-            out.append(day)
-    return sorted(out)
+        files = []
+        for p in sorted(child.iterdir()):
+            if _skipped(p.name):
+                continue
+            _check_link(p, landing)
+            if p.is_file():
+                st = p.stat()
+                files.append(LandingFile(p, _rel(p, landing), st.st_size, st.st_mtime_ns))
+            else:
+                unrecognised.append(_rel(p, landing) + "/")
+        if files:
+            partitions[day] = files
+    return LandingScan(dict(sorted(partitions.items())), sorted(unrecognised))
+
+
+def landing_fingerprint(path: Path) -> str:
+    """The content hash of one landing file (BLAKE2b, 128 bits, hex), read in 1 MiB blocks."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def landing_dates(landing: Path, kind: str, *, until: dt.date | None = None) -> list[dt.date]:
+    """Sorted dates of ``kind``'s partitions that hold at least one data file (see
+    :func:`scan_landing`; unrecognised entries are not reported here)."""
+    return list(scan_landing(landing, kind, until=until).partitions)
 
 
 def read_landing_partition(landing: Path, kind: Kind, day: dt.date) -> pl.DataFrame:
@@ -142,7 +252,12 @@ def read_landing_file(path: Path, kind: str, landing: Path) -> tuple[pl.DataFram
             f"{list(DATA_EXTENSIONS)} (or prefix the name with '_' to make readers skip it)"
         )
     rows: list[int] | None = None
-    if path.stat().st_size == 0:  # no header, no rows: nothing to check
+    if path.stat().st_size == 0 and ext == ".parquet":  # a Parquet file has a footer at least
+        raise LandingReadError(
+            f"{rel}: cannot read as Parquet: the file is empty (0 bytes), a corrupt or truncated "
+            "upload; replace it with the complete file"
+        )
+    if path.stat().st_size == 0:  # CSV/JSON: no header, no rows: an empty drop
         raw = pl.DataFrame(schema={c: pl.String for c in required})
     elif ext == ".csv":
         raw = _read_csv(path, rel)
@@ -239,6 +354,16 @@ def _read_parquet(path: Path, rel: str) -> pl.DataFrame:
             col = col.map_elements(
                 lambda v: json.dumps(_to_jsonable(v), ensure_ascii=False), return_dtype=pl.String
             )
+            if name.strip().lower() in ID_COLUMNS:
+                kind = "array" if isinstance(dtype, pl.List | pl.Array) else "object"
+                col = pl.concat_str([pl.lit(f"{BAD_ID_MARK}{kind}{BAD_ID_MARK}"), col])
+        elif dtype == pl.Boolean and name.strip().lower() in ID_COLUMNS:
+            col = pl.concat_str(
+                [
+                    pl.lit(f"{BAD_ID_MARK}boolean{BAD_ID_MARK}"),
+                    col.cast(pl.String).str.to_lowercase(),
+                ]
+            )
         elif dtype == pl.Binary:
             col = col.cast(pl.String, strict=False)
         exprs.append(col.cast(pl.String).alias(name))
@@ -256,6 +381,14 @@ def _to_jsonable(value: Any) -> Any:
     return value
 
 
+#: Prefix of an id that was a JSON object, array or boolean in the source: ``MARK<type>MARK<json>``.
+#: NUL cannot be part of a valid id (control characters are quarantined), so the marked value
+#: can never be mistaken for one; clean quarantines it as ``bad_user_id`` / ``bad_item_id``.
+BAD_ID_MARK = "\x00"
+#: Columns whose JSON objects, arrays and booleans are marked rather than turned into text.
+ID_COLUMNS: frozenset[str] = frozenset({"user_id", "item_id"})
+
+
 def _json_text(value: Any) -> str | None:
     """A parsed JSON value as text; numbers arrive as their literal source text already."""
     if value is None or isinstance(value, str):
@@ -263,6 +396,14 @@ def _json_text(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     return json.dumps(value, ensure_ascii=False)
+
+
+def _json_id(value: Any) -> str | None:
+    """An id value as text; an object, array or boolean marked with its type (:data:`BAD_ID_MARK`)."""
+    if isinstance(value, dict | list | bool):
+        kind = {dict: "object", list: "array", bool: "boolean"}[type(value)]
+        return f"{BAD_ID_MARK}{kind}{BAD_ID_MARK}{_json_text(value)}"
+    return _json_text(value)
 
 
 def _read_json(path: Path, rel: str) -> tuple[pl.DataFrame, list[int]]:
@@ -304,7 +445,8 @@ def _read_json(path: Path, rel: str) -> tuple[pl.DataFrame, list[int]]:
         try:  # fast path: every value is a string (numbers already are) or null
             series.append(pl.Series(key, values, dtype=pl.String, strict=True))
         except (TypeError, pl.exceptions.PolarsError):
-            series.append(pl.Series(key, [_json_text(v) for v in values], dtype=pl.String))
+            text = _json_id if key.lstrip("\ufeff").strip().lower() in ID_COLUMNS else _json_text
+            series.append(pl.Series(key, [text(v) for v in values], dtype=pl.String))
     if not series:  # only empty objects: no columns at all (reported as missing columns)
         return pl.DataFrame(), numbers
     return pl.DataFrame(series), numbers

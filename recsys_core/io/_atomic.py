@@ -85,21 +85,32 @@ def atomic_path(target: Any) -> Iterator[Path]:
         finally:
             tmp.unlink(missing_ok=True)
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}-{target.name}"
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         if tmp.is_file():
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as exc:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if _names_no_path(exc, target):  # disk full, permission denied: say which file
+            raise OSError(exc.errno, f"cannot write {target}: {exc.strerror or exc}") from exc
         raise
+
+
+def _names_no_path(exc: BaseException, target: Path) -> bool:
+    """A plain OS error (not one of ours) whose message does not name ``target``."""
+    return (
+        isinstance(exc, OSError)
+        and type(exc).__module__ == "builtins"
+        and str(target) not in str(exc)
+    )
 
 
 def atomic_write_bytes(target: Any, data: bytes) -> Any:

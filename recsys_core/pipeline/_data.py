@@ -10,6 +10,7 @@ from recsys_core.ingest import clean_with_followers, ingest, pending_clean_dates
 from recsys_core.io import Warehouse, exists, read_json, sweep_temporaries
 from recsys_core.pipeline._context import jsonable
 from recsys_core.pipeline._faults import maybe_fail
+from recsys_core.pipeline._finalize import withdraw_completion
 
 __all__ = ["clean_step", "ingest_step"]
 
@@ -19,19 +20,33 @@ def ingest_step(settings: Settings, run_date: dt.date, *, force: bool = False) -
 
     Raises :class:`recsys_core.ingest.MissingPartitionError` when ``run_date``'s events partition is
     not in the landing zone yet (late data): the task retries it.
+
+    First of all it withdraws ``run_date``'s completion marker: every later step may change the
+    date's outputs, and only :func:`~recsys_core.pipeline.finalize_step` writes it again, so a run
+    stopped at any point leaves the date not complete. Late landing files (new or changed since
+    their date was ingested) are re-ingested and listed under ``late``.
     """
     wh = Warehouse(settings.warehouse)
+    withdrawn = withdraw_completion(settings, run_date)
     swept = sweep_temporaries(wh.root)
     maybe_fail(settings, "ingest")
-    result = ingest(settings.landing, wh, run_date, force=force)
+    result = ingest(
+        settings.landing,
+        wh,
+        run_date,
+        force=force,
+        unrecognised=settings.ingest.unrecognised_paths,
+    )
     out = jsonable(result)
     out["swept_temporaries"] = swept
+    out["completion_marker_withdrawn"] = withdrawn
     return out
 
 
 def clean_step(settings: Settings, run_date: dt.date, *, force: bool = False) -> dict[str, Any]:
-    """Clean every raw events partition up to ``run_date`` that has no manifest yet, in date order
-    (the near-duplicate rule looks at the previous day). ``force`` re-cleans ``run_date``.
+    """Clean every raw partition up to ``run_date`` that has no manifest yet or was re-ingested
+    (late files), in date order (the near-duplicate rule looks at the previous day), then the
+    already-clean later dates those can change (``followers``). ``force`` re-cleans ``run_date``.
 
     Returns totals over the dates cleaned now plus ``run_date``'s own manifest.
     """
@@ -40,12 +55,20 @@ def clean_step(settings: Settings, run_date: dt.date, *, force: bool = False) ->
     todo = set(pending_clean_dates(wh, run_date))
     if force and (exists(wh.raw("events", run_date)) or exists(wh.raw("items", run_date))):
         todo.add(run_date)
-    ordered = sorted(todo)
+    extra = {}
+    if settings.ingest.unrecognised_paths == "report":  # (with "fail", ingest refused them)
+        extra["unrecognised_paths"] = [
+            p
+            for kind in ("events", "items")
+            for p in scan_landing(settings.landing, kind, until=run_date).unrecognised
+        ]
     totals = {"ingested": 0, "clean": 0, "duplicates": 0, "quarantined": 0}
     manifests = {}
     # vectorised passes over the pending dates (the first MovieLens night has thousands), each of
-    # at most settings.clean.batch_mib of raw data
-    for m in clean_days(wh, ordered, settings.clean):
+    # at most settings.clean.batch_mib of raw data; then the later dates they change
+    cleaned, followers = clean_with_followers(wh, todo, run_date, settings.clean, extra=extra)
+    ordered = [dt.date.fromisoformat(m["date"]) for m in cleaned]
+    for m in cleaned:
         manifests[m["date"]] = m
         for key in totals:
             totals[key] += int(m.get("events", {}).get(key, 0))
@@ -54,6 +77,7 @@ def clean_step(settings: Settings, run_date: dt.date, *, force: bool = False) ->
         today = read_json(wh.manifest(run_date))
     return {
         "dates_cleaned": [d.isoformat() for d in ordered],
+        "followers": [d.isoformat() for d in followers],
         "events": totals,
         "run_date_manifest": today,
     }

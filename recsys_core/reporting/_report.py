@@ -52,6 +52,7 @@ from recsys_core.io import (
     read_parquet,
 )
 from recsys_core.metrics import METRIC_NAMES
+from recsys_core.reporting._abtest import abtest_section, gate_section
 from recsys_core.reporting._digest import fmt, headline, metrics_table
 from recsys_core.reporting._drift import drift_signals
 from recsys_core.reporting._history import evaluation_record, metrics_history, previous_stats
@@ -140,7 +141,29 @@ def _section_ingest(warehouse: Warehouse, summary: dict[str, Any], run_date: dt.
             "<p>Totals over the partitions cleaned tonight:</p>"
             + _table(["count", "value"], _flatten(summary["ingest_totals"]))
         )
+    parts += _landing_notes(summary)
     return "\n".join(parts)
+
+
+def _landing_notes(summary: dict[str, Any]) -> list[str]:
+    """Late files, unrecognised landing paths and vanished partitions, each named (from the
+    ingest and clean steps' summaries)."""
+    steps = summary.get("steps") or {}
+    ingest, clean = steps.get("ingest") or {}, steps.get("clean") or {}
+    notes = [
+        ("Late landing files picked up tonight (their dates re-ingested and re-cleaned)", "late"),
+        ("Unrecognised landing paths (not read)", "unrecognised"),
+        ("Ingested partitions no longer in the landing zone (raw kept)", "vanished"),
+    ]
+    out = []
+    for title, key in notes:
+        if ingest.get(key):
+            items = "".join(f"<li>{html.escape(str(p))}</li>" for p in ingest[key])
+            out.append(f"<p class=flag>{html.escape(title)}:</p><ul>{items}</ul>")
+    if clean.get("followers"):
+        dates = ", ".join(html.escape(str(d)) for d in clean["followers"])
+        out.append(f"<p>Later dates re-cleaned because an earlier date changed: {dates}</p>")
+    return out
 
 
 def _section_drift(warehouse: Warehouse, summary: dict[str, Any], run_date: dt.date) -> str:
@@ -240,6 +263,7 @@ def build_report(warehouse: Warehouse, run_date: dt.date, *, summary: dict[str, 
             ],
         )
     )
+    parts.append(gate_section(summary.get("gate"), summary.get("champion_entry")))
     rows = metrics_table(summary)
     if rows:
         parts.append(
@@ -262,6 +286,7 @@ def build_report(warehouse: Warehouse, run_date: dt.date, *, summary: dict[str, 
             )
             + _glossary([r["metric"] for r in rows])
         )
+    parts.append(abtest_section(summary.get("abtest") or {}, _img))
     parts.append(_section_segments(summary))
     parts.append(_section_ingest(warehouse, summary, run_date))
 

@@ -1,0 +1,542 @@
+"""Nothing silently dropped (issue 13): every landing row and every landing path is accounted for.
+
+Core step functions (``recsys_core.pipeline.ingest_step`` / ``clean_step``, what the nightly flow's
+first two tasks call) on tiny hand-written landing zones; the CLI where the user's entry point is
+the command line (bad settings, a fresh install); a Hypothesis property over several nights of
+random landing drops. The flow-level tests (completion marker, fresh install) are marked slow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recsys_core.config import ConfigError, Settings, load_settings
+from recsys_core.ingest import (
+    LandingLayoutError,
+    LandingPathError,
+    LandingReadError,
+    LandingWarning,
+    load_clean_events,
+)
+from recsys_core.io import Warehouse
+from recsys_core.pipeline import clean_step, ingest_step
+from recsys_core.reporting import build_report
+
+REPO = Path(__file__).resolve().parents[1]
+D1, D2, D3, D4, D5 = (dt.date(2026, 1, 4) + dt.timedelta(days=k) for k in range(5))
+HEADER = "user_id,item_id,event_type,timestamp,value,event_id\n"
+
+
+def put(landing: Path, kind: str, day: dt.date, name: str, text: str | bytes) -> Path:
+    path = landing / kind / f"date={day.isoformat()}" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def csv(*rows: str) -> str:
+    return HEADER + "".join(r + "\n" for r in rows)
+
+
+def ev(day: dt.date, hms: str, eid: str, user: str = "u", item: str = "i", kind="view") -> str:
+    return f"{user},{item},{kind},{day.isoformat()}T{hms}Z,,{eid}"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(landing=tmp_path / "landing", warehouse=tmp_path / "wh")
+
+
+def night(settings: Settings, day: dt.date, *, force: bool = False) -> tuple[dict, dict]:
+    """The flow's first two steps for one run date; LandingWarnings are returned, not raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ingested = ingest_step(settings, day, force=force)
+    ingested["warnings"] = [str(w.message) for w in caught if w.category is LandingWarning]
+    return ingested, clean_step(settings, day, force=force)
+
+
+def manifest(settings: Settings, day: dt.date) -> dict:
+    return json.loads(Warehouse(settings.warehouse).manifest(day).read_text())
+
+
+def quarantine(settings: Settings, day: dt.date) -> pl.DataFrame:
+    return pl.read_parquet(Warehouse(settings.warehouse).quarantine(day))
+
+
+def mtimes(wh: Warehouse) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in sorted(wh.root.rglob("*")) if p.is_file()}
+
+
+# ---- 1. late files ------------------------------------------------------------------------------
+def test_a_late_file_is_picked_up_by_the_next_run_without_force(settings: Settings) -> None:
+    landing = settings.landing
+    put(landing, "events", D1, "a.csv", csv(ev(D1, "10:00:00", "e1")))
+    put(landing, "events", D2, "a.csv", csv(ev(D2, "10:00:00", "e2")))
+    night(settings, D1)
+    night(settings, D2)
+    assert manifest(settings, D1)["events"]["ingested"] == 1
+    late = put(landing, "events", D1, "b.csv", csv(ev(D1, "12:00:00", "e3", user="v")))
+    put(landing, "events", D3, "a.csv", csv(ev(D3, "10:00:00", "e4")))
+
+    ingested, cleaned = night(settings, D3)
+    assert ingested["late"] == ["events/date=2026-01-04/b.csv (new)"]
+    assert ingested["late_dates"] == {"events": ["2026-01-04"]}
+    assert any("late landing files picked up" in w and "b.csv" in w for w in ingested["warnings"])
+    assert "2026-01-04" in cleaned["dates_cleaned"]
+    m1 = manifest(settings, D1)
+    assert m1["events"] == {"ingested": 2, "clean": 2, "duplicates": 0, "quarantined": 0}
+    assert m1["late_files"] == ["events/date=2026-01-04/b.csv (new)"]
+    names = [f["name"] for f in m1["landing_files"]["events"]]
+    assert names == ["events/date=2026-01-04/a.csv", "events/date=2026-01-04/b.csv"]
+    entry = m1["landing_files"]["events"][1]
+    assert entry["size"] == late.stat().st_size and entry["mtime_ns"] == late.stat().st_mtime_ns
+    assert len(entry["blake2b"]) == 32
+    clean = load_clean_events(Warehouse(settings.warehouse), until=D3)
+    assert sorted(clean["event_id"].to_list()) == ["e1", "e2", "e3", "e4"]
+
+
+def test_a_changed_file_is_re_read_not_double_counted(settings: Settings) -> None:
+    a = put(settings.landing, "events", D1, "a.csv", csv(ev(D1, "10:00:00", "e1")))
+    night(settings, D1)
+    a.write_text(csv(ev(D1, "10:00:00", "e1"), ev(D1, "11:00:00", "e2")), encoding="utf-8")
+    put(settings.landing, "events", D2, "a.csv", csv(ev(D2, "10:00:00", "e9")))
+    ingested, _ = night(settings, D2)
+    assert ingested["late"] == ["events/date=2026-01-04/a.csv (changed)"]
+    assert manifest(settings, D1)["events"]["ingested"] == 2  # not 1 + 2
+    a.unlink()
+    put(settings.landing, "events", D1, "c.csv", csv(ev(D1, "12:00:00", "e5")))
+    ingested, _ = night(settings, D2)
+    assert sorted(ingested["late"]) == [
+        "events/date=2026-01-04/a.csv (removed)",
+        "events/date=2026-01-04/c.csv (new)",
+    ]
+    assert manifest(settings, D1)["events"]["ingested"] == 1
+
+
+def test_unchanged_landing_rewrites_nothing_and_a_touched_file_is_not_late(
+    settings: Settings,
+) -> None:
+    a = put(settings.landing, "events", D1, "a.csv", csv(ev(D1, "10:00:00", "e1")))
+    night(settings, D1)
+    wh = Warehouse(settings.warehouse)
+    outputs = {p: b for p in wh.root.rglob("*") if p.is_file() for b in [p.read_bytes()]}
+    before = mtimes(wh)
+    ingested, cleaned = night(settings, D1)
+    assert ingested["late"] == [] and cleaned["dates_cleaned"] == []
+    assert mtimes(wh) == before
+    os.utime(a, ns=(a.stat().st_atime_ns, a.stat().st_mtime_ns + 10**9))  # same bytes, newer
+    ingested, cleaned = night(settings, D1)
+    assert ingested["late"] == [] and ingested["dates"]["events"] == []
+    assert cleaned["dates_cleaned"] == []
+    assert {p: p.read_bytes() for p in outputs if "_landing_files" not in p.name} == {
+        p: b for p, b in outputs.items() if "_landing_files" not in p.name
+    }
+
+
+def test_a_late_file_redoes_near_duplicates_on_the_following_date_only(
+    settings: Settings,
+) -> None:
+    landing = settings.landing
+    put(landing, "events", D1, "a.csv", csv(ev(D1, "08:00:00", "e1")))
+    put(landing, "events", D2, "a.csv", csv(ev(D2, "00:00:05", "e2"), ev(D2, "12:00:00", "x2")))
+    put(landing, "events", D3, "a.csv", csv(ev(D3, "00:00:05", "e3")))
+    for day in (D1, D2, D3):
+        night(settings, day)
+    wh = Warehouse(settings.warehouse)
+    assert manifest(settings, D2)["duplicate_kinds"]["events_near"] == 0
+    d3_manifest = wh.manifest(D3).stat().st_mtime_ns
+    # the late file's event is 15 s before e2 (same user, item, type): e2 becomes a near duplicate
+    put(landing, "events", D1, "late.csv", csv(ev(D1, "23:59:50", "e0")))
+    put(landing, "events", D4, "a.csv", csv(ev(D4, "10:00:00", "e4")))
+    _, cleaned = night(settings, D4)
+    assert cleaned["dates_cleaned"] == ["2026-01-04", "2026-01-05", "2026-01-07"]
+    assert cleaned["followers"] == ["2026-01-05"]
+    m2 = manifest(settings, D2)
+    assert m2["duplicate_kinds"]["events_near"] == 1
+    assert m2["events"] == {"ingested": 2, "clean": 1, "duplicates": 1, "quarantined": 0}
+    assert wh.manifest(D3).stat().st_mtime_ns == d3_manifest  # D2's anchors did not change
+    # the same outputs as if the late file had been there from the start
+    fresh = Settings(landing=landing, warehouse=settings.warehouse.parent / "fresh")
+    night(fresh, D4)
+    for day in (D1, D2, D3, D4):
+        assert (
+            Warehouse(fresh.warehouse).clean("events", day).read_bytes()
+            == wh.clean("events", day).read_bytes()
+        )
+
+
+def test_a_late_event_id_requarantines_its_later_copy(settings: Settings) -> None:
+    landing = settings.landing
+    put(landing, "events", D1, "a.csv", csv(ev(D1, "08:00:00", "e1")))
+    put(landing, "events", D3, "a.csv", csv(ev(D3, "09:00:00", "dup", user="w")))
+    night(settings, D1)
+    night(settings, D3)
+    assert manifest(settings, D3)["events"]["clean"] == 1
+    put(landing, "events", D1, "late.csv", csv(ev(D1, "09:00:00", "dup", user="v")))
+    put(landing, "events", D4, "a.csv", csv(ev(D4, "10:00:00", "e4")))
+    _, cleaned = night(settings, D4)
+    # D3's id now conflicts; D4 (the next day) is re-cleaned too because D3's near-duplicate
+    # anchors changed (its clean event is gone), and comes out the same
+    assert cleaned["followers"] == ["2026-01-06", "2026-01-07"]
+    assert manifest(settings, D3)["events"]["quarantined"] == 1
+    q = quarantine(settings, D3)
+    assert q["reason_category"].to_list() == ["conflicting_event_id"]
+    assert "events/date=2026-01-04/late.csv row 1" in q["reason"].item()
+
+
+def test_the_report_names_late_files_and_unrecognised_paths(settings: Settings) -> None:
+    settings = settings.model_copy(update={"ingest": settings.ingest.model_copy()})
+    settings.ingest.unrecognised_paths = "report"
+    put(settings.landing, "events", D1, "a.csv", csv(ev(D1, "10:00:00", "e1")))
+    night(settings, D1)
+    put(settings.landing, "events", D1, "b.csv", csv(ev(D1, "11:00:00", "e2")))
+    (settings.landing / "events" / "date=2026-1-5").mkdir()
+    ingested, cleaned = night(settings, D1)
+    wh = Warehouse(settings.warehouse)
+    summary = {
+        "run_date": D1.isoformat(),
+        "decision": {"promote": False, "reason": "test"},
+        "steps": {"ingest": ingested, "clean": cleaned},
+    }
+    page = build_report(wh, D1, summary=summary).read_text(encoding="utf-8")
+    assert "Late landing files" in page and "events/date=2026-01-04/b.csv (new)" in page
+    assert "Unrecognised landing paths" in page and "events/date=2026-1-5/" in page
+
+
+# ---- 2. every landing path is accounted for -----------------------------------------------------
+@pytest.mark.parametrize(
+    "stray",
+    ["events/date=2026-5-4/", "events/Date=2026-01-04/", "events/date=2026-13-45/",
+     "items/notes/", "events/events.csv", "events/date=2026-01-04/sub/"],
+)  # fmt: skip
+def test_an_unrecognised_landing_path_fails_the_run_naming_it(
+    settings: Settings, stray: str
+) -> None:
+    put(settings.landing, "events", D1, "a.csv", csv(ev(D1, "10:00:00", "e1")))
+    path = settings.landing / stray
+    if stray.endswith("/"):
+        path.mkdir(parents=True)
+        (path / "a.csv").write_text(csv(ev(D1, "11:00:00", "lost")), encoding="utf-8")
+    else:
+        path.write_text(csv(ev(D1, "11:00:00", "lost")), encoding="utf-8")
+    with pytest.raises(LandingLayoutError, match=stray.replace(".", r"\.")) as err:
+        ingest_step(settings, D1)
+    assert 'unrecognised_paths = "report"' in str(err.value)
+    assert not Warehouse(settings.warehouse).raw("events", D1).exists()  # before any write
+
+    settings.ingest.unrecognised_paths = "report"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ingested = ingest_step(settings, D1)
+    assert ingested["unrecognised"] == [stray]
+    assert any(stray in str(w.message) for w in caught if w.category is LandingWarning)
+    clean_step(settings, D1)
+    assert manifest(settings, D1)["unrecognised_paths"] == [stray]
+
+
+def test_hidden_and_underscore_entries_are_not_strays(settings: Settings) -> None:
+    put(settings.landing, "events", D1, "a.csv", csv(ev(D1, "10:00:00", "e1")))
+    (settings.landing / "events" / "_SUCCESS").write_text("")
+    (settings.landing / "events" / ".staging").mkdir()
+    assert ingest_step(settings, D1)["unrecognised"] == []
+
+
+# ---- 3. conflicting duplicates ------------------------------------------------------------------
+def test_a_conflicting_event_id_is_quarantined_naming_the_kept_row(settings: Settings) -> None:
+    put(
+        settings.landing,
+        "events",
+        D1,
+        "a.csv",
+        csv(
+            ev(D1, "10:00:00", "e1"),
+            ev(D1, "10:00:00", "e1"),  # identical copy: a plain duplicate
+            ev(D1, "10:30:00", "e1", item="j"),  # same id, other content: a conflict
+        ),
+    )
+    night(settings, D1)
+    m = manifest(settings, D1)
+    assert m["events"] == {"ingested": 3, "clean": 1, "duplicates": 1, "quarantined": 1}
+    assert m["reasons"] == {"conflicting_event_id": 1}
+    q = quarantine(settings, D1)
+    assert q.select("item_id", "_source_row", "reason_category").rows() == [
+        ("j", 3, "conflicting_event_id")
+    ]
+    assert q["reason"].item() == (
+        "event_id 'e1' conflicts with the different event kept under that id at "
+        "events/date=2026-01-04/a.csv row 1"
+    )
+
+
+def test_event_ids_are_checked_across_dates_within_the_horizon(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    put(landing, "events", D1, "a.csv", csv(ev(D1, "10:00:00", "e1"), ev(D1, "11:00:00", "e7")))
+    put(landing, "events", D3, "b.csv", csv(ev(D3, "10:00:00", "e1", user="v")))
+    put(landing, "events", D5, "c.csv", csv(ev(D5, "10:00:00", "e7", user="v")))
+    outs = {}
+    for name, days in (("daily", [D1, D2, D3, D4, D5]), ("one-pass", [D5])):
+        s = Settings(landing=landing, warehouse=tmp_path / name, clean={"event_id_horizon_days": 3})
+        for day in days:
+            ingest_step(s, day) if day in (D1, D3, D5) or name == "one-pass" else None
+            clean_step(s, day)
+        outs[name] = s
+    for s in outs.values():
+        q = quarantine(s, D3)
+        assert q["reason_category"].to_list() == ["conflicting_event_id"]
+        assert "events/date=2026-01-04/a.csv row 1" in q["reason"].item()
+        assert manifest(s, D5)["events"]["clean"] == 1  # 4 days after e7's first use: kept
+    wh_daily, wh_pass = (Warehouse(s.warehouse) for s in outs.values())
+    for day in (D1, D3, D5):
+        assert (
+            wh_daily.clean("events", day).read_bytes() == wh_pass.clean("events", day).read_bytes()
+        )
+        assert wh_daily.manifest(day).read_bytes() == wh_pass.manifest(day).read_bytes()
+
+
+# ---- 4. files that are not what they claim ------------------------------------------------------
+def test_a_zero_byte_parquet_is_a_corrupt_file_and_an_empty_csv_an_empty_drop(
+    settings: Settings,
+) -> None:
+    put(settings.landing, "events", D1, "a.csv", csv(ev(D1, "10:00:00", "e1")))
+    put(settings.landing, "events", D1, "empty.csv", "")
+    night(settings, D1)
+    assert manifest(settings, D1)["events"]["ingested"] == 1
+    put(settings.landing, "events", D2, "z.parquet", b"")
+    with pytest.raises(LandingReadError) as err:
+        ingest_step(settings, D2)
+    assert str(err.value).startswith(
+        "events/date=2026-01-05/z.parquet: cannot read as Parquet: the file is empty (0 bytes)"
+    )
+
+
+def test_a_symlink_out_of_the_landing_root_is_refused_without_its_content(
+    settings: Settings, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret" / "passwd.csv"
+    secret.parent.mkdir()
+    secret.write_text("user_id,item_id\nTOPSECRET,x\n", encoding="utf-8")
+    put(settings.landing, "events", D1, "a.csv", csv(ev(D1, "10:00:00", "e1")))
+    inside = settings.landing / "events" / f"date={D1.isoformat()}" / "same.csv"
+    inside.symlink_to(settings.landing / "events" / f"date={D1.isoformat()}" / "a.csv")
+    assert ingest_step(settings, D1)["files"] == 2  # a link inside the landing zone is fine
+    link = settings.landing / "events" / f"date={D2.isoformat()}" / "b.csv"
+    link.parent.mkdir()
+    link.symlink_to(secret)
+    with pytest.raises(LandingPathError) as err:
+        ingest_step(settings, D2)
+    msg = str(err.value)
+    assert msg.startswith("events/date=2026-01-05/b.csv: is a symbolic link to a path outside")
+    assert "TOPSECRET" not in msg and "secret" not in msg.replace(str(settings.landing), "")
+    (settings.landing / "events" / "date=2026-01-06").symlink_to(secret.parent)
+    with pytest.raises(LandingPathError, match=r"^events/date=2026-01-06: is a symbolic link"):
+        ingest_step(settings, D3)
+
+
+def test_json_ids_that_are_objects_arrays_or_booleans_are_quarantined(settings: Settings) -> None:
+    rows = [
+        {"user_id": {"$ne": None}, "item_id": "i"},
+        {"user_id": ["a", "b"], "item_id": "i"},
+        {"user_id": True, "item_id": "i"},
+        {"user_id": "u", "item_id": False},
+        {"user_id": 7, "item_id": "i"},  # a number is an id
+    ]
+    lines = [
+        json.dumps({**r, "event_type": "view", "timestamp": f"{D1}T10:0{n}:00Z"})
+        for n, r in enumerate(rows)
+    ]
+    put(settings.landing, "events", D1, "a.jsonl", "\n".join(lines) + "\n")
+    night(settings, D1)
+    q = quarantine(settings, D1)
+    assert q.select("reason_category", "user_id", "item_id").rows() == [
+        ("bad_user_id", '{"$ne": null}', "i"),
+        ("bad_user_id", '["a", "b"]', "i"),
+        ("bad_user_id", "true", "i"),
+        ("bad_item_id", "u", "false"),
+    ]
+    assert q["reason"].to_list() == [
+        "user_id is a JSON object '{\"$ne\": null}', expected a string or a number",
+        'user_id is a JSON array \'["a", "b"]\', expected a string or a number',
+        "user_id is a JSON boolean 'true', expected a string or a number",
+        "item_id is a JSON boolean 'false', expected a string or a number",
+    ]
+    clean = load_clean_events(Warehouse(settings.warehouse), until=D1)
+    assert clean["user_id"].to_list() == ["7"]
+
+
+# ---- 5. completion means the latest run finished ------------------------------------------------
+def test_a_run_withdraws_the_completion_marker_before_changing_anything(
+    settings: Settings,
+) -> None:
+    from recsys_core.pipeline import is_complete
+
+    wh = Warehouse(settings.warehouse)
+    put(settings.landing, "events", D1, "a.csv", csv(ev(D1, "10:00:00", "e1")))
+    for path in (wh.run_marker(D1), wh.recommendations(D1)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    assert is_complete(settings, D1)
+    put(settings.landing, "events", D1, "bad.xlsx", "x")  # ingest fails after the withdrawal
+    with pytest.raises(LandingReadError):
+        ingest_step(settings, D1)
+    assert not wh.run_marker(D1).exists() and not is_complete(settings, D1)
+
+
+# ---- 6. settings are checked before any work ----------------------------------------------------
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[clean]\nrating_min = nan", "clean.rating_min = nan: Input should be a finite number"),
+        ("[clean]\nrating_max = inf", "clean.rating_max = inf: Input should be a finite number"),
+        (
+            "[clean]\nrating_min = 6",
+            "clean: rating_min 6.0 is greater than rating_max 5.0; expected rating_min <= "
+            "rating_max",
+        ),
+        ("k = true", "k = True: Input should be a valid integer"),
+        ('k = "10"', "k = '10': Input should be a valid integer"),
+        ("[clean]\ndedupe_window_seconds = 1.5", "clean.dedupe_window_seconds = 1.5"),
+        ('[train]\nmodels = ["popularity", "eas"]', "train.models: unknown model(s) ['eas']"),
+        ("[train]\nmodel_tune_calls = { sasrek = 3 }", "train.model_tune_calls: unknown model"),
+        (
+            "[train]\nmodel_params = { ease = { regg = 1.0 } }",
+            "train.model_params: ease parameters do not fit EASEConfig: regg: Extra inputs",
+        ),
+        (
+            '[train]\nmodel_params = { sasrec = { epochs = "20" } }',
+            "train.model_params: sasrec parameters do not fit SASRecConfig: epochs: Input "
+            "should be a valid integer",
+        ),
+        ("[embedding]\nenabled = 1", "embedding.enabled = 1: Input should be a valid boolean"),
+    ],
+)
+def test_bad_settings_fail_the_cli_before_any_work_naming_the_key(
+    tmp_path: Path, capsys, toml: str, message: str
+) -> None:
+    from flows.cli import main
+
+    cfg = tmp_path / "recsys.toml"
+    cfg.write_text(f'landing = "landing"\nwarehouse = "wh"\n{toml}\n', encoding="utf-8")
+    put(tmp_path / "landing", "events", D1, "a.csv", csv(ev(D1, "10:00:00", "e1")))
+    assert main(["run", "--date", D1.isoformat(), "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"recsys run: failed: ConfigError: config file {cfg}: ")
+    assert message in err, err
+    assert not (tmp_path / "wh").exists()  # nothing ingested
+    with pytest.raises(ConfigError):
+        load_settings(cfg)
+
+
+# ---- 7. a fresh install runs --------------------------------------------------------------------
+def test_prefect_home_is_created_and_an_unusable_one_is_named(tmp_path: Path, monkeypatch, capsys):
+    from flows.cli import main
+    from flows.runtime import configure_environment, explain_startup_failure
+
+    home = tmp_path / "a" / "b" / "prefect"
+    monkeypatch.setenv("PREFECT_HOME", str(home))
+    configure_environment()
+    assert home.is_dir()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("PREFECT_HOME", str(blocker / "prefect"))
+    assert main(["run", "--date", D1.isoformat(), "--landing", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        f"recsys run: failed: PrefectHomeError: cannot create PREFECT_HOME {blocker}"
+    )
+    assert "\n" not in err
+    prefect_timeout = RuntimeError(  # what Prefect 3.9 raises, log and all
+        "Timed out while attempting to connect to ephemeral Prefect API server. Ephemeral server "
+        "process exited with code 1. stdout: b'' stderr: Traceback (most recent call last):\n"
+        "  File x\nsqlite3.OperationalError: unable to open database file\n"
+    )
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    line = explain_startup_failure(prefect_timeout)
+    assert line == (
+        "Prefect's local API did not start within 120 s; the server process exited with code 1 "
+        "(sqlite3.OperationalError: unable to open database file); check that PREFECT_HOME="
+        f"{blocker / 'prefect'} is writable, or point PREFECT_API_URL at a running server "
+        "(recsys server)"
+    )
+    assert explain_startup_failure(ValueError("other")) is None
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+def test_a_fresh_install_runs_with_a_prefect_home_that_does_not_exist_yet(tmp_path: Path) -> None:
+    """``recsys run`` in a fresh process with no Prefect server and PREFECT_HOME three levels
+    below nothing: the local API starts (its SQLite database in the new folder) and the run
+    completes."""
+    from recsys_core.landing import generate_synthetic
+
+    generate_synthetic(tmp_path / "landing", users=40, items=30, days=5, seed=1, end_date=D5)
+    cfg = tmp_path / "recsys.toml"
+    cfg.write_text(
+        'landing = "landing"\nwarehouse = "wh"\nk = 5\n[train]\nmodels = ["popularity"]\n'
+        "tune_calls = 2\ntune_initial_points = 1\nvalidation_days = 1\n[evaluation]\n"
+        "holdout_days = 1\nbootstrap_samples = 100\n[embedding]\nenabled = false\n",
+        encoding="utf-8",
+    )
+    home = tmp_path / "fresh" / "var" / "prefect"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "RECSYS_"))}
+    env.update(PREFECT_HOME=str(home), PYTHONPATH=str(REPO))
+    res = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "--date", D5.isoformat(), "--config", str(cfg)],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"recsys nightly {D5} completed" in res.stdout
+    assert home.is_dir() and any(home.iterdir())
+    assert Warehouse(tmp_path / "wh").run_marker(D5).is_file()
+
+
+# ---- 8. smaller -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [(errno.ENOSPC, OSError), (errno.EACCES, PermissionError), (errno.EROFS, OSError)],
+)
+def test_a_failed_write_names_the_path(settings: Settings, monkeypatch, error, kind) -> None:
+    import pyarrow.parquet as pq
+
+    def full(*args, **kwargs):
+        raise OSError(error, os.strerror(error))
+
+    put(settings.landing, "events", D1, "a.csv", csv(ev(D1, "10:00:00", "e1")))
+    monkeypatch.setattr(pq, "write_table", full)
+    target = Warehouse(settings.warehouse).raw("events", D1)
+    with pytest.raises(kind) as err:
+        ingest_step(settings, D1)
+    assert str(err.value) == f"[Errno {error}] cannot write {target}: {os.strerror(error)}"
+    assert not [p for p in target.parent.glob(".tmp-*")]
+
+
+def test_ids_are_normalised_as_the_readme_says(settings: Settings) -> None:
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert "leading and trailing whitespace (Unicode, including tabs and non-breaking" in readme
+    assert "`reason` is unescaped data" in readme
+    put(
+        settings.landing,
+        "events",
+        D1,
+        "a.csv",
+        csv(
+            " 007\t,\u00a0Item ,view,2026-01-04T10:00:00Z,,e1",
+            "007,item,view,2026-01-04T11:00:00Z,,e2",
+        ),
+    )
+    night(settings, D1)
+    clean = load_clean_events(Warehouse(settings.warehouse), until=D1)
+    assert clean.select("user_id", "item_id").rows() == [("007", "Item"), ("007", "item")]

@@ -459,8 +459,15 @@ def _run_checks(
     except Exception as exc:  # an artifact that cannot be loaded cannot serve either: say so
         gate["regression_note"] = f"No regression check: the artifact did not load ({exc})."
         return checks
-    art_eval = score(artifact, unseen_truth, seen)
-    refit_eval = score(fit(challenger, seen), unseen_truth, seen)
+    # a pair either model has already seen is no test of it (each excludes its own history)
+    seen_pairs = pl.concat(
+        [
+            seen.select("user_id", "item_id"),
+            artifact.interactions_.to_frame().select("user_id", "item_id"),
+        ]
+    )
+    art_eval = score(artifact, unseen_truth, seen_pairs)
+    refit_eval = score(fit(challenger, seen), unseen_truth, seen_pairs)
     gate["regression_days"] = [first_unseen.isoformat(), window.run_date.isoformat()]
     checks.append(
         {

@@ -34,10 +34,17 @@ def _from_evaluate_step(ev: dict[str, Any], train: dict[str, Any]) -> dict[str, 
             "metrics": dict(ch_eval.get("metrics") or {}),
         },
         "champion": (
-            {"model_id": champion_id, "metrics": dict(cp_eval.get("metrics") or {})}
+            {
+                "model_id": champion_id,
+                "name": (ev.get("champion_entry") or {}).get("name"),
+                "params": (ev.get("champion_entry") or {}).get("params"),
+                "metrics": dict(cp_eval.get("metrics") or {}),
+            }
             if champion_id
             else None
         ),
+        "gate": ev.get("gate"),
+        "champion_entry": ev.get("champion_entry"),
         "evaluation": ch_eval or None,
         "comparison": ev.get("comparison"),
         "note": ev.get("note"),
@@ -77,6 +84,8 @@ def normalize_summary(summary: dict[str, Any]) -> dict[str, Any]:
                 "dates cleaned tonight": len(clean.get("dates_cleaned") or []),
                 **clean["events"],
             }
+        if isinstance(steps.get("abtest"), dict):
+            mapped["abtest"] = steps["abtest"]
         if out.get("recommendation_stats"):
             mapped["stats"] = out["recommendation_stats"]
     elif isinstance(out.get("challenger"), str):

@@ -1,0 +1,118 @@
+"""The report's A/B section: the read-out table, the decision, and each arm's hit rate over nights
+with its 95% band; and the gate's account of what it compared."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from typing import Any
+
+from matplotlib.dates import DateFormatter
+from matplotlib.figure import Figure
+
+from recsys_core.reporting._digest import fmt
+from recsys_core.reporting._plots import _png
+
+__all__ = ["abtest_png", "abtest_section", "gate_section"]
+
+
+def abtest_png(readout: dict[str, Any]) -> bytes:
+    """Each arm's hit rate per night (line) with its Wilson 95% interval (band)."""
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.add_subplot()
+    nights = [n for n in readout.get("nights") or [] if (n.get("feedback_days") or 0) > 0]
+    for arm in readout.get("arms") or []:
+        rows = sorted((n for n in nights if n["arm"] == arm["name"]), key=lambda n: n["run_date"])
+        if not rows:
+            continue
+        x = [dt.date.fromisoformat(str(n["run_date"])) for n in rows]
+        (line,) = ax.plot(
+            x, [n["hit_rate"] for n in rows], marker="o", label=f"{arm['name']} ({arm['model']})"
+        )
+        ax.fill_between(
+            x,
+            [n["hit_rate_low"] for n in rows],
+            [n["hit_rate_high"] for n in rows],
+            color=line.get_color(),
+            alpha=0.2,
+        )
+    title = f"A/B {readout.get('experiment')}: hit rate per night (95% band)"
+    if readout.get("difference") is not None:
+        low, high = readout["ci"]
+        title += (
+            f"\n{readout['comparison']} over all nights: {readout['difference']:+.3f} "
+            f"[{low:+.3f}, {high:+.3f}]"
+        )
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("run date (night the list was served)")
+    ax.set_ylabel("users with a hit")
+    ax.xaxis.set_major_formatter(DateFormatter("%m-%d"))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return _png(fig)
+
+
+def _pct(v: Any) -> str:
+    return "" if v is None else f"{float(v):.2%}"
+
+
+def abtest_section(readout: dict[str, Any], img: Any) -> str:
+    """HTML of the read-out; ``img(png, alt)`` embeds a picture."""
+    if not readout or readout.get("skipped"):
+        return ""
+    flagged = readout.get("srm")
+    cls = "flag" if flagged else ("promote" if readout.get("winner") else "keep")
+    parts = [
+        f"<h2>A/B experiment {html.escape(str(readout.get('experiment')))}</h2>",
+        f'<div class="{cls}"><b>{html.escape(str(readout.get("decision")))}</b><br>'
+        f"{html.escape(str(readout.get('reason', '')))}</div>",
+    ]
+    rows = []
+    for a in readout.get("arms") or []:
+        ci = a.get("ci") or [None, None]
+        rows.append(
+            f"<tr><td>{html.escape(a['name'])}</td><td>{html.escape(str(a['model']))}</td>"
+            f"<td class=n>{a['share']:.0%}</td><td class=n>{a['assigned_users']}</td>"
+            f"<td class=n>{a['users']}</td><td class=n>{a['users_with_hit']}</td>"
+            f"<td class=n>{_pct(a['hit_rate'])}</td><td class=n>{_pct(ci[0])} to {_pct(ci[1])}</td></tr>"
+        )
+    parts.append(
+        "<table><tr><th>arm</th><th>model</th><th>share</th><th>assigned users</th>"
+        "<th>exposed users with feedback</th><th>users with a hit</th><th>hit rate</th>"
+        "<th>95% interval</th></tr>" + "".join(rows) + "</table>"
+    )
+    if readout.get("difference") is not None:
+        parts.append(
+            f"<p>{html.escape(readout['comparison'])}: <b>{readout['difference']:+.2%}</b> (95% "
+            f"interval {readout['ci'][0]:+.2%} to {readout['ci'][1]:+.2%}), p = "
+            f"{fmt(readout['p_value'])}. Sample-ratio check p = {fmt(readout['srm_p_value'])}"
+            f"{' — MISMATCH' if flagged else ''}. The unit is the user, pooled over "
+            f"{readout.get('nights_with_feedback')} night(s); an event counts within "
+            f"{readout.get('attribution_days')} day(s) after the night's list.</p>"
+        )
+    if any((n.get("feedback_days") or 0) > 0 for n in readout.get("nights") or []):
+        parts.append(img(abtest_png(readout), "A/B hit rate per night"))
+    return "\n".join(parts)
+
+
+def gate_section(gate: dict[str, Any] | None, champion: dict[str, Any] | None) -> str:
+    """What the champion gate compared, in words (the decision itself is in the headline)."""
+    if not gate:
+        return ""
+    items = []
+    if champion:
+        items.append(
+            f"Serving champion {champion.get('model_id')} ({champion.get('name')}), trained on "
+            f"events up to {champion.get('trained_until') or gate.get('champion_trained_until')}."
+        )
+    hold = gate.get("holdout") or []
+    if hold:
+        items.append(f"Tonight's holdout: {hold[0]} to {hold[1]}.")
+    for key in ("recipe_note", "regression_note"):
+        if gate.get(key):
+            items.append(gate[key])
+    for c in gate.get("checks") or []:
+        verdict = "passed" if c["decision"]["promote"] else "FAILED"
+        items.append(f"{c['label']} — {verdict}: {c['decision']['reason']}")
+    body = "".join(f"<li>{html.escape(str(i))}</li>" for i in items)
+    return f"<h2>The champion gate</h2><ul>{body}</ul>"

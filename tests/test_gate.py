@@ -1,0 +1,113 @@
+"""The champion gate compares tonight's challenger with the model that is serving.
+
+One small synthetic world, the core steps called directly: a good night (same recipe: the gate is
+a regression check and the refit reproduces the serving artifact), a re-run (the challenger IS the
+champion: no comparison with itself), and a planted bad night (the history's item ids shuffled by
+a broken join: the refit is worse than the serving artifact and is refused, and the report says
+why).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys_core import pipeline
+from recsys_core.config import Settings
+from recsys_core.evaluation import ModelRegistry
+from recsys_core.io import Warehouse, atomic_write_parquet, read_parquet
+from recsys_core.landing import generate_synthetic
+
+END = dt.date(2026, 1, 31)
+D1, D2 = END - dt.timedelta(days=1), END
+
+
+def _settings(root: Path) -> Settings:
+    return Settings(
+        landing=root / "landing",
+        warehouse=root / "warehouse",
+        seed=5,
+        embedding={"enabled": False},
+        train={"models": ["ease"], "tune_calls": 2, "tune_initial_points": 2},
+        evaluation={"holdout_days": 2, "bootstrap_samples": 200},
+    )
+
+
+def _night(settings: Settings, day: dt.date) -> tuple[dict, dict]:
+    pipeline.ingest_step(settings, day)
+    pipeline.clean_step(settings, day)
+    train = pipeline.train_step(settings, day)
+    return train, pipeline.evaluate_step(settings, day, train["challenger"])
+
+
+@pytest.fixture(scope="module")
+def first_night(tmp_path_factory) -> Path:
+    """A warehouse whose champion was trained on night D1 (good data)."""
+    root = tmp_path_factory.mktemp("gate")
+    generate_synthetic(root / "landing", users=300, items=150, days=16, seed=4, end_date=END)
+    settings = _settings(root)
+    _, ev = _night(settings, D1)
+    assert ev["decision"]["promote"] and ev["champion_before"] is None
+    return root
+
+
+def _copy(src: Path, dst: Path) -> Settings:
+    shutil.copytree(src, dst)
+    return _settings(dst)
+
+
+def test_good_night_same_recipe_is_a_regression_check(first_night, tmp_path):
+    settings = _copy(first_night, tmp_path / "w")
+    champion = ModelRegistry(Warehouse(settings.warehouse).models_dir).champion()
+    train, ev = _night(settings, D2)
+    gate = ev["gate"]
+    assert train["challenger"] != champion["model_id"]
+    assert gate["same_recipe"] is True
+    assert "Same recipe as the serving champion" in gate["recipe_note"]
+    assert [c["check"] for c in gate["checks"]] == ["regression"]
+    assert gate["regression_days"] == [D2.isoformat(), D2.isoformat()]
+    # the refit on the artifact's own window and unchanged data is the artifact: no difference
+    assert ev["decision"]["diff"] == pytest.approx(0.0, abs=1e-9)
+    assert ev["decision"]["promote"] is True
+    assert ev["champion_after"] == train["challenger"]
+    assert ev["champion_entry"]["name"] == "ease" and ev["champion_entry"]["params"]
+
+    # a re-run of the night: the challenger is now the champion and is not compared with itself
+    again = pipeline.evaluate_step(settings, D2, train["challenger"])
+    assert again["decision"]["promote"] is False
+    assert "IS the serving champion" in again["decision"]["reason"]
+    assert again["champion_metrics"] is None and "comparison" not in again
+
+
+def test_planted_bad_night_is_refused_and_the_report_says_why(first_night, tmp_path):
+    settings = _copy(first_night, tmp_path / "w")
+    wh = Warehouse(settings.warehouse)
+    champion = ModelRegistry(wh.models_dir).champion()
+    # a broken join re-writes the history: every event's item id replaced by another's
+    rng = np.random.default_rng(0)
+    for day in wh.clean_dates("events"):
+        if day <= D1:
+            part = read_parquet(wh.clean("events", day))
+            shuffled = part["item_id"].gather(rng.permutation(part.height))
+            atomic_write_parquet(
+                part.with_columns(shuffled.alias("item_id")), wh.clean("events", day)
+            )
+    train, ev = _night(settings, D2)
+    d = ev["decision"]
+    assert d["promote"] is False
+    assert ev["champion_after"] == champion["model_id"] != train["challenger"]
+    assert d["diff"] < -settings.evaluation.tolerance
+    assert "Kept the champion" in d["reason"] and "Regression check" in d["reason"]
+
+    from recsys_core.reporting import build_report
+
+    html = build_report(
+        wh, D2, summary={"run_date": D2.isoformat(), "steps": {"train": train, "evaluate": ev}}
+    ).read_text()
+    assert "Kept the champion" in html and "Regression check" in html
+    assert "Same recipe as the serving champion" in html
+    assert champion["model_id"] in html

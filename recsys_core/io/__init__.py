@@ -13,6 +13,7 @@ from recsys_core.io._atomic import (
     atomic_write_text,
     read_json,
     read_parquet,
+    read_parquet_many,
     replace_dir,
     sweep_temporaries,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "read_bytes",
     "read_json",
     "read_parquet",
+    "read_parquet_many",
     "read_versioned",
     "replace_dir",
     "resolve_location",

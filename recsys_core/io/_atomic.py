@@ -11,6 +11,7 @@ in one upload, which the store makes visible whole or not at all; a killed uploa
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -29,6 +30,7 @@ from recsys_core.io._storage import (
     location,
     put_remote_file,
     read_bytes,
+    with_retries,
     write_bytes_remote,
 )
 
@@ -41,6 +43,7 @@ __all__ = [
     "atomic_write_text",
     "read_json",
     "read_parquet",
+    "read_parquet_many",
     "replace_dir",
     "sweep_temporaries",
 ]
@@ -166,6 +169,47 @@ def read_parquet(path: Any, **kwargs: Any) -> pl.DataFrame:
             f"{path}: corrupt or truncated Parquet file ({type(exc).__name__}: {exc}); "
             "delete it and re-run the step that wrote it (for example with --force)"
         ) from exc
+
+
+def read_parquet_many(paths: list[Any], **kwargs: Any) -> list[pl.DataFrame]:
+    """Read many Parquet files, in order. On an object store the objects are fetched concurrently
+    in one batch (thousands of small partitions cost one round of requests, not one each); an
+    object listed earlier but gone now raises FileNotFoundError naming its URL."""
+    locs = [location(p) for p in paths]
+    remote = [p for p in locs if is_remote(p)]
+    if not remote:
+        return [read_parquet(p, **kwargs) for p in locs]
+    fs = remote[0].fs
+    keys = [p.path for p in remote]
+    blobs = with_retries(
+        f"{remote[0]} (and {len(keys) - 1} more)",
+        "read",
+        lambda: fs.cat(keys, on_error="return"),
+    )
+    out = []
+    for p in locs:
+        if not is_remote(p):
+            out.append(read_parquet(p, **kwargs))
+            continue
+        blob = blobs.get(p.path)
+        if isinstance(blob, FileNotFoundError) or blob is None:
+            raise FileNotFoundError(
+                errno.ENOENT,
+                f"{p}: listed but gone when read (deleted by a concurrent re-run or a lifecycle "
+                "rule?); re-run the step",
+                str(p),
+            )
+        if isinstance(blob, BaseException):
+            with_retries(str(p), "read", lambda p=p: read_bytes(p))  # explained, retried once more
+            blob = read_bytes(p)
+        try:
+            out.append(pl.read_parquet(io.BytesIO(blob), **kwargs))
+        except Exception as exc:
+            raise CorruptFileError(
+                f"{p}: corrupt or truncated Parquet file ({type(exc).__name__}: {exc}); "
+                "delete it and re-run the step that wrote it (for example with --force)"
+            ) from exc
+    return out
 
 
 def read_json(path: Any) -> Any:

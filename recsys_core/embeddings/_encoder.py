@@ -111,17 +111,6 @@ class TextEncoder:
         self._model: Any = None
         self._lock = threading.Lock()  # one encode at a time: shared by Prefect's task threads
 
-    @classmethod
-    def from_config(cls, cfg: EmbeddingConfig) -> TextEncoder:
-        """A new (uncached) encoder for ``cfg``; see :func:`get_encoder` for the shared one."""
-        return cls(
-            resolve_model(cfg.model_path),
-            max_length=cfg.max_length,
-            quantize=cfg.quantize,
-            threads=cfg.threads,
-            batch_size=cfg.batch_size,
-        )
-
     @property
     def model_id(self) -> str:
         return self.files.model_id(max_length=self._max_length, quantize=self.quantize)

@@ -109,6 +109,12 @@ class Recommender:
     #: Whether the model uses item text embeddings (and can score items with no interactions).
     uses_embeddings: ClassVar[bool] = False
 
+    @classmethod
+    def search_space(cls, fixed: dict[str, Any]) -> list[Any]:
+        """The scikit-optimize dimensions worth tuning (each named after a config field), given
+        the parameters pinned in ``fixed``. None by default: the model is only evaluated."""
+        return []
+
     def __init__(self, config: ModelConfig | dict[str, Any] | None = None, **params: Any) -> None:
         if config is None:
             config = self.config_class(**params)

@@ -98,6 +98,17 @@ class ALS(Recommender):
     name = "als"
     config_class = ALSConfig
 
+    @classmethod
+    def search_space(cls, fixed: dict[str, Any]) -> list[Any]:
+        """The scikit-optimize dimensions to tune, given the pinned parameters ``fixed``."""
+        from skopt.space import Integer, Real  # slow to import: only when tuning
+
+        return [
+            Integer(8, 256, prior="log-uniform", name="embedding_size"),
+            Real(1e-3, 100.0, prior="log-uniform", name="reg"),
+            Real(0.1, 100.0, prior="log-uniform", name="alpha"),
+        ]
+
     def _fit(
         self,
         interactions: Interactions,

@@ -140,6 +140,20 @@ class EASE(Recommender):
     name = "ease"
     config_class = EASEConfig
 
+    @classmethod
+    def search_space(cls, fixed: dict[str, Any]) -> list[Any]:
+        """The scikit-optimize dimensions to tune, given the pinned parameters ``fixed``."""
+        from skopt.space import Real  # slow to import: only when tuning
+
+        # `dropout` (EDLAE) is left out on purpose: it rarely beats a well-tuned `reg` and doubles
+        # the dimensions a small budget must cover. Pin it in the fixed parameters to use it.
+        # The session-aware share and its time scale (10 s to 7 days) are dropped by `tune` when
+        # the interactions carry no timestamps (recsys_core.tuning.TIME_DIMENSIONS).
+        dims = [Real(1.0, 1e4, prior="log-uniform", name="reg"), Real(0.0, 1.0, name="time_weight")]
+        if fixed.get("time_weight") != 0:  # pinned to plain EASE: the time scale is moot
+            dims.append(Real(10.0, 7 * 86400.0, prior="log-uniform", name="time_scale"))
+        return dims
+
     def _fit(
         self,
         interactions: Interactions,

@@ -32,7 +32,7 @@ from recsys_core.models._base import ModelConfig, Recommender
 from recsys_core.models.ease import EASE
 from recsys_core.models.itemknn import ItemKNN
 
-__all__ = ["Hybrid", "HybridConfig", "MissingEmbeddingsWarning", "embedding_matrix"]
+__all__ = ["Hybrid", "HybridConfig", "MissingEmbeddingsWarning", "unit_item_vectors"]
 
 
 class MissingEmbeddingsWarning(UserWarning):
@@ -56,7 +56,7 @@ class HybridConfig(ModelConfig):
     binarize: bool = Field(default=True, description="Collaborative part on 0/1 interactions.")
 
 
-def embedding_matrix(item_embeddings: pl.DataFrame, item_ids: np.ndarray) -> np.ndarray:
+def unit_item_vectors(item_embeddings: pl.DataFrame, item_ids: np.ndarray) -> np.ndarray:
     """Unit-norm float32 vectors aligned with ``item_ids`` (zero rows for items without one).
 
     ``item_embeddings`` needs ``item_id`` (string) and ``vector`` (Array or List of numbers, one
@@ -114,6 +114,21 @@ class Hybrid(Recommender):
     config_class = HybridConfig
     uses_embeddings = True
 
+    @classmethod
+    def search_space(cls, fixed: dict[str, Any]) -> list[Any]:
+        """The scikit-optimize dimensions to tune, given the pinned parameters ``fixed``."""
+        from skopt.space import Integer, Real  # slow to import: only when tuning
+
+        dims = [Real(0.0, 1.0, name="text_weight"), Real(0.0, 2.0, name="cold_scale")]
+        if fixed.get("base", "ease") == "ease":
+            dims.append(Real(1.0, 1e4, prior="log-uniform", name="reg"))
+        else:
+            dims += [
+                Integer(5, 500, prior="log-uniform", name="neighbors"),
+                Real(0.1, 500.0, prior="log-uniform", name="shrink"),
+            ]
+        return dims
+
     def _base_model(self) -> Recommender:
         cfg = self.config
         if cfg.base == "ease":
@@ -139,7 +154,7 @@ class Hybrid(Recommender):
             )
             self.item_vectors_ = np.zeros((interactions.n_items, 0), dtype=np.float32)
         else:
-            self.item_vectors_ = embedding_matrix(item_embeddings, interactions.item_ids)
+            self.item_vectors_ = unit_item_vectors(item_embeddings, interactions.item_ids)
         self.cold_ = np.asarray(interactions.matrix.getnnz(axis=0) == 0)
 
     def _score_block(self, user_index: np.ndarray) -> np.ndarray:

@@ -8,6 +8,8 @@ the sum of ``x_ui * sim(i, j)`` over the items ``i`` of the user's history that 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
@@ -57,6 +59,16 @@ class ItemKNN(SparseItemItem):
 
     name = "itemknn"
     config_class = ItemKNNConfig
+
+    @classmethod
+    def search_space(cls, fixed: dict[str, Any]) -> list[Any]:
+        """The scikit-optimize dimensions to tune, given the pinned parameters ``fixed``."""
+        from skopt.space import Integer, Real  # slow to import: only when tuning
+
+        return [
+            Integer(5, 500, prior="log-uniform", name="neighbors"),
+            Real(0.1, 500.0, prior="log-uniform", name="shrink"),
+        ]
 
     def _fit(
         self,

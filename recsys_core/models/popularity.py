@@ -29,6 +29,13 @@ class Popularity(Recommender):
     name = "popularity"
     config_class = PopularityConfig
 
+    @classmethod
+    def search_space(cls, fixed: dict[str, Any]) -> list[Any]:
+        """The scikit-optimize dimensions to tune, given the pinned parameters ``fixed``."""
+        from skopt.space import Real  # slow to import: only when tuning
+
+        return [Real(1.0, 365.0, prior="log-uniform", name="half_life_days")]
+
     def _fit(
         self,
         interactions: Interactions,

@@ -10,6 +10,8 @@ its ``neighbors`` largest entries. A user's score of item ``j`` is ``sum_i x_ui 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
@@ -44,6 +46,17 @@ class RP3beta(SparseItemItem):
 
     name = "rp3beta"
     config_class = RP3betaConfig
+
+    @classmethod
+    def search_space(cls, fixed: dict[str, Any]) -> list[Any]:
+        """The scikit-optimize dimensions to tune, given the pinned parameters ``fixed``."""
+        from skopt.space import Integer, Real  # slow to import: only when tuning
+
+        return [
+            Real(0.1, 2.0, name="alpha"),
+            Real(0.0, 1.0, name="beta"),
+            Integer(10, 500, prior="log-uniform", name="neighbors"),
+        ]
 
     def _fit(
         self,

@@ -51,7 +51,7 @@ from pydantic import Field, model_validator
 
 from recsys_core.interactions import Interactions
 from recsys_core.models._base import ModelConfig, Recommender
-from recsys_core.models.hybrid import embedding_matrix
+from recsys_core.models.hybrid import unit_item_vectors
 
 __all__ = ["SASRec", "SASRecConfig"]
 
@@ -229,6 +229,23 @@ class SASRec(Recommender):
     config_class = SASRecConfig
     uses_embeddings = True
 
+    @classmethod
+    def search_space(cls, fixed: dict[str, Any]) -> list[Any]:
+        """The scikit-optimize dimensions to tune, given the pinned parameters ``fixed``."""
+        from skopt.space import Categorical, Integer, Real  # slow to import: only when tuning
+
+        # modest CPU ranges; embedding_size stays a multiple of every heads value (1, 2 or 4)
+        return [
+            Categorical([32, 64, 128], name="embedding_size"),
+            Integer(1, 3, name="blocks"),
+            Categorical([1, 2, 4], name="heads"),
+            Real(0.0, 0.5, name="dropout"),
+            Real(1e-4, 1e-2, prior="log-uniform", name="learning_rate"),
+            Categorical([50, 100, 200], name="max_len"),
+            # AdamW weight decay: on small catalogs the item table overfits without it
+            Real(1e-3, 2.0, prior="log-uniform", name="reg"),
+        ]
+
     def _device(self) -> Any:
         import torch
 
@@ -252,7 +269,7 @@ class SASRec(Recommender):
         n_items = interactions.n_items
         text = None
         if cfg.text_init and item_embeddings is not None and item_embeddings.height:
-            text = embedding_matrix(item_embeddings, interactions.item_ids)
+            text = unit_item_vectors(item_embeddings, interactions.item_ids)
         elif cfg.text_init:
             logger.warning("SASRec.fit: text_init=True but no item embeddings; random init")
         seqs, ordered = _user_sequences(interactions)

@@ -20,20 +20,27 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import polars as pl
-from skopt import Optimizer
-from skopt.space import Categorical, Dimension, Integer, Space
-from skopt.utils import cook_estimator
 
 from recsys_core.interactions import Interactions
 from recsys_core.metrics import METRIC_NAMES, mean_metrics, ranking_metrics
 from recsys_core.models import get_model_class
 from recsys_core.tuning._space import TIME_DIMENSIONS, search_space
 
-__all__ = ["TuningResult", "TuningWarning", "evaluate_params", "tune", "validation_truth"]
+if TYPE_CHECKING:  # scikit-optimize is slow to import: loaded when a search runs
+    from skopt.space import Dimension
+
+__all__ = [
+    "TuningResult",
+    "TuningWarning",
+    "evaluate_params",
+    "tune",
+    "validation_per_user",
+    "validation_truth",
+]
 
 _RESERVED = {"trial", "method", "params_json", "fit_seconds", "score_seconds", "best_so_far"}
 
@@ -99,14 +106,60 @@ def evaluate_params(
 
     Returns ``(metric value, fit seconds, score seconds)``.
     """
+    started = time.perf_counter()
+    per_user, fit_seconds = _fit_and_score(
+        model_name, params, train, truth, k=k, items=items, item_embeddings=item_embeddings
+    )
+    value = mean_metrics(per_user)[metric]
+    return float(value), fit_seconds, time.perf_counter() - started - fit_seconds
+
+
+def validation_per_user(
+    model_name: str,
+    params: dict[str, Any],
+    train: Interactions,
+    valid: pl.DataFrame,
+    *,
+    k: int,
+    items: pl.DataFrame | None = None,
+    item_embeddings: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """Per-user metrics at ``k`` (:func:`recsys_core.metrics.ranking_metrics`) of ``model_name``
+    fit on ``train`` with ``params``, on the usable pairs of ``valid`` (:func:`validation_truth`).
+
+    The mean of a column is the value :func:`tune` logged for those parameters: use it to compare
+    two tuned models user by user on the validation split they were chosen on.
+    """
+    truth = validation_truth(train, valid)
+    if truth.height == 0:
+        no_recs = pl.DataFrame(
+            schema={"user_id": pl.String, "item_id": pl.String, "rank": pl.Int64}
+        )
+        return ranking_metrics(no_recs, truth, k)
+    per_user, _ = _fit_and_score(
+        model_name, params, train, truth, k=k, items=items, item_embeddings=item_embeddings
+    )
+    return per_user
+
+
+def _fit_and_score(
+    model_name: str,
+    params: dict[str, Any],
+    train: Interactions,
+    truth: pl.DataFrame,
+    *,
+    k: int,
+    items: pl.DataFrame | None,
+    item_embeddings: pl.DataFrame | None,
+) -> tuple[pl.DataFrame, float]:
+    """(per-user metrics on ``truth``, fit seconds)."""
     cls = get_model_class(model_name)
     started = time.perf_counter()
     model = cls(params).fit(train, items=items, item_embeddings=item_embeddings)
     fit_seconds = time.perf_counter() - started
     users = truth["user_id"].unique(maintain_order=True).to_list()
     recs = model.recommend(users, k, exclude_seen=True)
-    value = mean_metrics(ranking_metrics(recs, truth, k))[metric]
-    return float(value), fit_seconds, time.perf_counter() - started - fit_seconds
+    return ranking_metrics(recs, truth, k), fit_seconds
 
 
 def _point_params(dims: list[Dimension], point: list[Any]) -> dict[str, Any]:
@@ -115,6 +168,8 @@ def _point_params(dims: list[Dimension], point: list[Any]) -> dict[str, Any]:
 
 def _representable(dims: list[Dimension], params: dict[str, Any]) -> list[Any] | None:
     """``params`` as a point of ``dims``, or None when a value lies outside the space."""
+    from skopt.space import Categorical, Integer
+
     point = []
     for d in dims:
         v = params.get(d.name)
@@ -265,6 +320,10 @@ def _search(
     default_params: dict[str, Any],
     log: _TrialLog,
 ) -> None:
+    from skopt import Optimizer
+    from skopt.space import Space
+    from skopt.utils import cook_estimator
+
     if method == "random":
         for point in Space(dims).rvs(budget, random_state=seed):
             log(_point_params(dims, point), "random")
@@ -294,6 +353,8 @@ def _search(
 
 
 def _trials_frame(rows: list[dict[str, Any]], dims: list[Dimension], metric: str) -> pl.DataFrame:
+    from skopt.space import Categorical, Integer
+
     schema: dict[str, pl.DataType] = {
         "trial": pl.Int64(),
         "method": pl.String(),

@@ -7,6 +7,9 @@
   ``n_items - 1``) move to validation with all their events; users with one item stay in train.
   Seeded: the same events and seed give the same split. ``stratify="item"`` holds out per item
   instead (each item keeps at least one training user), for test protocols stratified by item.
+* ``latest=f`` (experiment protocol, temporal): one global cut in time. Events at or after the
+  ``1 - f`` quantile of the timestamps validate, everything before trains (so about the newest
+  ``f`` of the events validate; ties at the cut all go to validation). Needs ``timestamp``.
 
 Rows keep their input order in both outputs; the two outputs partition the input.
 """
@@ -42,19 +45,22 @@ def split_validation(
     *,
     days: int | None = None,
     fraction: float | None = None,
+    latest: float | None = None,
     seed: int,
     stratify: Literal["user", "item"] = "user",
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split training ``events`` (``user_id, item_id`` [+ ``timestamp``]) into (train, valid).
 
-    Give exactly one of ``days`` (temporal, needs ``timestamp``) or ``fraction`` (random per user,
-    or per item with ``stratify="item"``).
+    Give exactly one of ``days`` (temporal by calendar days, needs ``timestamp``), ``fraction``
+    (random per user, or per item with ``stratify="item"``) or ``latest`` (temporal by share of
+    events, needs ``timestamp``).
     """
     if stratify not in ("user", "item"):
         raise ValueError(f"split_validation: stratify must be 'user' or 'item', got {stratify!r}")
-    if (days is None) == (fraction is None):
+    if sum(x is not None for x in (days, fraction, latest)) != 1:
         raise ValueError(
-            "split_validation: give exactly one of days= (temporal) or fraction= (random)"
+            "split_validation: give exactly one of days= (temporal), fraction= (random) or "
+            "latest= (temporal share)"
         )
     for col in ("user_id", "item_id"):
         if col not in events.columns:
@@ -73,6 +79,8 @@ def split_validation(
         cut = last - dt.timedelta(days=days)
         is_valid = day > pl.lit(cut)
         return events.filter(~is_valid), events.filter(is_valid)
+    if latest is not None:
+        return _latest_split(events, latest)
     assert fraction is not None
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"split_validation: fraction must be in (0, 1), got {fraction}")
@@ -92,3 +100,23 @@ def split_validation(
         flagged.filter(~is_valid).drop("_held"),
         flagged.filter(is_valid).drop("_held"),
     )
+
+
+def _latest_split(events: pl.DataFrame, share: float) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"split_validation: latest must be in (0, 1), got {share}")
+    if "timestamp" not in events.columns:
+        raise ValueError("split_validation(latest=...): events have no 'timestamp' column")
+    dtype = events.schema["timestamp"]
+    if isinstance(dtype, pl.Datetime):
+        key = pl.col("timestamp").dt.epoch("us").cast(pl.Float64)
+    elif dtype == pl.Date or dtype.is_numeric():
+        key = pl.col("timestamp").cast(pl.Float64)
+    else:
+        raise ValueError(
+            f"split_validation: column 'timestamp' is {dtype}; expected a Datetime, a Date or Unix "
+            "seconds"
+        )
+    cut = float(np.quantile(events.select(key).to_series().to_numpy(), 1.0 - share))
+    is_valid = key >= cut
+    return events.filter(~is_valid), events.filter(is_valid)

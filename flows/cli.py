@@ -79,6 +79,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="first date to write")
     p.add_argument("--until", help="last date to write")
 
+    p = sub.add_parser(
+        "simulate",
+        help="closed-loop A/B simulation: users react to last night's lists, the nightly runs daily",
+    )
+    p.add_argument("--out", required=True, help="empty folder for landing/ and warehouse/")
+    p.add_argument("--days", type=int, default=10, help="simulated days of feedback")
+    p.add_argument("--users", type=int, default=600)
+    p.add_argument("--items", type=int, default=200)
+    p.add_argument("--arms", default="control=popularity,treatment=ease", help="NAME=MODEL,...")
+    p.add_argument("--shares", help="traffic shares in arm order, e.g. 0.5,0.5 (default equal)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--tune-calls", type=int, default=3, help="search budget per model")
+
     p = sub.add_parser("embed", help="embed the catalog as of a date (incremental)")
     p.add_argument("--date", help="catalog date (default: yesterday)")
     _add_common(p)
@@ -295,6 +308,86 @@ def cmd_landing(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_arms(text: str) -> dict[str, str]:
+    arms: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, model = part.partition("=")
+        if not sep or not name or not model:
+            raise ValueError(f"--arms {text!r}: {part!r} is not NAME=MODEL")
+        if name in arms:
+            raise ValueError(f"--arms {text!r}: arm {name!r} given twice")
+        arms[name.strip()] = model.strip()
+    return arms
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from recsys_core.abtest import simulate
+
+    arms = _parse_arms(args.arms)
+    shares = None
+    if args.shares:
+        values = [float(v) for v in args.shares.split(",")]
+        if len(values) != len(arms):
+            raise ValueError(f"--shares {args.shares!r}: {len(values)} values for {len(arms)} arms")
+        shares = dict(zip(arms, values, strict=True))
+    out = simulate(
+        Path(args.out),
+        days=args.days,
+        arms=arms,
+        users=args.users,
+        items=args.items,
+        seed=args.seed,
+        shares=shares,
+        tune_calls=args.tune_calls,
+    )
+    print(format_simulation(out))
+    return 0
+
+
+def format_simulation(out: dict[str, Any]) -> str:
+    """The read-out of a simulation as text (also shown in the README)."""
+    r = out["readout"]
+    lines = [
+        f"A/B read-out of {r['experiment']} as of {r['as_of']} "
+        f"({r['nights_with_feedback']} nights with feedback, unit = user):"
+    ]
+    for a in r["arms"]:
+        ci = a["ci"] or [0.0, 0.0]
+        rate = "-" if a["hit_rate"] is None else f"{a['hit_rate']:.3f}"
+        lines.append(
+            f"  {a['name']:<10} {a['model']:<11} users {a['users']:>5}  hit rate {rate} "
+            f"(95% {ci[0]:.3f} to {ci[1]:.3f})"
+        )
+    if r["difference"] is not None:
+        lines.append(
+            f"  {r['comparison']}: {r['difference']:+.3f} (95% interval {r['ci'][0]:+.3f} to "
+            f"{r['ci'][1]:+.3f}), p = {r['p_value']:.2g}"
+        )
+    lines.append(
+        f"  sample-ratio check p = {r['srm_p_value']:.3f}{'  MISMATCH' if r['srm'] else ''}"
+    )
+    lines.append(f"  decision: {r['decision']}")
+    off = out["offline_validation"]
+    if off:
+        lines.append(
+            f"offline ({out['metric']}@10 on validation): "
+            + " > ".join(f"{m} {v:.4f}" for m, v in sorted(off.items(), key=lambda kv: -kv[1]))
+        )
+    if out.get("orderings_agree") is not None:
+        lines.append(
+            f"offline and online orderings agree: {'yes' if out['orderings_agree'] else 'NO'}"
+        )
+    lines.append(
+        "planted truth, share of recommendations the user likes: "
+        + ", ".join(f"{a} {v:.2f}" for a, v in out["liked_share_of_recommendations"].items())
+    )
+    lines.append(f"read-out {r['path']}")
+    if out.get("report"):
+        lines.append(f"report   {out['report']}")
+    lines.append(f"({out['seconds']:.0f} s)")
+    return "\n".join(lines)
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     from recsys_core.pipeline import embed_step
 
@@ -412,6 +505,7 @@ COMMANDS = {
     "backfill": cmd_backfill,
     "demo": cmd_demo,
     "landing": cmd_landing,
+    "simulate": cmd_simulate,
     "embed": cmd_embed,
     "similar": cmd_similar,
     "models": cmd_models,

@@ -19,6 +19,7 @@ from recsys_core.models import ModelName
 from recsys_core.pipeline import backfill_plan
 from tasks.artifacts import backfill_rows, publish_backfill
 from tasks.steps import (
+    abtest_task,
     clean_task,
     embed_task,
     evaluate_task,
@@ -85,6 +86,8 @@ def run_pipeline(settings: Settings, run_date: dt.date, force: bool = False) -> 
     steps["score"] = merge_task.with_options(**retry)(settings, run_date, shards)
     if settings.scoring.sql_url:
         steps["sql"] = sql_task.with_options(**retry)(settings, run_date)
+    if settings.abtest.experiment:
+        steps["abtest"] = abtest_task.with_options(**retry)(settings, run_date)
     steps["report"] = finalize_task.with_options(**retry)(settings, run_date, steps)
     return steps
 

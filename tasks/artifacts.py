@@ -14,6 +14,7 @@ key                           what
 ``recsys-metrics``            table: challenger vs champion on the holdout, 95% intervals
 ``recsys-decision``           markdown: the promotion decision
 ``recsys-backfill``           table: each date of a backfill and what happened to it
+``recsys-abtest``             markdown: the A/B read-out (arms, difference, interval, p, SRM)
 ============================  ==============================================================
 """
 
@@ -32,6 +33,7 @@ from prefect.artifacts import (
 __all__ = [
     "KEYS",
     "backfill_rows",
+    "publish_abtest",
     "publish_backfill",
     "publish_clean",
     "publish_evaluation",
@@ -48,6 +50,7 @@ KEYS = {
     "metrics": "recsys-metrics",
     "decision": "recsys-decision",
     "backfill": "recsys-backfill",
+    "abtest": "recsys-abtest",
 }
 #: Environment: the base URL under which ``<warehouse>/reports/`` is served, and which warehouse
 #: (``recsys serve`` sets both; see ``deployments/_reports.py``).
@@ -173,4 +176,39 @@ def publish_backfill(start: dt.date, end: dt.date, rows: list[dict[str, Any]]) -
             for s in ("ran", "skipped", "failed", "not reached")
             if (n := sum(r["status"].startswith(s) for r in rows))
         ),
+    )
+
+
+def publish_abtest(run_date: dt.date, out: dict[str, Any]) -> None:
+    """The experiment's read-out as markdown: decision first, then each arm and the difference."""
+
+    def pct(v: Any) -> str:
+        return "–" if v is None else f"{float(v):.2%}"
+
+    lines = [
+        f"# A/B {out['experiment']} as of {run_date}: {out['decision']}",
+        "",
+        out["reason"],
+        "",
+        "| arm | model | assigned | exposed users | hit rate | 95% interval |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for a in out["arms"]:
+        ci = a.get("ci") or [None, None]
+        lines.append(
+            f"| {a['name']} | {a['model']} | {a['assigned_users']} | {a['users']} | "
+            f"{pct(a['hit_rate'])} | {pct(ci[0])} to {pct(ci[1])} |"
+        )
+    if out.get("difference") is not None:
+        lines += [
+            "",
+            f"{out['comparison']}: **{out['difference']:+.2%}** (95% interval "
+            f"{out['ci'][0]:+.2%} to {out['ci'][1]:+.2%}), p = {out['p_value']:.3g}; "
+            f"sample-ratio check p = {out['srm_p_value']:.3g}"
+            + (" — **MISMATCH**" if out.get("srm") else ""),
+        ]
+    create_markdown_artifact(
+        "\n".join(lines),
+        key=KEYS["abtest"],
+        description=f"A/B read-out of {out['experiment']} for {run_date}",
     )

@@ -19,9 +19,16 @@ from recsys_core import pipeline
 from recsys_core.config import Settings
 from recsys_core.errors import is_transient
 from recsys_core.ingest import MissingPartitionError
-from tasks.artifacts import publish_clean, publish_evaluation, publish_night, publish_train
+from tasks.artifacts import (
+    publish_abtest,
+    publish_clean,
+    publish_evaluation,
+    publish_night,
+    publish_train,
+)
 
 __all__ = [
+    "abtest_task",
     "clean_task",
     "embed_task",
     "evaluate_task",
@@ -156,6 +163,17 @@ def merge_task(
 def sql_task(settings: Settings, run_date: dt.date) -> dict[str, Any]:
     out = pipeline.publish_sql(settings, run_date)
     get_run_logger().info("serving database: %s", out)
+    return out
+
+
+@task(name="abtest-readout", **_COMMON)
+def abtest_task(settings: Settings, run_date: dt.date) -> dict[str, Any]:
+    from recsys_core.abtest import readout_step
+
+    out = readout_step(settings, run_date)
+    if not out.get("skipped"):
+        get_run_logger().info("A/B %s: %s", out["experiment"], out["reason"])
+        publish_abtest(run_date, out)
     return out
 
 

@@ -68,6 +68,11 @@ def simulate(
     if days < 1:
         raise ValueError(f"days must be >= 1, got {days}")
     out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(
+            f"simulation folder {out} is not empty; give a new or empty folder (a world is "
+            "written from scratch)"
+        )
     say = log or (lambda _msg: None)
     settings = Settings(
         landing=out / "landing",

@@ -38,6 +38,7 @@ from recsys_core.io import Location, Warehouse, atomic_write_json, exists, read_
 from recsys_core.models import get_model_class
 from recsys_core.pipeline._context import DataWindow, code_version, jsonable, load_window
 from recsys_core.pipeline._faults import maybe_fail
+from recsys_core.tuning import pick_best
 
 __all__ = ["embed_step", "evaluate_step", "prepare_arms", "train_step"]
 
@@ -72,7 +73,7 @@ def _tuning_state(settings: Settings, name: str) -> Location:
     return Warehouse(settings.warehouse).tuning_dir / name / "state.json"
 
 
-def _needs_tuning(settings: Settings, name: str, run_date: dt.date, force: bool) -> dict | None:
+def _reusable_tuning(settings: Settings, name: str, run_date: dt.date, force: bool) -> dict | None:
     """The stored search result if it may be reused tonight, else None."""
     path = _tuning_state(settings, name)
     if force or not exists(path):
@@ -102,16 +103,15 @@ def train_step(settings: Settings, run_date: dt.date, *, force: bool = False) ->
     embeddings = _embeddings_for(settings, settings.train.models)
     candidates: list[dict[str, Any]] = []
     for name in settings.train.models:
-        state = _needs_tuning(settings, name, run_date, force)
+        state = _reusable_tuning(settings, name, run_date, force)
         if state is None:
             state = _tune_one(settings, window, train_ev, name, run_date, embeddings)
         else:
             state = {**state, "_reused": True}
         candidates.append(state)
         maybe_fail(settings, "train", point=f"tuned-{name}")
-    best = max(
-        candidates, key=lambda s: (s["best_score"], -settings.train.models.index(s["model"]))
-    )
+    by_name = {c["model"]: c for c in candidates}
+    best = by_name[pick_best({n: c["best_score"] for n, c in by_name.items()})]
     name, params = best["model"], best["best_params"]
     started = time.perf_counter()
     model = get_model_class(name)(params).fit(

@@ -268,10 +268,7 @@ def test_truncation_and_progress_are_reported(tmp_path):
     assert lines[-1].startswith("item embeddings: 5 embedded, 0 reused")
 
 
-def test_progress_bar_and_protocol(tmp_path, capsys):
-    from recsys_core.embeddings import Encoder
-
-    assert isinstance(FakeEncoder(), Encoder)
+def test_progress_bar(tmp_path, capsys):
     embed_catalog(catalog(), tmp_path, EmbeddingConfig(), encoder=FakeEncoder(), progress=True)
     assert "embedded" in capsys.readouterr().err  # the tqdm bar
 
@@ -305,7 +302,7 @@ def test_similar_items_known_neighbours(tmp_path):
     assert "title" not in similar_items(tmp_path, "i1").columns
     with pytest.raises(UnknownItemError, match="item 'I1' has no vector") as err:
         similar_items(tmp_path, "I1")
-    assert isinstance(err.value, KeyError)
+    assert str(err.value).startswith("item 'I1' has no vector")  # not quoted as KeyError's is
 
 
 def test_missing_table_says_to_run_the_step(tmp_path):

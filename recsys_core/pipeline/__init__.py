@@ -4,7 +4,7 @@ JSON-able summary. Prefect tasks wrap them one to one; a notebook can call them 
 from recsys_core.pipeline._data import clean_step, ingest_step
 from recsys_core.pipeline._faults import InjectedFault, maybe_fail
 from recsys_core.pipeline._finalize import backfill_plan, finalize_step, is_complete
-from recsys_core.pipeline._modelling import embed_step, evaluate_step, train_step
+from recsys_core.pipeline._modelling import embed_step, evaluate_step, prepare_arms, train_step
 from recsys_core.pipeline._scoring import active_users, merge_scores, publish_sql, score_shard
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "is_complete",
     "maybe_fail",
     "merge_scores",
+    "prepare_arms",
     "publish_sql",
     "score_shard",
     "train_step",

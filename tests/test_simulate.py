@@ -148,3 +148,17 @@ def test_simulate_refuses_a_non_empty_folder(tmp_path):
     (tmp_path / "x").write_text("keep me")
     with pytest.raises(FileExistsError, match="not empty"):
         simulate(tmp_path, days=1, arms=ARMS, log=None)
+
+
+@pytest.mark.slow
+def test_readme_simulation_shows_ease_ahead(tmp_path, capsys):
+    """The README's command: 10 days, EASE ahead with an interval above zero, orderings agree."""
+    from flows.cli import main
+
+    argv = ["simulate", "--out", str(tmp_path / "sim"), "--days", "10"]
+    assert main([*argv, "--arms", "control=popularity,treatment=ease"]) == 0
+    printed = capsys.readouterr().out
+    assert "decision: treatment wins" in printed
+    assert "offline and online orderings agree: yes" in printed
+    r = read_json(tmp_path / "sim" / "warehouse" / "abtest" / "sim" / "readout.json")
+    assert r["ci"][0] > 0 and not r["srm"] and r["nights_with_feedback"] == 10

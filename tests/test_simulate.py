@@ -162,3 +162,53 @@ def test_readme_simulation_shows_ease_ahead(tmp_path, capsys):
     assert "offline and online orderings agree: yes" in printed
     r = read_json(tmp_path / "sim" / "warehouse" / "abtest" / "sim" / "readout.json")
     assert r["ci"][0] > 0 and not r["srm"] and r["nights_with_feedback"] == 10
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+def test_nightly_flow_with_an_experiment(prefect_harness, tmp_path):
+    """The Prefect flow wires the read-out task, its artifact and the report section."""
+    from prefect.artifacts import Artifact
+
+    from flows.nightly import nightly
+
+    end = dt.date(2026, 1, 10)
+    generate_synthetic(tmp_path / "landing", users=80, items=60, days=8, seed=11, end_date=end)
+    cfg = tmp_path / "recsys.toml"
+    cfg.write_text(
+        """
+landing = "landing"
+warehouse = "warehouse"
+k = 5
+[train]
+models = ["popularity", "ease"]
+tune_calls = 2
+tune_initial_points = 2
+[evaluation]
+holdout_days = 2
+bootstrap_samples = 200
+[embedding]
+enabled = false
+[runner]
+retries = 0
+retry_delay_seconds = 0
+[abtest]
+experiment = "flow-test"
+arms = { control = "champion", treatment = "popularity" }
+shares = { control = 0.6, treatment = 0.4 }
+attribution_days = 1
+""",
+        encoding="utf-8",
+    )
+    first = nightly(run_date=end - dt.timedelta(days=1), config_path=str(cfg))
+    assert first["abtest"]["decision"] == NO_FEEDBACK
+    steps = nightly(run_date=end, config_path=str(cfg))
+    ab = steps["abtest"]
+    assert ab["nights_with_feedback"] == 1 and ab["experiment"] == "flow-test"
+    assert sum(a["assigned_users"] for a in ab["arms"]) > 0
+    recs = pl.read_parquet(Warehouse(tmp_path / "warehouse").recommendations(end))
+    assert set(recs["arm"]) == {"control", "treatment"}
+    html = Path(steps["report"]["report"]).read_text()
+    assert "A/B experiment flow-test" in html
+    art = Artifact.get("recsys-abtest")
+    assert art is not None and "flow-test" in str(art.data)

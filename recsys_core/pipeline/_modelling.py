@@ -9,9 +9,13 @@ Tonight's protocol for ``run_date`` D (all data read is dated on or before D):
   stored search is younger than ``tune_max_age_days``;
 * the best candidate on validation becomes the challenger: it is refit on every event up to D
   (the production model) and registered;
-* challenger and champion *configurations* are both fit on ``train`` and scored on the test
-  window: the same data for both, so the comparison is fair even though the champion was trained
-  on an earlier night.
+* the gate compares it with the *serving* champion (:func:`evaluate_step`): a recipe check
+  (both recipes fit on ``train``, scored on the test window) when the recipes differ, and a
+  regression check (the challenger's recipe refit on the serving artifact's own window, against
+  the stored artifact, on the test days after that window) — no model is scored on days it was
+  trained on, and no model is compared with itself;
+* with an A/B experiment configured, :func:`prepare_arms` resolves each arm to a model for the
+  score step.
 """
 
 from __future__ import annotations

@@ -271,6 +271,10 @@ def _print_summary(settings, day, steps: dict[str, Any], seconds: float) -> None
         f"  quarantine       {wh.quarantine(day)}",
         f"  models           {wh.models_dir}",
     ]
+    ingest = steps.get("ingest") or {}
+    for label, key in (("late files", "late"), ("unrecognised", "unrecognised")):
+        if ingest.get(key):  # named, so that nothing is picked up or skipped without a word
+            lines.insert(2, f"  {label:<10} {', '.join(ingest[key])}")
     print("\n".join(lines))
 
 

@@ -540,3 +540,177 @@ def test_ids_are_normalised_as_the_readme_says(settings: Settings) -> None:
     night(settings, D1)
     clean = load_clean_events(Warehouse(settings.warehouse), until=D1)
     assert clean.select("user_id", "item_id").rows() == [("007", "Item"), ("007", "item")]
+
+
+# ---- the property: every landing row in exactly one place, night after night ----------------------
+from hypothesis import HealthCheck, example, given  # noqa: E402
+from hypothesis import settings as hsettings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ROW = st.tuples(
+    st.sampled_from(["u1", "u2", " u1", ""]),  # "" is a missing user
+    st.sampled_from(["i1", "i2"]),
+    st.sampled_from(["view", "view", "click", "rating", "like"]),  # like: unknown type
+    st.sampled_from(["00:00", "00:01", "10:00", "23:59"]),  # near duplicates across midnight too
+    st.sampled_from([0, 30, 59, -1]),  # second; -1: an unparseable timestamp
+    st.sampled_from(["", "", "3", "9"]),  # value; 9 is out of range for a rating
+    st.sampled_from(["", "", "e1", "e2"]),  # reused ids: duplicates and conflicts
+)
+_DROP = st.tuples(
+    st.sampled_from([0, 1, 2, 2]),  # days before the run date it lands in (>0: a late file)
+    st.booleans(),  # rewrite an existing file of that date (if any) instead of adding one
+    st.lists(_ROW, min_size=0, max_size=6),
+)
+_NIGHTS = st.lists(st.lists(_DROP, min_size=0, max_size=3), min_size=3, max_size=4)
+
+
+def _r(user: str, eid: str, hh_mm: str = "10:00", second: int = 0) -> tuple:
+    return (user, "i1", "view", hh_mm, second, "", eid)
+
+
+def _text(day: dt.date, rows) -> str:
+    lines = []
+    for user, item, kind, hh_mm, second, value, eid in rows:
+        ts = "soon" if second < 0 else f"{day.isoformat()}T{hh_mm}:{second:02d}Z"
+        lines.append(f"{user},{item},{kind},{ts},{value},{eid}")
+    return csv(*lines)
+
+
+def _landing_rows(landing: Path, day: dt.date) -> set[tuple[str, int]]:
+    folder = landing / "events" / f"date={day.isoformat()}"
+    out = set()
+    for path in sorted(folder.glob("*.csv")):
+        n = len(path.read_text(encoding="utf-8").splitlines()) - 1
+        out |= {(path.relative_to(landing).as_posix(), r) for r in range(1, n + 1)}
+    return out
+
+
+def _keys(df: pl.DataFrame) -> list[tuple[str, int]]:
+    return list(zip(df["_source_file"], df["_source_row"], strict=True))
+
+
+@hsettings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(nights=_NIGHTS, horizon=st.sampled_from([0, 2, 30]))
+@example(  # a late file takes an event id that a later date had kept: that copy now conflicts
+    nights=[[], [(0, False, [_r("u1", "e1")])], [(2, False, [_r("u2", "e1", "09:00")])]],
+    horizon=30,
+)
+@example(  # a late file's event 20 s before midnight makes the next day's first a near duplicate
+    nights=[
+        [],
+        [(0, False, [_r("u1", "", "00:00", 10)])],
+        [(2, False, [_r("u1", "", "23:59", 50)])],
+    ],
+    horizon=30,
+)
+def test_every_landing_row_is_clean_quarantined_or_a_counted_duplicate(
+    tmp_path_factory, nights, horizon
+) -> None:
+    root = tmp_path_factory.mktemp("nights")
+    landing = root / "landing"
+    s = Settings(landing=landing, warehouse=root / "wh", clean={"event_id_horizon_days": horizon})
+    wh = Warehouse(s.warehouse)
+    start = dt.date(2026, 3, 10)
+    clock = 1_700_000_000 * 10**9  # every write gets a later mtime, as real drops would
+    for k, drops in enumerate(nights):
+        run_date = start + dt.timedelta(days=k)
+        for back, rewrite, rows in [(0, False, [])] + drops:  # the run date always has a drop
+            day = max(start, run_date - dt.timedelta(days=back))
+            folder = landing / "events" / f"date={day.isoformat()}"
+            existing = sorted(folder.glob("*.csv")) if folder.is_dir() else []
+            path = existing[0] if rewrite and existing else folder / f"n{k}-{len(existing)}.csv"
+            put(landing, "events", day, path.name, _text(day, rows))
+            clock += 10**9
+            os.utime(path, ns=(clock, clock))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LandingWarning)
+            ingest_step(s, run_date)
+        clean_step(s, run_date)
+
+        totals = dict.fromkeys(("ingested", "clean", "duplicates", "quarantined"), 0)
+        for d in (start + dt.timedelta(days=i) for i in range(k + 1)):
+            rows = _landing_rows(landing, d)
+            clean = pl.read_parquet(wh.clean("events", d))
+            q = (
+                pl.read_parquet(wh.quarantine(d))
+                if wh.quarantine(d).is_file()
+                else pl.DataFrame(schema={"_source_file": pl.String, "_source_row": pl.Int64})
+            )
+            kept, bad = _keys(clean), _keys(q)
+            assert len(set(kept)) == len(kept) and len(set(bad)) == len(bad)
+            assert not set(kept) & set(bad)
+            assert set(kept) | set(bad) <= rows
+            m = manifest(s, d)["events"]
+            assert m["ingested"] == len(rows)
+            assert (m["clean"], m["quarantined"]) == (len(kept), len(bad))
+            assert m["duplicates"] == len(rows - set(kept) - set(bad))
+            assert m["ingested"] == m["clean"] + m["duplicates"] + m["quarantined"]
+            for key in totals:
+                totals[key] += m[key]
+        assert totals["ingested"] == totals["clean"] + totals["duplicates"] + totals["quarantined"]
+
+    # night by night with late files gives what one run over the final landing zone gives
+    once = Settings(landing=landing, warehouse=root / "once", clean=s.clean)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LandingWarning)
+        ingest_step(once, run_date)
+    clean_step(once, run_date)
+    other = Warehouse(once.warehouse)
+    for d in wh.clean_dates("events"):
+        assert other.clean("events", d).read_bytes() == wh.clean("events", d).read_bytes(), d
+        assert other.quarantine(d).is_file() == wh.quarantine(d).is_file()
+        if wh.quarantine(d).is_file():
+            assert pl.read_parquet(other.quarantine(d)).equals(pl.read_parquet(wh.quarantine(d)))
+
+
+# ---- through the flow ---------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.prefect
+def test_flow_names_late_files_and_a_killed_forced_rerun_leaves_the_date_incomplete(
+    prefect_harness, tmp_path: Path, monkeypatch
+) -> None:
+    from flows.nightly import nightly
+    from recsys_core.landing import generate_synthetic
+    from recsys_core.pipeline import InjectedFault, backfill_plan, is_complete
+
+    end = dt.date(2026, 1, 6)
+    generate_synthetic(tmp_path / "landing", users=60, items=40, days=6, seed=1, end_date=end)
+    cfg = tmp_path / "recsys.toml"
+    cfg.write_text(
+        'landing = "landing"\nwarehouse = "wh"\nk = 5\n[train]\nmodels = ["popularity", "ease"]\n'
+        "tune_calls = 3\ntune_initial_points = 2\nvalidation_days = 1\n[evaluation]\n"
+        "holdout_days = 1\nbootstrap_samples = 100\n[embedding]\nenabled = false\n[runner]\n"
+        "retries = 0\nretry_delay_seconds = 0\n",
+        encoding="utf-8",
+    )
+    s = load_settings(cfg)
+    wh = Warehouse(s.warehouse)
+    nightly(run_date=end, config_path=str(cfg))
+    assert is_complete(s, end)
+
+    early = end - dt.timedelta(days=2)
+    before = manifest(s, early)["events"]["ingested"]
+    users = pl.read_parquet(wh.clean("events", early))["user_id"].head(3).to_list()
+    put(s.landing, "events", early, "late.csv",
+        csv(*(f"{u},zz-late,view,{early}T12:00:0{n}Z,,late-{n}" for n, u in enumerate(users))))  # fmt: skip
+    steps = nightly(run_date=end, config_path=str(cfg))  # no --force
+    name = f"events/date={early.isoformat()}/late.csv (new)"
+    assert steps["ingest"]["late"] == [name]
+    assert early.isoformat() in steps["clean"]["dates_cleaned"]
+    m = manifest(s, early)
+    assert m["events"]["ingested"] == before + 3 and m["late_files"] == [name]
+    report = Path(steps["report"]["report"]).read_text(encoding="utf-8")
+    assert "Late landing files" in report and name in report
+    assert is_complete(s, end)
+
+    monkeypatch.setenv("RECSYS_FAULT", "score:1")  # a forced re-run dies after clean and train
+    with pytest.raises(InjectedFault):
+        nightly(run_date=end, config_path=str(cfg), force=True)
+    assert not wh.run_marker(end).exists()
+    assert wh.recommendations(end).exists()  # last night's file is still there, but ...
+    assert not is_complete(s, end)  # ... the date does not count as complete
+    assert backfill_plan(s, end, end) == ([end], [])

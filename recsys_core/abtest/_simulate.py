@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from recsys_core.config import Settings
+from recsys_core.io import Warehouse, read_parquet
 
 __all__ = ["simulate"]
 
@@ -128,12 +129,7 @@ def simulate(
     for t in range(1, days + 1):
         day = _START + dt.timedelta(days=t)
         prev = day - dt.timedelta(days=1)
-        recs = pl.read_parquet(
-            Path(str(settings.warehouse))
-            / "recommendations"
-            / f"run_date={prev}"
-            / "part-0.parquet"
-        )
+        recs = read_parquet(Warehouse(settings.warehouse).recommendations(prev))
         events, liked = _one_day(
             rng,
             catalog,

@@ -37,6 +37,7 @@ __all__ = [
     "delete_tree",
     "exists",
     "files_under",
+    "files_with_stats",
     "is_remote",
     "list_names",
     "local_copy",
@@ -404,6 +405,34 @@ def files_under(loc: Location) -> list[str]:
 
     def find() -> list[str]:
         return sorted(k[len(base) :] for k in loc.fs.find(base) if k.startswith(base))
+
+    return with_retries(_url(loc), "list", find)
+
+
+def files_with_stats(loc: Location) -> list[tuple[str, int, int]]:
+    """``(relative path, size, mtime in ns)`` of every file under ``loc``, sorted, in one listing
+    (object stores: the listing's ``Size`` and ``LastModified``; hidden names included)."""
+    loc = location(loc)
+    if not is_remote(loc):
+        if not loc.is_dir():
+            return []
+        out = []
+        for p in sorted(loc.rglob("*")):
+            if p.is_file():
+                st = p.stat()
+                out.append((p.relative_to(loc).as_posix(), st.st_size, st.st_mtime_ns))
+        return out
+    base = _key(loc).rstrip("/") + "/"
+
+    def find() -> list[tuple[str, int, int]]:
+        rows = []
+        for key, info in loc.fs.find(base, detail=True).items():
+            if not key.startswith(base) or info.get("type") == "directory":
+                continue
+            mtime = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
+            ns = int(mtime.timestamp() * 1e9) if hasattr(mtime, "timestamp") else 0
+            rows.append((key[len(base) :], int(info.get("size") or 0), ns))
+        return sorted(rows)
 
     return with_retries(_url(loc), "list", find)
 

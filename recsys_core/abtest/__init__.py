@@ -9,13 +9,13 @@ from recsys_core.abtest._assign import assign_arms, bucket
 from recsys_core.abtest._attribution import attribute, night_metrics
 from recsys_core.abtest._experiment import ExperimentChangedError, pin_experiment
 from recsys_core.abtest._readout import NO_FEEDBACK, SRM_BLOCKED, readout, user_outcomes
+from recsys_core.abtest._simulate import simulate
 from recsys_core.abtest._stats import (
     Difference,
     difference_in_proportions,
     srm_test,
     wilson_interval,
 )
-from recsys_core.abtest._simulate import simulate
 from recsys_core.abtest._step import readout_step
 
 __all__ = [

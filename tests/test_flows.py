@@ -92,10 +92,11 @@ def test_nightly_end_to_end(prefect_harness, landing_env):
     seen = events.select("user_id", "item_id").unique()
     assert recs.join(seen, on=["user_id", "item_id"], how="inner").height == 0
 
-    # item-based champions explain each recommendation with a history item's title
-    if steps["score"]["model_id"].startswith(("ease", "itemknn", "rp3beta")):
-        assert recs["reason"].drop_nulls().str.starts_with("because you interacted with").all()
-        assert recs["reason"].null_count() < recs.height
+    # item-based champions explain each recommendation with a history item's title; on this
+    # seeded data EASE beats popularity, so the check always runs (never skipped by the winner)
+    assert steps["score"]["model_id"].startswith("ease-")
+    assert recs["reason"].drop_nulls().str.starts_with("because you interacted with").all()
+    assert recs["reason"].null_count() < recs.height
 
     # the champion scored; the report and the completion marker exist
     assert steps["score"]["model_id"] == steps["evaluate"]["champion_after"]

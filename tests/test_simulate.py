@@ -212,3 +212,28 @@ attribution_days = 1
     assert "A/B experiment flow-test" in html
     art = Artifact.get("recsys-abtest")
     assert art is not None and "flow-test" in str(art.data)
+
+
+def test_winner_is_promoted_only_when_asked(world, tmp_path):
+    import shutil
+
+    from recsys_core.evaluation import ModelRegistry
+
+    shutil.copytree(world["warehouse"], tmp_path / "warehouse")
+    wh = Warehouse(tmp_path / "warehouse")
+    day = _START + dt.timedelta(days=DAYS)
+    arms = read_json(wh.abtest_arms("sim", day))["arms"]
+    registry = ModelRegistry(wh.models_dir)
+    registry.promote(arms["control"]["model_id"], "the losing arm serves, for this test")
+
+    off = _settings(world, min_users_per_arm=50).model_copy(update={"warehouse": wh.root})
+    out = readout_step(off, day)
+    assert out["winner"] == "treatment" and out["promoted"] is None
+    assert registry.champion()["model_id"] == arms["control"]["model_id"]
+
+    on = _settings(world, min_users_per_arm=50, promote_winner=True)
+    out = readout_step(on.model_copy(update={"warehouse": wh.root}), day)
+    assert out["promoted"] == arms["treatment"]["model_id"]
+    champion = registry.champion()
+    assert champion["model_id"] == arms["treatment"]["model_id"]
+    assert "A/B experiment sim" in champion["promotion_reason"]

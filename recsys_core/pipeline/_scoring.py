@@ -116,9 +116,10 @@ def _score_shard_arms(
     models = {
         arm: registry.load_model(a["model_id"], cached=True) for arm, a in arms["arms"].items()
     }
-    known: set[str] = set()
-    for m in models.values():
-        known |= set(m.user_ids_)
+    # users every arm's model knows: an arm that cannot serve a user (the champion artifact has
+    # not seen a new user yet) would otherwise drop them from that arm only, and the arms would
+    # no longer hold comparable populations
+    known = set.intersection(*(set(m.user_ids_) for m in models.values()))
     users = active_users(settings, run_date, known)[shard::n_shards]
     assigned = assign_arms(users, arms["shares"], arms["salt"]).with_columns(
         pl.col("arm")

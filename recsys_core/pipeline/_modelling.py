@@ -275,6 +275,10 @@ def evaluate_step(settings: Settings, run_date: dt.date, challenger_id: str) -> 
     """
     wh = Warehouse(settings.warehouse)
     maybe_fail(settings, "evaluate")
+    if settings.abtest.experiment:  # a changed experiment is refused before anything moves
+        from recsys_core.abtest._experiment import pin_experiment
+
+        pin_experiment(wh, settings.abtest, run_date)
     window = load_window(settings, run_date)
     holdout_days = settings.evaluation.holdout_days
     cut = run_date - dt.timedelta(days=holdout_days - 1)

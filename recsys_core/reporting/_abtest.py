@@ -90,8 +90,26 @@ def abtest_section(readout: dict[str, Any], img: Any) -> str:
             f"{readout.get('nights_with_feedback')} night(s); an event counts within "
             f"{readout.get('attribution_days')} day(s) after the night's list.</p>"
         )
-    if any((n.get("feedback_days") or 0) > 0 for n in readout.get("nights") or []):
+    observed = [n for n in readout.get("nights") or [] if (n.get("feedback_days") or 0) > 0]
+    n_arms = max(1, len(readout.get("arms") or []))
+    if observed:
         parts.append(img(abtest_png(readout), "A/B hit rate per night"))
+        last = sorted(observed, key=lambda n: (str(n["run_date"]), n["arm"]))[-3 * n_arms :]
+        rows = "".join(
+            f"<tr><td>{n['run_date']}</td><td>{html.escape(n['arm'])}</td>"
+            f"<td class=n>{n['exposed_users']}</td><td class=n>{_pct(n['hit_rate'])}</td>"
+            f"<td class=n>{fmt(n['hits_per_user'])}</td><td class=n>{fmt(n['clicks_per_user'])}</td>"
+            f"<td class=n>{fmt(n['purchases_per_user'])}</td><td class=n>{_pct(n['coverage'])}</td>"
+            f"<td class=n>{n['feedback_days']}</td></tr>"
+            for n in last
+        )
+        parts.append(
+            "<p>Latest nights with feedback:</p><table><tr><th>night</th><th>arm</th>"
+            "<th>exposed users</th><th>hit rate</th><th>hits/user</th><th>clicks/user</th>"
+            "<th>purchases/user</th><th>catalog coverage</th><th>days observed</th></tr>"
+            + rows
+            + "</table>"
+        )
     return "\n".join(parts)
 
 

@@ -1,20 +1,23 @@
 """Batch-scoring benchmark: our blocked ``Recommender.recommend`` against two baselines, same run.
 
 * ``implicit``'s batched ``recommend`` (``implicit.cpu.als.AlternatingLeastSquares`` holding the
-  same factors, the same histories to filter, the same thread count) -- target >= 1.0x;
+  same factors, the same histories to filter, the same thread count) -- target >= 1.5x;
 * the machine's bound: the same users x items x factors as float32 matrix products, block by
-  block, with no top-K -- target >= 0.7x end to end.
+  block, with no top-K -- target >= 0.8x end to end.
 
 Also: peak RSS of each phase, and rows/s written by the SQL sink to SQLite (always) and
 PostgreSQL (``--pg-url`` or ``RECSYS_TEST_PG_URL``), into a private schema that is dropped after.
 
 "ours" is the real path: a tiny :class:`FactorModel` (``_score_block = U[block] @ V.T``) whose
 ``recommend`` comes from ``recsys_core.models._base`` (blocks of ``--block-size`` users scored by
-``--threads`` workers, one BLAS thread each, exact top-K per block).
+``--threads`` workers, one BLAS thread each; the model declares ``_factors``, so each block is
+scored in item tiles that are reduced while in cache, and the top-K is exact).
 
-Each baseline runs in each of its usual set-ups (matmul: BLAS threads, or parallel blocks with one
-BLAS thread; implicit: BLAS x threads or x1 as implicit advises) and the best one counts. Phases
-run round robin ``--repeats`` times, best time kept, so a load spike from elsewhere hits all.
+Each baseline runs in its usual set-ups (matmul: BLAS threads, or parallel blocks with one BLAS
+thread; implicit: one BLAS thread, as implicit itself requires -- it warns otherwise) and the best
+one counts. Phases run round robin ``--repeats`` times, best time kept, so a load spike from
+elsewhere hits all; a repeat that would end past ``--time-limit`` is skipped (said in the output),
+so the table always prints. The SQL sink is timed on the first ``--sql-rows`` rows.
 
 Synthetic data: random float32 factors (seeded), ~``--history`` random items per user.
 ``implicit`` is a bench-only extra (``pip install implicit``; the bench skips it if absent).
@@ -72,6 +75,15 @@ class FactorModel(Recommender):
 
     def _score_block(self, user_index: np.ndarray) -> np.ndarray:
         return self.user_factors_[user_index] @ self.item_factors_.T
+
+    def _factors(self, user_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.user_factors_[user_index], self.item_factors_
+
+
+class DenseFactorModel(FactorModel):
+    """The same scores through ``_score_block`` only (the dense path): the self-check's reference."""
+
+    _factors = Recommender._factors
 
 
 def make_data(
@@ -161,13 +173,18 @@ def implicit_model(user_f: np.ndarray, item_f: np.ndarray, threads: int) -> Any 
 
 def self_check(model: FactorModel, users: list[str], k: int, block: int, seed: int) -> None:
     """``recommend`` gives the same output for any number of worker threads (one BLAS thread per
-    block: the float sums do not depend on them), and ``topk_block`` is exact on ties (by column,
-    checked against a full lexsort)."""
+    block: the float sums do not depend on them) and through the dense path, and ``topk_block`` is
+    exact on ties (by column, checked against a full lexsort)."""
     probe = users[: min(len(users), 3000)]
     with threadpool_limits(1, user_api="blas"):
         one = model.recommend(probe, k, block_size=block, threads=1)
     if not model.recommend(probe, k, block_size=block, threads=4).equals(one):
         raise AssertionError("recommend depends on the number of worker threads")
+    dense = DenseFactorModel().set_factors(model.user_factors_, model.item_factors_)
+    dense.fit(model.interactions_)
+    with threadpool_limits(1, user_api="blas"):
+        if not dense.recommend(probe, k, block_size=block).equals(one):
+            raise AssertionError("the tiled factor path differs from the dense path")
     rng = np.random.default_rng(seed)
     for m in (7, 300, 5000):  # heavy ties (small integers), -inf, a NaN; tiny and wide catalogs
         s = rng.integers(0, 20, (64, m)).astype(np.float32)
@@ -225,9 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--pg-url", default=os.environ.get("RECSYS_TEST_PG_URL"))
     p.add_argument("--sql-chunk-rows", type=int, default=50_000)
+    p.add_argument("--sql-rows", type=int, default=500_000, help="rows timed in the SQL sink")
+    p.add_argument("--time-limit", type=float, default=900, help="seconds; later repeats skipped")
     a = p.parse_args(argv)
 
-    t0 = time.perf_counter()
+    t0 = start = time.perf_counter()
     user_f, item_f, inter = make_data(a.users, a.items, a.factors, a.history, a.seed)
     model = FactorModel().set_factors(user_f, item_f).fit(inter)
     users = inter.user_ids.tolist()
@@ -253,14 +272,17 @@ def main(argv: list[str] | None = None) -> int:
         OURS: (th, lambda: model.recommend(users, a.k, block_size=bs, threads=th)),
     }
     if imp is not None:
-        for blas in sorted({th, 1}):
-            phases[f"implicit recommend, BLAS x{blas}"] = (
-                blas,
-                lambda: imp.recommend(all_u, inter.matrix, N=a.k, filter_already_liked_items=True),
-            )
+        phases["implicit recommend, BLAS x1"] = (
+            1,
+            lambda: imp.recommend(all_u, inter.matrix, N=a.k, filter_already_liked_items=True),
+        )
     results: dict[str, tuple[float, int]] = {}
     outputs: dict[str, Any] = {}
     for rep in range(a.repeats):  # round robin: a load spike from elsewhere hits every phase
+        left = a.time_limit - (time.perf_counter() - start)
+        if rep and sum(sec for sec, _m in results.values()) > left:
+            print(f"  repeats {rep + 1}-{a.repeats} skipped: they would pass --time-limit")
+            break
         for name, (blas, fn) in phases.items():
             sec, out, mem = timed(fn, blas)
             best = results.get(name, (float("inf"), 0))
@@ -284,15 +306,19 @@ def main(argv: list[str] | None = None) -> int:
     print("\nratios against the best baseline set-up (same run)    ratio  target  verdict")
     rows = []
     if implicit_rate is not None:
-        rows.append((f"{OURS} / implicit", rate[OURS] / implicit_rate, 1.0))
-    rows.append((f"{OURS} / matmul bound", rate[OURS] / bound, 0.7))
+        rows.append((f"{OURS} / implicit", rate[OURS] / implicit_rate, 1.5))
+    rows.append((f"{OURS} / matmul bound", rate[OURS] / bound, 0.8))
     for name, ratio, target in rows:
         print(f"{name:52s} {ratio:6.2f}x {target:5.1f}x  {'PASS' if ratio >= target else 'FAIL'}")
     if implicit_rate is None:
         print("implicit not installed (pip install implicit): no implicit baseline")
 
-    print(f"\nSQL sink ({recs_new.height:,} rows, chunk_rows={a.sql_chunk_rows})")
-    for dialect, info in sql_rates(recs_new, a.pg_url, a.sql_chunk_rows):
+    print(f"table done in {time.perf_counter() - start:.0f} s (--time-limit {a.time_limit:.0f})")
+    sink = recs_new.head(a.sql_rows)
+    print(
+        f"\nSQL sink ({sink.height:,} of {recs_new.height:,} rows, chunk_rows={a.sql_chunk_rows})"
+    )
+    for dialect, info in sql_rates(sink, a.pg_url, a.sql_chunk_rows):
         print(f"  {dialect:10s} {info['seconds']:7.2f} s  {info['rows_per_second']:12,.0f} rows/s")
     if not a.pg_url:
         print("  postgresql skipped (no --pg-url / RECSYS_TEST_PG_URL)")

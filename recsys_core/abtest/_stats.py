@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
+from statistics import NormalDist
 from typing import Any
 
 from scipy import stats
@@ -23,10 +25,11 @@ from scipy import stats
 __all__ = ["Difference", "difference_in_proportions", "srm_test", "wilson_interval"]
 
 
+@lru_cache(maxsize=16)
 def _z(confidence: float) -> float:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    return float(stats.norm.ppf(0.5 + confidence / 2.0))
+    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
 
 
 def wilson_interval(x: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -79,7 +82,7 @@ def difference_in_proportions(
     high = d + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2)
     pooled = (x1 + x2) / (n1 + n2)
     se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
-    p_value = 1.0 if se == 0 else float(2 * stats.norm.sf(abs(d) / se))
+    p_value = 1.0 if se == 0 else math.erfc(abs(d) / se / math.sqrt(2.0))
     return Difference(
         p1=p1,
         p2=p2,

@@ -142,9 +142,29 @@ def test_unchanged_landing_rewrites_nothing_and_a_touched_file_is_not_late(
     ingested, cleaned = night(settings, D1)
     assert ingested["late"] == [] and ingested["dates"]["events"] == []
     assert cleaned["dates_cleaned"] == []
-    assert {p: p.read_bytes() for p in outputs if "_landing_files" not in p.name} == {
-        p: b for p, b in outputs.items() if "_landing_files" not in p.name
+    assert {p: p.read_bytes() for p in outputs if not p.name.startswith("_landing")} == {
+        p: b for p, b in outputs.items() if not p.name.startswith("_landing")
     }
+
+
+@pytest.mark.parametrize("damage", ["deleted", "corrupt", "stale"])
+def test_the_landing_index_is_only_a_cache_of_the_records(settings: Settings, damage) -> None:
+    put(settings.landing, "events", D1, "a.csv", csv(ev(D1, "10:00:00", "e1")))
+    night(settings, D1)
+    wh = Warehouse(settings.warehouse)
+    index = wh.root / "raw" / "events" / "_landing_index.json"
+    good = index.read_bytes()
+    if damage == "deleted":
+        index.unlink()
+    elif damage == "corrupt":
+        index.write_text("{not json")
+    else:  # an entry that disagrees with the landing zone: the record decides
+        index.write_text(json.dumps({D1.isoformat(): [["events/date=2026-01-04/a.csv", 1, 1]]}))
+    raw = wh.raw("events", D1).stat().st_mtime_ns
+    ingested, cleaned = night(settings, D1)
+    assert ingested["late"] == [] and ingested["dates"]["events"] == []
+    assert cleaned["dates_cleaned"] == [] and wh.raw("events", D1).stat().st_mtime_ns == raw
+    assert index.read_bytes() == good  # rebuilt from the records
 
 
 def test_a_late_file_redoes_near_duplicates_on_the_following_date_only(
@@ -375,6 +395,28 @@ def test_json_ids_that_are_objects_arrays_or_booleans_are_quarantined(settings: 
     ]
     clean = load_clean_events(Warehouse(settings.warehouse), until=D1)
     assert clean["user_id"].to_list() == ["7"]
+
+
+def test_parquet_ids_that_are_structs_lists_or_booleans_are_quarantined(
+    settings: Settings,
+) -> None:
+    folder = settings.landing / "events" / f"date={D1.isoformat()}"
+    folder.mkdir(parents=True)
+    ts = [f"{D1}T10:00:00Z"]
+    pl.DataFrame({"user_id": [{"a": 1}], "item_id": ["i"], "event_type": ["view"], "timestamp": ts}
+                 ).write_parquet(folder / "a.parquet")  # fmt: skip
+    pl.DataFrame({"user_id": [True], "item_id": [["x"]], "event_type": ["view"], "timestamp": ts}
+                 ).write_parquet(folder / "b.parquet")  # fmt: skip
+    night(settings, D1)
+    q = quarantine(settings, D1)
+    assert q.select("reason_category", "user_id", "item_id").rows() == [
+        ("bad_user_id", '{"a": 1}', "i"),
+        ("bad_user_id", "true", '["x"]'),
+    ]
+    assert q["reason"][1] == (
+        "user_id is a JSON boolean 'true', expected a string or a number; "
+        "item_id is a JSON array '[\"x\"]', expected a string or a number"
+    )
 
 
 # ---- 5. completion means the latest run finished ------------------------------------------------

@@ -38,7 +38,7 @@ from recsys_core.ingest._read import (
     partition_dir,
     scan_landing,
 )
-from recsys_core.io import Warehouse, atomic_write_json, read_json
+from recsys_core.io import CorruptFileError, Warehouse, atomic_write_json, read_json
 
 __all__ = ["IO_THREADS", "IngestResult", "ingest", "landing_record", "landing_record_path"]
 
@@ -88,6 +88,25 @@ def landing_record(warehouse: Warehouse, kind: str, day: dt.date) -> dict[str, A
     """The record of the landing files one raw partition was built from, or None."""
     path = landing_record_path(warehouse, kind, day)
     return read_json(path) if path.is_file() else None
+
+
+def _index_path(warehouse: Warehouse, kind: str) -> Path:
+    """One file per kind listing every raw partition's landing files as ``[name, size,
+    mtime_ns]``: lets a run see that nothing changed without opening thousands of records. It is
+    only a cache of the per-partition records, which decide whenever it disagrees."""
+    return warehouse.root / "raw" / kind / "_landing_index.json"
+
+
+def _read_index(warehouse: Warehouse, kind: str) -> dict[str, list[list[Any]]]:
+    path = _index_path(warehouse, kind)
+    try:
+        return read_json(path) if path.is_file() else {}
+    except CorruptFileError:  # a cache: rebuilt from the records
+        return {}
+
+
+def _listed(files: list[LandingFile]) -> list[list[Any]]:
+    return [[f.rel, f.size, f.mtime_ns] for f in files]
 
 
 def _fingerprint(f: LandingFile, digest: str) -> dict[str, Any]:
@@ -159,12 +178,20 @@ def ingest(
     late_dates: dict[str, list[str]] = {kind: [] for kind in KINDS}
     changes_of: dict[tuple[str, dt.date], list[tuple[str, str]]] = {}
     refresh: list[tuple[str, dt.date, dict[str, str]]] = []
+    index = {kind: _read_index(warehouse, kind) for kind in KINDS}
+    index_stale = dict.fromkeys(KINDS, False)
     for kind in KINDS:
         for day, files in available[kind].items():
-            recorded = (
-                landing_record(warehouse, kind, day) if warehouse.raw(kind, day).is_file() else None
-            )
-            if recorded is None:  # new (or ingested before records were kept): read it
+            key = day.isoformat()
+            if not warehouse.raw(kind, day).is_file():
+                todo[kind].append(day)
+                continue
+            if index[kind].get(key) == _listed(files):  # the fast path: nothing changed
+                if force and day == run_date:
+                    todo[kind].append(day)
+                continue
+            recorded = landing_record(warehouse, kind, day)
+            if recorded is None:  # ingested before records were kept: read it again
                 todo[kind].append(day)
                 continue
             changes, digests = _compare(recorded, files)
@@ -172,17 +199,20 @@ def ingest(
                 todo[kind].append(day)
                 changes_of[(kind, day)] = changes
                 late += [f"{name} ({change})" for name, change in changes]
-                late_dates[kind].append(day.isoformat())
+                late_dates[kind].append(key)
             elif force and day == run_date:
                 todo[kind].append(day)
             elif any(
                 e["mtime_ns"] != f.mtime_ns for e, f in zip(recorded["files"], files, strict=True)
             ):
                 refresh.append((kind, day, digests))  # touched only: update the record
+            else:  # the index lacked it (first run with an index, or a concurrent run's update)
+                index[kind][key] = _listed(files)
+                index_stale[kind] = True
     vanished = tuple(
         f"{kind}/date={day.isoformat()}"
         for kind in KINDS
-        for day in warehouse.raw_dates(kind)
+        for day in map(dt.date.fromisoformat, sorted(index[kind]))
         if day <= run_date and day not in available[kind]
     )
     dates: dict[str, list[str]] = {kind: [] for kind in KINDS}
@@ -216,6 +246,14 @@ def ingest(
         atomic_write_json(
             *_record(warehouse, kind, day, files, [digests[f.rel] for f in files], [])
         )
+    for kind in KINDS:
+        done = [dt.date.fromisoformat(d) for d in dates[kind]] + [
+            day for k, day, _ in refresh if k == kind
+        ]
+        for day in done:
+            index[kind][day.isoformat()] = _listed(available[kind][day])
+        if done or index_stale[kind]:
+            atomic_write_json(_index_path(warehouse, kind), dict(sorted(index[kind].items())))
     skipped = {kind: len(available[kind]) - len(dates[kind]) for kind in KINDS}
     _warn("; ".join(notes[:5]) + (f"; ... ({len(notes) - 5} more)" if len(notes) > 5 else ""))
     if late:

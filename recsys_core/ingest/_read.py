@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -169,10 +170,12 @@ def scan_landing(landing: Path, kind: str, *, until: dt.date | None = None) -> L
     unrecognised: list[str] = []
     if not root.is_dir():
         return LandingScan(partitions, unrecognised)
-    for child in root.iterdir():
-        if _skipped(child.name):
-            continue
-        _check_link(child, landing)
+    with os.scandir(root) as children:  # DirEntry: type and stat without extra calls
+        entries = [c for c in children if not _skipped(c.name)]
+    for child in entries:
+        path = Path(child.path)
+        if child.is_symlink():
+            _check_link(path, landing)
         m = _DATE_DIR.match(child.name)
         day = None
         if m and child.is_dir():
@@ -181,20 +184,22 @@ def scan_landing(landing: Path, kind: str, *, until: dt.date | None = None) -> L
             except ValueError:
                 day = None
         if day is None:
-            unrecognised.append(_rel(child, landing) + ("/" if child.is_dir() else ""))
+            unrecognised.append(f"{kind}/{child.name}" + ("/" if child.is_dir() else ""))
             continue
         if until is not None and day > until:
             continue
         files = []
-        for p in sorted(child.iterdir()):
-            if _skipped(p.name):
-                continue
-            _check_link(p, landing)
-            if p.is_file():
-                st = p.stat()
-                files.append(LandingFile(p, _rel(p, landing), st.st_size, st.st_mtime_ns))
+        with os.scandir(path) as found:
+            inside = sorted((e for e in found if not _skipped(e.name)), key=lambda e: e.name)
+        for e in inside:
+            if e.is_symlink():
+                _check_link(Path(e.path), landing)
+            rel = f"{kind}/{child.name}/{e.name}"
+            if e.is_file():
+                st = e.stat()
+                files.append(LandingFile(Path(e.path), rel, st.st_size, st.st_mtime_ns))
             else:
-                unrecognised.append(_rel(p, landing) + "/")
+                unrecognised.append(rel + "/")
         if files:
             partitions[day] = files
     return LandingScan(dict(sorted(partitions.items())), sorted(unrecognised))

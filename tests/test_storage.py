@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -435,3 +436,58 @@ def test_object_vanishing_between_list_and_read(root):
     with pytest.raises(FileNotFoundError, match="date=2026-01-01"):
         read_parquet(listed[0])
     del load_clean_events  # the loader's own behaviour is covered in test_s3_pipeline.py
+
+
+# ---- one storage layer -------------------------------------------------------------------------
+#: Modules outside recsys_core/io allowed to open files themselves, and why: local-only paths.
+_LOCAL_ONLY = {
+    "recsys_core/ingest/_read.py": "parses landing files (a remote landing is fetched by io first)",
+    "recsys_core/ingest/_batch.py": "multi-file CSV scan of local (or io-fetched) landing files",
+    "recsys_core/ingest/_load.py": "multi-file Parquet scan on local disk (remote: io batch)",
+    "recsys_core/landing/_movielens.py": "reads the MovieLens CSVs a user points at",
+    "recsys_core/landing/_write.py": "writes a local landing zone (test and demo data)",
+    "recsys_core/experiment.py": "offline experiment on local train/test files",
+    "recsys_core/models/_base.py": "save/load of a local folder (the registry moves it)",
+    "recsys_core/embeddings/_model.py": "the packaged MiniLM weights",
+}
+_STORAGE_CALLS = re.compile(
+    r"pl\.(read|scan)_(parquet|csv|ndjson)\(|\.write_parquet\(|pq\.(write|read)_table\("
+    r"|np\.(load|savez\w*)\(|(?<![.\w])open\(|import (s3fs|fsspec|boto3|upath)|from (s3fs|fsspec|boto3|upath)"
+)
+
+
+def test_recsys_core_io_is_the_only_storage_layer():
+    """No module outside recsys_core/io reads or writes files, or imports a filesystem client,
+    except the local-only ones listed with their reason."""
+    repo = Path(__file__).resolve().parents[1]
+    offenders = {}
+    for path in sorted(repo.glob("recsys_core/**/*.py")):
+        rel = path.relative_to(repo).as_posix()
+        if rel.startswith("recsys_core/io/"):
+            continue
+        hits = [
+            line.strip()
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if _STORAGE_CALLS.search(line) and not line.strip().startswith("#")
+        ]
+        if hits:
+            offenders[rel] = hits
+    unexpected = {k: v for k, v in offenders.items() if k not in _LOCAL_ONLY}
+    assert not unexpected, unexpected
+    assert "recsys_core/ingest/_read.py" in offenders  # the pattern does find real calls
+
+
+def test_report_link_is_presigned_on_s3(s3_bucket, s3_endpoint):
+    import urllib.request
+
+    from recsys_core.reporting._links import report_link
+
+    wh = Warehouse(f"{s3_bucket}/wh")
+    target = wh.report_dir(D1) / "report.html"
+    from recsys_core.io import atomic_write_text
+
+    atomic_write_text(target, "<html>night</html>")
+    link = report_link(str(target), str(wh.root))
+    assert link.startswith(s3_endpoint) and "Signature" in link
+    with urllib.request.urlopen(link, timeout=10) as resp:  # usable without credentials
+        assert resp.read() == b"<html>night</html>"

@@ -35,6 +35,7 @@ __all__ = [
     "StorageError",
     "delete",
     "delete_tree",
+    "download_files",
     "exists",
     "files_under",
     "files_with_stats",
@@ -47,6 +48,7 @@ __all__ = [
     "read_bytes",
     "read_versioned",
     "resolve_location",
+    "signed_url",
     "upload_dir",
     "with_retries",
     "write_bytes_remote",
@@ -473,6 +475,47 @@ def local_copy(loc: Location) -> Iterator[Path]:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def download_files(pairs: list[tuple[Location, Path]]) -> None:
+    """Copy each ``(location, local path)``: object-store files are fetched concurrently in one
+    batch; a file gone since it was listed raises FileNotFoundError naming its URL."""
+    remote = [(location(src), Path(dst)) for src, dst in pairs]
+    for _, dst in remote:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    local = [(s, d) for s, d in remote if not is_remote(s)]
+    for src, dst in local:
+        dst.write_bytes(src.read_bytes())
+    remote = [(s, d) for s, d in remote if is_remote(s)]
+    if not remote:
+        return
+    fs = remote[0][0].fs
+    keys = [s.path for s, _ in remote]
+    first = f"{remote[0][0]}" + (f" (and {len(keys) - 1} more)" if len(keys) > 1 else "")
+    blobs = with_retries(first, "read", lambda: fs.cat(keys, on_error="return"))
+    for src, dst in remote:
+        blob = blobs.get(src.path)
+        if blob is None or isinstance(blob, FileNotFoundError):
+            raise FileNotFoundError(
+                errno.ENOENT,
+                f"{src}: listed but gone when read (deleted or replaced meanwhile?); re-run",
+                str(src),
+            )
+        if isinstance(blob, BaseException):
+            blob = read_bytes(src)  # retried and explained one by one
+        dst.write_bytes(blob)
+
+
+def signed_url(loc: Location, expires_seconds: int) -> str:
+    """A pre-signed HTTPS URL of the object at ``loc`` (S3, GCS), valid for ``expires_seconds``;
+    the object's own URL when the backend cannot sign; a ``file://`` URI for a local path."""
+    loc = location(loc)
+    if not is_remote(loc):
+        return loc.resolve().as_uri()
+    try:
+        return str(loc.fs.sign(_key(loc), expiration=expires_seconds))
+    except Exception:  # a filesystem that cannot sign (or no credentials to sign with)
+        return str(loc)
 
 
 def upload_dir(local: Path, loc: Location) -> list[str]:

@@ -36,10 +36,6 @@ def report_link(
         return base_url.rstrip("/") + "/" + quote(rel)
     if "://" not in report_s or report_s.startswith("file://"):
         return Path(report_s.removeprefix("file://")).resolve().as_uri()
-    try:
-        import fsspec
+    from recsys_core.io import signed_url
 
-        fs, path = fsspec.core.url_to_fs(report_s)
-        return str(fs.sign(path, expiration=expires_seconds))
-    except Exception:  # a filesystem that cannot sign: the object's own URL
-        return report_s
+    return signed_url(report_s, expires_seconds)

@@ -23,7 +23,8 @@ Many dates are processed in one vectorised pass, in date-ordered passes of at mo
 ``CleanConfig.batch_mib`` of raw Parquet so a long backlog does not have to fit in memory at once;
 the outputs of a date do not depend on which other dates share the pass. Near duplicates across midnight are caught by chaining each date
 after the previous one: in the same pass, or from the previous date's clean partition on disk —
-so clean dates in increasing order (a re-clean of D does not revisit D + 1).
+so clean dates in increasing order. :func:`clean_days` alone does not revisit D + 1 after a
+re-clean of D; :func:`clean_with_followers` does, for the later dates the change affects.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from recsys_core.io import Warehouse, atomic_write_json, delete, exists, read_pa
 from recsys_core.pipeline._context import code_version
 from recsys_core.pipeline._faults import maybe_fail
 
-__all__ = ["backfill_plan", "finalize_step", "is_complete"]
+__all__ = ["backfill_plan", "finalize_step", "is_complete", "withdraw_completion"]
 
 
 def is_complete(settings: Settings, run_date: dt.date) -> bool:

@@ -237,3 +237,24 @@ def test_winner_is_promoted_only_when_asked(world, tmp_path):
     champion = registry.champion()
     assert champion["model_id"] == arms["treatment"]["model_id"]
     assert "A/B experiment sim" in champion["promotion_reason"]
+
+
+@pytest.mark.slow
+def test_aa_through_the_whole_loop(tmp_path):
+    """Two arms serving the same model: same liked share, no winner, no SRM (one fixed seed)."""
+    out = simulate(
+        tmp_path / "aa",
+        days=3,
+        arms={"a": "ease", "b": "ease"},
+        users=300,
+        items=120,
+        tune_calls=2,
+        seed=21,
+        report=False,
+        log=None,
+    )
+    r = out["readout"]
+    assert r["ci"][0] < 0 < r["ci"][1] and r["p_value"] > 0.05
+    assert r["winner"] is None and not r["srm"]
+    liked = out["liked_share_of_recommendations"]
+    assert abs(liked["a"] - liked["b"]) < 0.1

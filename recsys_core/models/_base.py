@@ -54,6 +54,8 @@ _C1, _C2 = 8, 16
 _MIN_GROUPS_PER_K = 4
 #: Bytes of one score tile of the factor path: it stays in a core's L2 cache from GEMM to max.
 _TILE_BYTES = 1 << 21
+#: Users per block of the factor path (at most ``block_size``): more only adds cache misses.
+_FACTOR_ROWS = 256
 
 
 def _sort_keys(vals: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -142,16 +144,15 @@ class _Pruned:
         gm2 = np.fmax.reduce(across.reshape(b, c2, n2), axis=1) if c2 > 1 else across
         np.fmax(gm2, _NEG, out=gm2)  # an all-NaN group counts as -inf
         thr = np.maximum(np.partition(gm2, n2 - k, axis=1)[:, n2 - k], _LOWEST)
-        # level-2 groups that reach the threshold -> their level-1 groups that do
-        rows, j2 = np.nonzero(gm2 >= thr[:, None])
-        tile1, j1 = np.arange(n_tiles)[:, None], j2[:, None] + n2 * np.arange(c2)
-        tile1, j1 = np.broadcast_arrays(tile1[None], j1[:, None])
-        tile1, j1 = (a.reshape(len(rows), n_tiles * c2) for a in (tile1, j1))
-        pos1 = tile1 * (b * n1) + (
-            j1 * b + rows[:, None] if self.item_major else rows[:, None] * n1 + j1
-        )
-        i, j = np.nonzero(gm1.reshape(-1)[pos1] >= thr[rows, None])
-        rows, tiles, j1 = rows[i], tile1[i, j], j1[i, j]
+        # level-1 groups that reach the threshold: one streaming pass over the level-1 maxima
+        # (1/c1 of the scores; gathering a level-2 group's members would miss the cache)
+        # (np.flatnonzero: a 3-d np.nonzero costs several times more per element)
+        hits = np.flatnonzero(gm1 >= (thr if self.item_major else thr[:, None]))
+        tiles, rest = np.divmod(hits, gm1.shape[1] * gm1.shape[2])
+        if self.item_major:
+            j1, rows = np.divmod(rest, b)
+        else:
+            rows, j1 = np.divmod(rest, n1)
         # -> their scores that do
         cols = j1[:, None] + n1 * np.arange(c1)
         vals = _gather(self.store, tiles, rows, cols, item_major=self.item_major)
@@ -348,8 +349,10 @@ class Recommender:
         seen = self.interactions_.matrix if exclude_seen else None
         block_size = max(1, int(block_size))
         k = max(0, int(k))
-        factored = type(self)._factors is not Recommender._factors
-        tiles = _tile_plan(n_items, k, min(block_size, len(uidx))) if factored and k else None
+        tiles = None
+        if type(self)._factors is not Recommender._factors and k:
+            tiles = _tile_plan(n_items, k, min(block_size, _FACTOR_ROWS, len(uidx)))
+            block_size = min(block_size, _FACTOR_ROWS) if tiles else block_size
         local = threading.local()
 
         def score(start: int) -> tuple[np.ndarray, ...]:
@@ -368,6 +371,9 @@ class Recommender:
             # depend on `threads`
             with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
                 parts = list(pool.map(score, starts))
+        elif tiles is not None:  # tiles are small products: BLAS threads only add syncing
+            with threadpool_limits(1, user_api="blas"):
+                parts = [score(start) for start in starts]
         else:
             parts = [score(start) for start in starts]
         if not parts:

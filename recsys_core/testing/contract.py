@@ -15,7 +15,14 @@ Decisions the suite pins down:
 * **zero interactions** raise ``ValueError`` naming the class (there is nothing to learn; an empty
   model would fail later, at scoring). Catalog items without interactions are fine and never NaN.
 * unknown users get no rows; ``k`` beyond the catalog returns every unseen item once;
-  ``block_size`` never changes the result; save/load and refits with the same seed are identical.
+  ``block_size`` and ``threads`` never change the result; save/load and refits with the same seed
+  are identical; ``candidate_items`` and ``exclude_items`` give the full ranking restricted to
+  the allowed items (unknown ids ignored), with the model's own scores.
+* the model is fitted once per test class (:meth:`RecommenderContract.fitted`, class-scoped) on
+  ``checkerboard(12, extra_items=3)``; tests that need other data or two fits fit their own.
+
+The catalogs here are tiny, so ``recommend`` ranks them by a full sort; the pruned top-K that
+larger catalogs take is checked against a full sort in ``tests/test_topk.py``.
 """
 
 from __future__ import annotations
@@ -85,6 +92,14 @@ class RecommenderContract:
         emb = parity_embeddings(inter.item_ids) if self.model_class.uses_embeddings else None
         return self.make(**overrides).fit(inter, item_embeddings=emb)
 
+    @pytest.fixture(scope="class")
+    @classmethod
+    def fitted(cls) -> tuple[Recommender, Interactions]:
+        """One model per test class, fitted on ``checkerboard(12, extra_items=3)``; tests only
+        read it (``recommend`` and ``score_users`` leave the model as it was)."""
+        inter = checkerboard(12, extra_items=3)
+        return cls().fit(inter), inter
+
     # ---- known answer ----------------------------------------------------------------------------
     def test_checkerboard_top1_is_withheld_item(self) -> None:
         inter = checkerboard(20)
@@ -116,8 +131,8 @@ class RecommenderContract:
         assert recs["item_id"].to_list() == ["p0", "p1", "p2"]
 
     # ---- contract --------------------------------------------------------------------------------
-    def test_unknown_users_get_no_rows(self) -> None:
-        model = self.fit(checkerboard(10))
+    def test_unknown_users_get_no_rows(self, fitted: tuple[Recommender, Interactions]) -> None:
+        model, _inter = fitted
         recs = model.recommend(["nobody", "u01", "ghost"], k=2)
         assert set(recs["user_id"]) == {"u01"}
         assert model.recommend(["nobody"], k=2).height == 0
@@ -141,9 +156,10 @@ class RecommenderContract:
         with pytest.raises(ValueError, match="no_such_param"):
             self.model_class(no_such_param=1)
 
-    def test_save_load_round_trip(self, tmp_path: Path) -> None:
-        inter = checkerboard(12, extra_items=2)
-        model = self.fit(inter)
+    def test_save_load_round_trip(
+        self, tmp_path: Path, fitted: tuple[Recommender, Interactions]
+    ) -> None:
+        model, _inter = fitted
         model.save(tmp_path / "m")
         assert not list((tmp_path / "m").glob("*.pkl"))
         loaded = Recommender.load(tmp_path / "m")
@@ -158,33 +174,88 @@ class RecommenderContract:
         b = self.fit(inter, seed=7).score_users(list(inter.user_ids))
         np.testing.assert_array_equal(a, b)
 
-    def test_k_larger_than_catalog_returns_every_unseen_item_once(self) -> None:
-        inter = checkerboard(8, extra_items=3)
-        recs = self.fit(inter).recommend(["u00", "u01"], k=1000)
-        for user, seen in (("u00", 3), ("u01", 3)):
+    def test_k_larger_than_catalog_returns_every_unseen_item_once(
+        self, fitted: tuple[Recommender, Interactions]
+    ) -> None:
+        model, inter = fitted
+        recs = model.recommend(["u00", "u01"], k=1000)
+        for user, seen in (("u00", 5), ("u01", 5)):  # 6 items share a user's parity, less itself
             mine = recs.filter(pl.col("user_id") == user)
             assert mine.height == inter.n_items - seen
             assert mine["item_id"].n_unique() == mine.height
             assert mine["rank"].to_list() == list(range(1, mine.height + 1))
             assert mine["score"].is_sorted(descending=True)
 
-    def test_block_size_does_not_change_the_result(self) -> None:
-        model = self.fit(checkerboard(10, extra_items=2))
+    def test_block_size_does_not_change_the_result(
+        self, fitted: tuple[Recommender, Interactions]
+    ) -> None:
+        model, inter = fitted
         one = model.recommend(k=4, block_size=1)
         big = model.recommend(k=4, block_size=10_000)
         assert one.equals(big)
-        assert one.height == 10 * 4
+        assert one.height == inter.n_users * 4
 
-    def test_catalog_items_without_interactions_score_finite(self) -> None:
-        inter = checkerboard(10, extra_items=4)
-        scores = self.fit(inter).score_users(list(inter.user_ids))
+    def test_threads_do_not_change_the_result(
+        self, fitted: tuple[Recommender, Interactions]
+    ) -> None:
+        model, inter = fitted
+        one = model.recommend(k=4, block_size=5, threads=1)
+        for threads in (2, 3):  # 3 blocks of 5, 5 and 2 users
+            assert model.recommend(k=4, block_size=5, threads=threads).equals(one)
+        assert one.height == inter.n_users * 4
+
+    def _restricted(
+        self, model: Recommender, inter: Interactions, allowed: set[str], k: int
+    ) -> pl.DataFrame:
+        """The full ranking of every item, restricted to ``allowed``, first ``k`` per user."""
+        full = model.recommend(k=inter.n_items)
+        return (
+            full.filter(pl.col("item_id").is_in(sorted(allowed)))
+            .with_columns(pl.col("rank").cum_count().over("user_id").cast(pl.Int32).alias("rank"))
+            .filter(pl.col("rank") <= k)
+        )
+
+    def test_candidate_items_restrict_the_ranking(
+        self, fitted: tuple[Recommender, Interactions]
+    ) -> None:
+        model, inter = fitted
+        items = list(inter.item_ids)
+        candidates = items[1::3] + ["not-an-item"]  # odd and even items, and a catalog item
+        recs = model.recommend(k=3, candidate_items=candidates)
+        assert set(recs["item_id"]) <= set(candidates)
+        assert recs.equals(self._restricted(model, inter, set(candidates), 3))
+        assert recs.height > 0
+        scores = model.score_users(list(inter.user_ids))
+        u = inter.user_index(recs["user_id"].to_list())
+        i = inter.item_index(recs["item_id"].to_list())
+        np.testing.assert_array_equal(recs["score"].to_numpy(), scores[u, i])
+        assert model.recommend(k=3, candidate_items=[]).height == 0
+
+    def test_exclude_items_are_never_recommended(
+        self, fitted: tuple[Recommender, Interactions]
+    ) -> None:
+        model, inter = fitted
+        items = list(inter.item_ids)
+        excluded = items[::2] + ["not-an-item"]
+        recs = model.recommend(k=3, exclude_items=excluded)
+        assert not set(recs["item_id"]) & set(excluded)
+        assert recs.equals(self._restricted(model, inter, set(items) - set(excluded), 3))
+        both = model.recommend(k=3, candidate_items=items[:9], exclude_items=items[:3])
+        assert both.equals(self._restricted(model, inter, set(items[3:9]), 3))
+
+    def test_catalog_items_without_interactions_score_finite(
+        self, fitted: tuple[Recommender, Interactions]
+    ) -> None:
+        model, inter = fitted
+        scores = model.score_users(list(inter.user_ids))
         assert scores.shape == (inter.n_users, inter.n_items)
         assert scores.dtype == np.float32
         assert np.isfinite(scores).all()
 
-    def test_recommendations_exclude_seen_items(self) -> None:
-        inter = checkerboard(10)
-        model = self.fit(inter)
+    def test_recommendations_exclude_seen_items(
+        self, fitted: tuple[Recommender, Interactions]
+    ) -> None:
+        model, inter = fitted
         recs = model.recommend(k=10)
         seen = inter.to_frame().select("user_id", "item_id")
         assert recs.join(seen, on=["user_id", "item_id"], how="semi").height == 0

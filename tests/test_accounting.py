@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -739,8 +740,17 @@ def test_flow_names_late_files_and_a_killed_forced_rerun_leaves_the_date_incompl
     users = pl.read_parquet(wh.clean("events", early))["user_id"].head(3).to_list()
     put(s.landing, "events", early, "late.csv",
         csv(*(f"{u},zz-late,view,{early}T12:00:0{n}Z,,late-{n}" for n, u in enumerate(users))))  # fmt: skip
-    steps = nightly(run_date=end, config_path=str(cfg))  # no --force
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = logged.append  # type: ignore[method-assign]
+    task_log = logging.getLogger("prefect.task_runs")  # Prefect's loggers do not propagate
+    task_log.addHandler(handler)
+    try:
+        steps = nightly(run_date=end, config_path=str(cfg))  # no --force
+    finally:
+        task_log.removeHandler(handler)
     name = f"events/date={early.isoformat()}/late.csv (new)"
+    assert f"late landing files picked up: {name}" in [r.getMessage() for r in logged]
     assert steps["ingest"]["late"] == [name]
     assert early.isoformat() in steps["clean"]["dates_cleaned"]
     m = manifest(s, early)

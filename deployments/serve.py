@@ -134,15 +134,49 @@ def serve_all(
             "PREFECT_API_URL=http://127.0.0.1:4200/api first",
             file=sys.stderr,
         )
+    from flows.runtime import resolve_settings
+
+    settings = resolve_settings(config_path, landing=landing, warehouse=warehouse)
+    stale = _stale_landing_warning(settings.landing)
+    if stale:
+        print(f"recsys serve: warning: {stale}", file=sys.stderr)
     if reports_port:
         from deployments._reports import serve_reports
-        from flows.runtime import resolve_settings
 
-        root = resolve_settings(config_path, landing=landing, warehouse=warehouse).warehouse
+        root = settings.warehouse
         if "://" not in str(root):  # object stores get pre-signed links instead
-            base = serve_reports(Path(root), reports_host, reports_port)
-            print(f"recsys serve: reports of {root} on {base}", file=sys.stderr)
+            try:
+                base = serve_reports(Path(root), reports_host, reports_port)
+                print(f"recsys serve: reports of {root} on {base}", file=sys.stderr)
+            except OSError as exc:  # the schedule matters more than the links
+                print(
+                    f"recsys serve: warning: {exc}; report links stay file:// URLs", file=sys.stderr
+                )
     serve(*build_deployments(config_path, landing, warehouse, cron=cron), limit=limit)
+
+
+def _stale_landing_warning(landing: Any) -> str | None:
+    """A one-line warning when the landing zone has no events for yesterday (UTC): the scheduled
+    nightly processes yesterday, so every scheduled night would wait for a drop and then fail."""
+
+    from flows.runtime import default_run_date
+    from recsys_core.ingest import landing_dates
+
+    yesterday = default_run_date()
+    try:
+        dates = landing_dates(landing, "events", until=yesterday)
+    except Exception as exc:  # an unreadable landing zone is the run's error to report
+        return f"cannot list the landing zone {landing}: {type(exc).__name__}: {exc}"
+    if dates and dates[-1] == yesterday:
+        return None
+    newest = dates[-1].isoformat() if dates else "none"
+    end = yesterday.isoformat()
+    return (
+        f"the landing zone {landing} has no events for {end} (newest: {newest}); the scheduled "
+        f"nightly processes the previous day, so it will fail until that day's files land. For "
+        f"a demo whose schedule has data: recsys landing synthetic --out {landing} "
+        f"--end-date {end} (a new folder), or run past dates from the manual deployment"
+    )
 
 
 def deploy_all(

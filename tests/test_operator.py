@@ -129,7 +129,7 @@ def test_report_link_uses_the_served_base_else_a_file_url(tmp_path):
     report = wh / "reports" / "run_date=2026-01-06" / "report.html"
     assert (
         report_link(report, wh, "http://127.0.0.1:4201/")
-        == "http://127.0.0.1:4201/run_date%3D2026-01-06/report.html"
+        == "http://127.0.0.1:4201/run_date=2026-01-06/report.html"
     )
     assert report_link(report, wh) == report.resolve().as_uri()
     with pytest.raises(ValueError, match="is not under"):
@@ -270,3 +270,19 @@ def test_two_nights_add_to_the_same_artifact_keys_and_a_typo_fails_before_work(
     assert state.is_failed()
     assert "models.0: Input should be 'popularity', 'itemknn', 'ease'" in str(state.message)
     assert _task_names(state.state_details.flow_run_id) == []
+
+
+def test_serve_warns_when_the_schedule_would_find_no_data(tmp_path):
+    from deployments.serve import _stale_landing_warning
+    from flows.runtime import default_run_date
+
+    yesterday = default_run_date()
+    old = tmp_path / "old"
+    generate_synthetic(old, users=5, items=5, days=2, seed=1, end_date=END)
+    warning = _stale_landing_warning(old)
+    assert warning is not None
+    assert f"has no events for {yesterday.isoformat()} (newest: {END.isoformat()})" in warning
+    assert f"--end-date {yesterday.isoformat()}" in warning
+    fresh = tmp_path / "fresh"
+    generate_synthetic(fresh, users=5, items=5, days=2, seed=1, end_date=yesterday)
+    assert _stale_landing_warning(fresh) is None

@@ -169,7 +169,7 @@ def live(tmp_path: Path) -> Iterator[dict[str, Any]]:
         procs.start(
             "serve",
             [sys.executable, "-c",
-             f"from deployments.serve import serve_all; serve_all(config_path={str(cfg)!r})"],
+             f"from deployments.serve import serve_all; serve_all(config_path={str(cfg)!r}, reports_port=0)"],
             env,
         )  # fmt: skip
         yield {"url": url, "port": port, "tmp": tmp_path, "procs": procs}

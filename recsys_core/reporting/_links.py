@@ -33,7 +33,7 @@ def report_link(
         if not report_s.startswith(reports_root):
             raise ValueError(f"report {report_s} is not under {reports_root}")
         rel = report_s[len(reports_root) :]
-        return base_url.rstrip("/") + "/" + quote(rel)
+        return base_url.rstrip("/") + "/" + quote(rel, safe="/=")
     if "://" not in report_s or report_s.startswith("file://"):
         return Path(report_s.removeprefix("file://")).resolve().as_uri()
     from recsys_core.io import signed_url

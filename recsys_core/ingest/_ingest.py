@@ -170,8 +170,9 @@ def ingest(
         path = partition_dir(landing, "events", run_date)
         raise MissingPartitionError(
             f"events partition for run date {run_date} is missing: {path} "
-            f"{'has no data file' if path.is_dir() else 'does not exist'}; wait for the drop, "
-            "or run with require_run_date=False"
+            f"{'has no data file' if path.is_dir() else 'does not exist'}; land the day's files "
+            "and run it again (runner.late_data_retries and late_data_delay_seconds make ingest "
+            "wait for a late drop), or run a date that has landed"
         )
     todo: dict[str, list[dt.date]] = {kind: [] for kind in KINDS}
     late: list[str] = []

@@ -193,6 +193,25 @@ class TrainConfig(_Model):
             raise ValueError(f"unknown model(s) {unknown}; expected some of {sorted(MODELS)}")
         return value
 
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        from recsys_core.metrics import METRIC_NAMES  # lazy, like the models
+
+        if value not in METRIC_NAMES:
+            raise ValueError(f"unknown metric {value!r}; expected one of {list(METRIC_NAMES)}")
+        return value
+
+    @field_validator("event_weights")
+    @classmethod
+    def _known_event_types(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(EVENT_TYPES))
+        if unknown:
+            raise ValueError(
+                f"unknown event type(s) {unknown}; expected some of {list(EVENT_TYPES)}"
+            )
+        return value
+
     @field_validator("model_params")
     @classmethod
     def _params_fit_the_models(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -464,6 +464,8 @@ def test_a_run_withdraws_the_completion_marker_before_changing_anything(
             "should be a valid integer",
         ),
         ("[embedding]\nenabled = 1", "embedding.enabled = 1: Input should be a valid boolean"),
+        ('[train]\nmetric = "ndgc"', "train.metric: unknown metric 'ndgc'"),
+        ("[train]\nevent_weights = { veiw = 1.0 }", "train.event_weights: unknown event type(s)"),
     ],
 )
 def test_bad_settings_fail_the_cli_before_any_work_naming_the_key(

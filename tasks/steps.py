@@ -77,6 +77,14 @@ def ingest_task(settings: Settings, run_date: dt.date, force: bool = False) -> d
         log.warning("late data: %s", exc)
         raise
     log.info("ingested %s", out.get("rows", out))
+    dates = sorted({d for ds in (out.get("dates") or {}).values() for d in ds})
+    if len(dates) > 1 or (dates and dates[-1] != run_date.isoformat()):
+        log.info(
+            "catch-up: this night ingested %d landing date(s), %s to %s",
+            len(dates),
+            dates[0],
+            dates[-1],
+        )
     if out.get("late"):
         log.warning("late landing files picked up: %s", ", ".join(out["late"]))
     if out.get("unrecognised"):

@@ -286,3 +286,70 @@ def test_serve_warns_when_the_schedule_would_find_no_data(tmp_path):
     fresh = tmp_path / "fresh"
     generate_synthetic(fresh, users=5, items=5, days=2, seed=1, end_date=yesterday)
     assert _stale_landing_warning(fresh) is None
+
+
+# ---- report details: coverage over the catalog, drift causes, the ingest tables --------------------
+def test_a_retune_or_new_model_is_named_as_the_likely_cause_of_output_drift():
+    from recsys_core.reporting import drift_signals
+
+    before = {"coverage": 0.5, "models": [{"name": "ease", "params": {"reg": 250.0}}]}
+    retuned = {"coverage": 0.1, "models": [{"name": "ease", "params": {"reg": 31.5}}]}
+    rows = {r["name"]: r for r in drift_signals(retuned, before, 0.25)}
+    assert rows["coverage"]["flagged"]
+    assert rows["coverage"]["cause"].startswith("ease re-tuned since the previous run")
+    swapped = {"coverage": 0.1, "models": [{"name": "als", "params": {"factors": 64}}]}
+    rows = {r["name"]: r for r in drift_signals(swapped, before, 0.25)}
+    assert rows["coverage"]["cause"].startswith("the serving model changed (ease -> als)")
+    same = {"coverage": 0.1, "models": [{"name": "ease", "params": {"reg": 250.0}}]}
+    rows = {r["name"]: r for r in drift_signals(same, before, 0.25)}
+    assert rows["coverage"]["flagged"] and "cause" not in rows["coverage"]  # the data did it
+
+
+def _night(settings, day):
+    from recsys_core import pipeline
+
+    steps = {
+        "ingest": pipeline.ingest_step(settings, day),
+        "clean": pipeline.clean_step(settings, day),
+    }
+    steps["train"] = pipeline.train_step(settings, day)
+    steps["evaluate"] = pipeline.evaluate_step(settings, day, steps["train"]["challenger"])
+    shards = [pipeline.score_shard(settings, day, 0, 1)]
+    steps["score"] = pipeline.merge_scores(settings, day, shards)
+    return steps
+
+
+def test_coverage_is_over_the_catalog_and_its_drop_is_flagged(tmp_path, landing_master):
+    """Coverage used to be computed over the items that were recommended (always 1.0), so its
+    drift signal could never fire. A night whose recommendations collapse onto two items flags."""
+    import polars as pl
+
+    from recsys_core import pipeline
+    from recsys_core.config import load_settings
+    from recsys_core.io import Warehouse, atomic_write_parquet, read_parquet
+
+    cfg = _config(tmp_path, landing_master)
+    settings = load_settings(cfg)
+    first, second = END - dt.timedelta(days=1), END
+    out = pipeline.finalize_step(settings, first, _night(settings, first))
+    coverage = out["recommendation_stats"]["coverage"]
+    recs = read_parquet(Warehouse(settings.warehouse).recommendations(first))
+    assert coverage == pytest.approx(recs["item_id"].n_unique() / 30)  # 30 catalog items
+    assert coverage < 1.0
+
+    steps = _night(settings, second)
+    wh = Warehouse(settings.warehouse)
+    recs = read_parquet(wh.recommendations(second))
+    top2 = recs["item_id"].value_counts(sort=True)["item_id"][:2].to_list()
+    collapsed = recs.filter(pl.col("item_id").is_in(top2))
+    atomic_write_parquet(collapsed, wh.recommendations(second))  # a broken night's output
+    out = pipeline.finalize_step(settings, second, steps)
+    signal = {s["name"]: s for s in out["drift"]}["coverage"]
+    assert signal["value"] == pytest.approx(2 / 30)
+    assert signal["previous"] == pytest.approx(coverage)
+    assert signal["flagged"] is True
+    html = Path(out["report"]).read_text(encoding="utf-8")
+    assert "<h3>Partition 2026-01-06</h3>" in html
+    assert "<th>table</th><th>ingested</th><th>clean</th><th>duplicates</th>" in html
+    assert "<code>events/date=2026-01-06/" in html  # the landing files read, by name
+    assert "<summary>Cleaning rules applied</summary>" in html

@@ -59,10 +59,12 @@ def finalize_step(settings: Settings, run_date: dt.date, steps: dict[str, Any]) 
     from recsys_core.reporting import build_report, data_stats, drift_signals, recommendation_stats
 
     recs = read_parquet(wh.recommendations(run_date))
-    n_items = int(steps.get("train", {}).get("n_items") or recs["item_id"].n_unique() or 1)
-    stats = recommendation_stats(recs, n_items)
     tonight = load_clean_events(wh, until=run_date, since=run_date)
     before = load_clean_events(wh, until=run_date - dt.timedelta(days=1))
+    # coverage is over the whole catalog as of tonight (catalog items and items with events),
+    # not over the items that happened to be recommended (which would always give 1.0)
+    n_items = _catalog_size(wh, run_date, tonight, before) or 1
+    stats = {**recommendation_stats(recs, n_items), "models": _serving_models(wh, recs)}
     drift = drift_signals(
         {**stats, **data_stats(tonight, before)},
         _previous_stats(wh, run_date),
@@ -80,6 +82,32 @@ def finalize_step(settings: Settings, run_date: dt.date, steps: dict[str, Any]) 
     summary["report"] = str(report)
     atomic_write_json(wh.run_marker(run_date), summary)
     return {"report": str(report), "drift": drift, "recommendation_stats": stats}
+
+
+def _catalog_size(wh: Warehouse, run_date: dt.date, *events: Any) -> int:
+    """Distinct items known on ``run_date``: the catalog as of then plus every item with events."""
+    from recsys_core.ingest import load_catalog
+
+    ids: set[str] = set(load_catalog(wh, as_of=run_date)["item_id"].to_list())
+    for frame in events:
+        ids.update(frame["item_id"].unique().to_list())
+    return len(ids)
+
+
+def _serving_models(wh: Warehouse, recs: Any) -> list[dict[str, Any]]:
+    """``[{model_id, name, params}]`` of the models behind tonight's recommendations, so that the
+    next night can tell a drift caused by a new model or a re-tune from one in the data."""
+    from recsys_core.evaluation.registry import ModelRegistry, UnknownModelError
+
+    registry = ModelRegistry(wh.models_dir)
+    out = []
+    for model_id in sorted(recs["model_id"].unique().to_list()) if recs.height else []:
+        try:
+            entry = registry.entry(model_id)
+        except (UnknownModelError, FileNotFoundError):
+            entry = {}
+        out.append({"model_id": model_id, "name": entry.get("name"), "params": entry.get("params")})
+    return out
 
 
 def _redacted(settings: Settings) -> dict[str, Any]:

@@ -15,6 +15,7 @@ never its data. Two kinds of signal:
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ __all__ = [
     "RELATIVE_SIGNALS",
     "data_stats",
     "drift_signals",
+    "model_change",
     "recommendation_stats",
 ]
 
@@ -138,4 +140,36 @@ def drift_signals(
                 "rule": f"|relative change| > {threshold:g}",
             }
         )
+    cause = model_change(current.get("models"), previous.get("models"))
+    if cause:  # output signals compare two different models: say so where they flag
+        for row in rows:
+            if row["flagged"] and row["name"] in RELATIVE_SIGNALS:
+                row["cause"] = cause
     return rows
+
+
+def _recipes(models: Any) -> dict[str, str]:
+    return {
+        str(m.get("name")): json.dumps(m.get("params"), sort_keys=True, default=str)
+        for m in models or []
+        if isinstance(m, dict)
+    }
+
+
+def model_change(current: Any, previous: Any) -> str | None:
+    """Why tonight's output signals may differ from the previous run's for reasons other than
+    the data: a different serving model, or the same model re-tuned (other parameters). None when
+    the recipes are the same or unknown. ``current``/``previous``: ``[{name, params, ...}]``."""
+    now, before = _recipes(current), _recipes(previous)
+    if not now or not before or now == before:
+        return None
+    if set(now) != set(before):
+        return (
+            f"the serving model changed ({', '.join(sorted(before))} -> {', '.join(sorted(now))}); "
+            "scores of different models are not comparable"
+        )
+    retuned = sorted(name for name in now if now[name] != before[name])
+    return (
+        f"{', '.join(retuned)} re-tuned since the previous run (other hyperparameters); scores "
+        "of a re-tuned model are not comparable with the previous ones"
+    )

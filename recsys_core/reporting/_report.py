@@ -135,7 +135,7 @@ def _section_ingest(warehouse: Warehouse, summary: dict[str, Any], run_date: dt.
         except CorruptFileError as exc:
             parts.append(f"<p class=flag>{html.escape(str(exc))}</p>")
             continue
-        parts.append(f"<p>Partition {d}:</p>" + _table(["count", "value"], _flatten(manifest)))
+        parts.append(_manifest_tables(d, manifest))
     if summary.get("ingest_totals"):
         parts.append(
             "<p>Totals over the partitions cleaned tonight:</p>"
@@ -143,6 +143,38 @@ def _section_ingest(warehouse: Warehouse, summary: dict[str, Any], run_date: dt.
         )
     parts += _landing_notes(summary)
     return "\n".join(parts)
+
+
+def _manifest_tables(day: dt.date, manifest: dict[str, Any]) -> str:
+    """One date's manifest as people read it: counts per table (in = clean + duplicates +
+    quarantined), quarantine reasons, the landing files read, and the cleaning rules apart."""
+    counts = [
+        [kind, *(block.get(k, 0) for k in ("ingested", "clean", "duplicates", "quarantined"))]
+        for kind in ("events", "items")
+        if isinstance(block := manifest.get(kind), dict)
+    ]
+    out = [
+        f"<h3>Partition {day}</h3>",
+        _table(["table", "ingested", "clean", "duplicates", "quarantined"], counts),
+    ]
+    if manifest.get("reasons"):
+        out.append(
+            "<p>Quarantine reasons:</p>"
+            + _table(["reason", "rows"], sorted(manifest["reasons"].items()))
+        )
+    files = manifest.get("source_files") or []
+    if files:
+        names = [f if isinstance(f, str) else f.get("name", str(f)) for f in files]
+        items = "".join(f"<li><code>{html.escape(str(n))}</code></li>" for n in names)
+        out.append(f"<p>Landing files read ({len(names)}):</p><ul>{items}</ul>")
+    config = manifest.get("clean_config")
+    if config:
+        out.append(
+            "<details><summary>Cleaning rules applied</summary>"
+            + _table(["setting", "value"], _flatten(config))
+            + "</details>"
+        )
+    return "\n".join(out)
 
 
 def _landing_notes(summary: dict[str, Any]) -> list[str]:
@@ -183,7 +215,8 @@ def _section_drift(warehouse: Warehouse, summary: dict[str, Any], run_date: dt.d
             s["previous"],
             s["change"],
             s["rule"],
-            "FLAGGED" if s["flagged"] else "ok",
+            ("FLAGGED" if s["flagged"] else "ok")
+            + (f" (likely cause: {s['cause']})" if s.get("cause") else ""),
         ]
         for s in signals
     ]

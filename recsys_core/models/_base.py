@@ -141,18 +141,21 @@ class _Pruned:
         n_tiles, gm1 = self.gm1.shape[0], self.gm1
         across = gm1[0] if n_tiles == 1 else np.fmax.reduce(gm1, axis=0)
         across = np.ascontiguousarray(across.T if self.item_major else across)
-        gm2 = np.fmax.reduce(across.reshape(b, c2, n2), axis=1) if c2 > 1 else across
+        gm2 = np.fmax.reduce(across.reshape(b, c2, n2), axis=1) if c2 > 1 else across.copy()
         np.fmax(gm2, _NEG, out=gm2)  # an all-NaN group counts as -inf
         thr = np.maximum(np.partition(gm2, n2 - k, axis=1)[:, n2 - k], _LOWEST)
-        # level-1 groups that reach the threshold: one streaming pass over the level-1 maxima
-        # (1/c1 of the scores; gathering a level-2 group's members would miss the cache)
-        # (np.flatnonzero: a 3-d np.nonzero costs several times more per element)
-        hits = np.flatnonzero(gm1 >= (thr if self.item_major else thr[:, None]))
-        tiles, rest = np.divmod(hits, gm1.shape[1] * gm1.shape[2])
-        if self.item_major:
-            j1, rows = np.divmod(rest, b)
+        # level-1 groups that reach the threshold: first the (row, group) pairs whose maximum
+        # over all tiles does (a flat nonzero: a 3-d one costs several times more), then the
+        # tiles where they do
+        hits = np.flatnonzero(across >= thr[:, None])
+        rows, j1 = np.divmod(hits, n1)
+        if n_tiles > 1:
+            pos = (j1 * b + rows if self.item_major else rows * n1 + j1)[:, None]
+            pos = pos + np.arange(n_tiles) * (b * n1)
+            i, tiles = np.nonzero(gm1.reshape(-1)[pos] >= thr[rows, None])
+            rows, j1 = rows[i], j1[i]
         else:
-            rows, j1 = np.divmod(rest, n1)
+            tiles = np.zeros_like(rows)
         # -> their scores that do
         cols = j1[:, None] + n1 * np.arange(c1)
         vals = _gather(self.store, tiles, rows, cols, item_major=self.item_major)
@@ -235,6 +238,16 @@ def topk_block(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         sub = scores[short]
         idx[short], out[short] = _topk_exact(sub, np.broadcast_to(np.arange(m), sub.shape), k)
     return idx, out
+
+
+def _seen_pairs(seen: sp.csr_matrix, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(row in block, item)`` of every stored entry of the CSR rows ``block`` (int64), read
+    from ``indptr`` directly (scipy's row indexing costs more than the rest of the step)."""
+    starts = seen.indptr[block].astype(np.int64)
+    lens = seen.indptr[block + 1] - starts
+    rows = np.repeat(np.arange(len(block)), lens)
+    pos = np.arange(len(rows)) + np.repeat(starts - (np.cumsum(lens) - lens), lens)
+    return rows, seen.indices[pos].astype(np.int64)
 
 
 def _tile_plan(n_items: int, k: int, rows: int) -> tuple[int, int, tuple[int, int]] | None:
@@ -404,9 +417,7 @@ class Recommender:
             if not self._may_write(scores):  # e.g. a broadcast view or one of the model's arrays
                 scores = np.array(scores, dtype=np.float32, copy=True)
             if seen is not None:
-                rows = seen[block]
-                r = np.repeat(np.arange(len(block)), np.diff(rows.indptr))
-                scores[r, rows.indices] = _NEG
+                scores[_seen_pairs(seen, block)] = _NEG
             if blocked is not None:
                 scores[:, blocked] = _NEG
         return _topk_rows(scores, k)
@@ -437,9 +448,8 @@ class Recommender:
         pruned = _Pruned(store, b, width, sizes, gm1=local.gm1, item_major=True)
         cuts = None
         if seen is not None:  # flat positions in `store` of the seen items, in tile order
-            rows = seen[block]
-            r = np.repeat(np.arange(b), np.diff(rows.indptr))
-            flat = np.sort(rows.indices.astype(np.int64) * b + r)  # t * width * b + j * b + r
+            r, c = _seen_pairs(seen, block)
+            flat = np.sort(c * b + r)  # t * width * b + j * b + r
             cuts = np.searchsorted(flat, np.arange(n_tiles + 1) * (width * b))
         for t in range(n_tiles):
             lo, hi = t * width, min(n_items, (t + 1) * width)

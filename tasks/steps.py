@@ -67,15 +67,9 @@ def _retry_ingest(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's si
 _COMMON = {**_NO_CACHE, "retry_condition_fn": _retry_if_transient}
 
 
-@task(name="ingest", **{**_NO_CACHE, "retry_condition_fn": _retry_ingest})
-def ingest_task(settings: Settings, run_date: dt.date, force: bool = False) -> dict[str, Any]:
-    log = get_run_logger()
-    log.info("ingest %s from %s into %s", run_date, settings.landing, settings.warehouse)
-    try:
-        out = pipeline.ingest_step(settings, run_date, force=force)
-    except MissingPartitionError as exc:
-        log.warning("late data: %s", exc)
-        raise
+def _log_ingest(log: Any, out: dict[str, Any], run_date: dt.date) -> None:
+    """What the ingest step did, for the run's log: rows, a catch-up's date range, late files,
+    unrecognised and vanished landing paths."""
     log.info("ingested %s", out.get("rows", out))
     dates = sorted({d for ds in (out.get("dates") or {}).values() for d in ds})
     if len(dates) > 1 or (dates and dates[-1] != run_date.isoformat()):
@@ -91,6 +85,18 @@ def ingest_task(settings: Settings, run_date: dt.date, force: bool = False) -> d
         log.warning("unrecognised landing paths (not read): %s", ", ".join(out["unrecognised"]))
     if out.get("vanished"):
         log.warning("ingested partitions gone from landing: %s", ", ".join(out["vanished"]))
+
+
+@task(name="ingest", **{**_NO_CACHE, "retry_condition_fn": _retry_ingest})
+def ingest_task(settings: Settings, run_date: dt.date, force: bool = False) -> dict[str, Any]:
+    log = get_run_logger()
+    log.info("ingest %s from %s into %s", run_date, settings.landing, settings.warehouse)
+    try:
+        out = pipeline.ingest_step(settings, run_date, force=force)
+    except MissingPartitionError as exc:
+        log.warning("late data: %s", exc)
+        raise
+    _log_ingest(log, out, run_date)
     return out
 
 

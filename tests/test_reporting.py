@@ -194,7 +194,7 @@ def test_build_report_contains_the_numbers(tmp_path):
     # challenger, champion, difference and its interval; a metric without an interval
     assert ["ndcg", "0.2468", "0.2000", "0.0468", "0.0123", "0.0456"] in rows
     assert ["recall", "0.4321", "0.3000", "0.1321", "–", "–"] in rows
-    assert ["events.ingested", "1,234"] in rows and ["events.quarantined", "4"] in rows
+    assert ["events", "1,234", "1,200", "30", "4"] in rows  # ingested, clean, duplicates, quar.
     assert any(r[0].startswith("new users") and r[1:] == ["users", "17"] for r in rows), rows
     drift = next(r for r in rows if r[0] == "new_user_share")
     assert drift[1] == "0.4000" and drift[-1] == "FLAGGED"  # 0.4 > 0.25

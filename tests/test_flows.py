@@ -165,7 +165,7 @@ def test_backfill_skips_complete_dates_and_names_a_failed_one(prefect_harness, l
 
     # a missing landing partition stops the backfill at that date; earlier dates stay complete
     later = END + dt.timedelta(days=1)
-    with pytest.raises(Exception, match=later.isoformat()):
+    with pytest.raises(RuntimeError, match=f"backfill stopped at {later.isoformat()}: "):
         backfill(start=END, end=later + dt.timedelta(days=1), config_path=str(cfg), force=True)
     assert Warehouse(tmp / "warehouse").recommendations(END).is_file()
     assert not Warehouse(tmp / "warehouse").recommendations(later).exists()

@@ -80,7 +80,7 @@ def explain_startup_failure(exc: BaseException) -> str | None:
     return (
         f"Prefect's local API did not start within {timeout} s{detail}; check that PREFECT_HOME="
         f"{os.environ.get('PREFECT_HOME')} is writable, or point PREFECT_API_URL at a running "
-        "server (recsys server)"
+        "server (make server)"
     )
 
 

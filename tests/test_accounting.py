@@ -514,7 +514,7 @@ def test_prefect_home_is_created_and_an_unusable_one_is_named(tmp_path: Path, mo
         "Prefect's local API did not start within 120 s; the server process exited with code 1 "
         "(sqlite3.OperationalError: unable to open database file); check that PREFECT_HOME="
         f"{blocker / 'prefect'} is writable, or point PREFECT_API_URL at a running server "
-        "(recsys server)"
+        "(make server)"
     )
     assert explain_startup_failure(ValueError("other")) is None
 

@@ -4,11 +4,15 @@
 * ``fit(interactions, items=None, item_embeddings=None)`` sets learned state in ``*_`` attributes
   and returns ``self``.
 * ``recommend(user_ids, k, exclude_seen=True)`` handles one user or all of them with the same call,
-  scoring users in blocks so that peak memory is bounded by ``block_size x n_items`` floats.
+  scoring users in blocks so that peak memory is bounded by ``threads x block_size x n_items``
+  floats (plus 1/8 of that for group maxima).
 * ``save(dir)`` / ``load(dir)`` use JSON + ``.npz`` (never pickle).
 
 A subclass implements ``_fit``, ``_score_block`` (dense float32 scores of a block of known users
-over every item) and ``_state``/``_set_state`` (arrays and JSON-able scalars to persist).
+over every item) and ``_state``/``_set_state`` (arrays and JSON-able scalars to persist). A model
+whose scores are a product of factors may also declare ``_factors``: ``recommend`` then computes
+each block in item tiles into a per-thread buffer and reduces every tile while it is in cache.
+The top-K is exact either way (:class:`_Pruned`; ``tests/test_topk.py`` checks it against a sort).
 """
 
 from __future__ import annotations
@@ -96,11 +100,13 @@ class _Pruned:
     columns ``store[0, r, width:]``. Level-1 group ``(t, r, j)`` is the ``c1`` columns
     ``j + n1 * i`` of tile ``t`` (``n1 = width / c1``); level-2 group ``(r, j)`` is the level-1
     groups ``(t, r, j + n2 * i)`` of every tile ``t`` and ``i < c2`` (``n2 = n1 / c2``). Every
-    reduction runs along long contiguous rows.
+    reduction runs along long contiguous rows. With ``store[t, j, r]`` (``item_major``, the
+    factor path) the level-1 maxima of a tile are ``c1 - 1`` vector maxima over ``n1 x rows``.
 
-    Let ``T`` be the ``k``-th largest level-2 maximum of row ``r``: at least ``k`` scores are
-    ``>= T`` (the ``k`` maxima), so every top-``k`` score is ``>= T`` and lies in a level-2 and a
-    level-1 group whose maxima are ``>= T``; only those groups are read again. Ties at ``T`` are
+    Let ``T`` be the ``k``-th largest level-2 maximum of row ``r`` (level 2 only makes this
+    partition small): at least ``k`` scores are ``>= T`` (the ``k`` maxima), so every top-``k``
+    score is ``>= T`` and lies in a level-1 group whose maximum is ``>= T``; only those groups
+    (about ``k`` per row, ``c1`` scores each) are read again. Ties at ``T`` are
     all kept and ranked by column, so the result is the full sort's. NaN ranks as ``-inf``
     (``fmax`` skips it); ``-inf`` and NaN are never candidates. A row with fewer than ``k``
     level-2 groups above ``-inf`` keeps every score above ``-inf``.
@@ -223,9 +229,10 @@ def topk_block(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
     ``scores`` is ``(n, m)`` float32 where ``-inf`` marks excluded items and NaN ranks as ``-inf``.
     Returns ``(idx, vals)``, each ``(n, min(k, m))``: what a full sort by (score descending,
-    column ascending) gives. Catalogs of a few thousand items or more take the pruned path
-    (:class:`_Pruned`: about 1/64 of the scores are read twice, none sorted); a row whose top
-    ``k`` is not all above ``-inf`` is completed by the full sort.
+    column ascending) gives. Catalogs of at least ``32 * k`` items take the pruned path
+    (:class:`_Pruned`: every score is read once for group maxima, about ``8 * k`` per row again,
+    and only those candidates are sorted); a row whose top ``k`` is not all above ``-inf`` is
+    completed by the full sort.
     """
     n, m = scores.shape
     k = min(k, m)

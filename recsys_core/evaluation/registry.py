@@ -261,13 +261,14 @@ class ModelRegistry:
         """The entry of ``model_id``; :class:`UnknownModelError` (listing known ids) if absent."""
         _check_id(model_id)
         path = self.root / model_id / ENTRY_FILE
-        if not exists(path):
+        try:
+            return read_json(path)  # one request on an object store (no existence check first)
+        except FileNotFoundError:
             known = self.ids()
             raise UnknownModelError(
                 f"no model {model_id!r} in registry {self.root}; known ids: "
                 f"{', '.join(known) if known else '(none)'}"
-            )
-        return read_json(path)
+            ) from None
 
     get = entry
 
@@ -296,9 +297,10 @@ class ModelRegistry:
     def history(self) -> list[dict[str, Any]]:
         """The audit log, oldest first."""
         path = self.root / HISTORY_FILE
-        if not exists(path):
+        try:
+            text = read_bytes(path).decode("utf-8")
+        except FileNotFoundError:
             return []
-        text = read_bytes(path).decode("utf-8")
         return [json.loads(line) for line in text.splitlines() if line]
 
     def load_model(self, model_id: str, *, cached: bool = False) -> Recommender:
@@ -331,10 +333,10 @@ class ModelRegistry:
 
     # ---- internals ----------------------------------------------------------------------------
     def _pointer(self) -> dict[str, Any] | None:
-        path = self.root / CHAMPION_FILE
-        if not exists(path):
+        try:
+            return self._check_pointer(read_json(self.root / CHAMPION_FILE))
+        except FileNotFoundError:
             return None
-        return self._check_pointer(read_json(path))
 
     def _check_pointer(self, data: Any) -> dict[str, Any]:
         path = self.root / CHAMPION_FILE

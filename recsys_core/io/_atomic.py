@@ -26,8 +26,12 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from recsys_core.io._storage import (
+    _blob_cache_get,
+    _blob_cache_put,
     is_remote,
+    listed_version,
     location,
+    one_get,
     put_remote_file,
     read_bytes,
     with_retries,
@@ -180,12 +184,24 @@ def read_parquet_many(paths: list[Any], **kwargs: Any) -> list[pl.DataFrame]:
     if not remote:
         return [read_parquet(p, **kwargs) for p in locs]
     fs = remote[0].fs
-    keys = [p.path for p in remote]
-    blobs = with_retries(
-        f"{remote[0]} (and {len(keys) - 1} more)",
-        "read",
-        lambda: fs.cat(keys, on_error="return"),
-    )
+    versions = {p.path: listed_version(p) for p in remote}
+    blobs: dict[str, Any] = {}
+    for p in remote:
+        cached = _blob_cache_get(str(p), versions[p.path])
+        if cached is not None:
+            blobs[p.path] = cached
+    keys = [p.path for p in remote if p.path not in blobs]
+    if keys:
+        fetched = with_retries(
+            f"{fs.unstrip_protocol(keys[0])} (and {len(keys) - 1} more)",
+            "read",
+            lambda: fs.cat(keys, on_error="return", **one_get(fs)),
+        )
+        for p in remote:
+            blob = fetched.get(p.path)
+            if p.path in keys and isinstance(blob, bytes):
+                _blob_cache_put(str(p), versions[p.path], blob)
+        blobs.update(fetched)
     out = []
     for p in locs:
         if not is_remote(p):

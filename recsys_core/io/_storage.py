@@ -22,8 +22,10 @@ from __future__ import annotations
 import errno
 import os
 import re
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePath
@@ -41,6 +43,7 @@ __all__ = [
     "files_with_stats",
     "is_remote",
     "list_names",
+    "listed_version",
     "local_copy",
     "location",
     "put_remote_file",
@@ -227,30 +230,91 @@ def _is_precondition(exc: BaseException) -> bool:
     return isinstance(exc, FileExistsError) or "pre-condition" in text or "Precondition" in text
 
 
+def one_get(fs: Any) -> dict[str, Any]:
+    """Read options for one request per object: s3fs otherwise asks each object's size first
+    (a HEAD before every GET) to split large downloads."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return {"max_concurrency": 1} if {"s3", "s3a"} & set(protocols) else {}
+
+
 # ---- operations --------------------------------------------------------------------------------
 def exists(loc: Location) -> bool:
     """Whether a file (object) is at ``loc``."""
     loc = location(loc)
     if not is_remote(loc):
         return loc.is_file()
+    if loc.protocol in ("s3", "s3a"):  # one HEAD (isfile would also LIST a missing key)
+        bucket, key = _split(loc)
+        fs = loc.fs
+
+        async def head() -> bool:
+            try:
+                await fs._call_s3("head_object", Bucket=bucket, Key=key)
+                return True
+            except FileNotFoundError:
+                return False
+
+        from fsspec.asyn import sync
+
+        return with_retries(_url(loc), "exists", lambda: sync(fs.loop, head))
     return with_retries(_url(loc), "exists", lambda: loc.fs.isfile(_key(loc)))
 
 
-def read_bytes(loc: Location) -> bytes:
-    """The whole file at ``loc`` (FileNotFoundError naming the URL when absent)."""
+#: Bytes of objects read in this process, keyed by URL and the version a listing
+#: showed: steps and scoring shards on one worker fetch each partition version once.
+_BLOBS: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+_BLOBS_LOCK = threading.Lock()
+BLOB_CACHE_BYTES = 256 * 2**20
+
+
+def _blob_cache_get(url: str, version: str | None) -> bytes | None:
+    if version is None:
+        return None
+    with _BLOBS_LOCK:
+        blob = _BLOBS.get((url, version))
+        if blob is not None:
+            _BLOBS.move_to_end((url, version))
+        return blob
+
+
+def _blob_cache_put(url: str, version: str | None, blob: bytes) -> None:
+    if version is None or len(blob) > BLOB_CACHE_BYTES // 16:
+        return
+    with _BLOBS_LOCK:
+        _BLOBS[(url, version)] = blob
+        total = sum(len(b) for b in _BLOBS.values())
+        while total > BLOB_CACHE_BYTES and _BLOBS:
+            _, old = _BLOBS.popitem(last=False)
+            total -= len(old)
+
+
+def read_bytes(loc: Location, *, cached: bool = False) -> bytes:
+    """The whole file at ``loc`` (FileNotFoundError naming the URL when absent).
+
+    ``cached``: an object-store file whose version a fresh listing showed may come from (and
+    goes to) this process's cache (data partitions and landing files; never pointers or locks).
+    """
     loc = location(loc)
     if not is_remote(loc):
         return loc.read_bytes()
-    return with_retries(_url(loc), "read", lambda: loc.fs.cat_file(_key(loc)))
+    version = listed_version(loc) if cached else None
+    cached = _blob_cache_get(str(loc), version)
+    if cached is not None:
+        return cached
+    blob = with_retries(_url(loc), "read", lambda: loc.fs.cat_file(_key(loc), **one_get(loc.fs)))
+    _blob_cache_put(str(loc), version, blob)
+    return blob
 
 
 def write_bytes_remote(loc: Location, data: bytes) -> None:
     """One upload: the object appears whole or not at all."""
+    _forget_version(loc)
     with_retries(_url(loc), "write", lambda: loc.fs.pipe_file(_key(loc), data))
 
 
 def put_remote_file(local: Path, loc: Location) -> None:
     """Upload a local file in one PUT (or one multipart upload: visible only when complete)."""
+    _forget_version(loc)
     with_retries(_url(loc), "upload", lambda: loc.fs.put_file(str(local), _key(loc)))
 
 
@@ -280,6 +344,7 @@ def put_if_absent(loc: Location, data: bytes) -> None:
                 raise PreconditionFailed(f"{loc}: already exists") from None
             raise
 
+    _forget_version(loc)
     with_retries(_url(loc), "create", put)
 
 
@@ -347,6 +412,7 @@ def write_if_match(loc: Location, data: bytes, version: str | None) -> None:
                 raise PreconditionFailed(f"{loc}: changed by another writer") from None
             raise
 
+    _forget_version(loc)
     with_retries(_url(loc), "conditional write", put)
 
 
@@ -369,6 +435,7 @@ def delete(loc: Location, *, version: str | None = None) -> None:
                     raise PreconditionFailed(f"{loc}: changed by another writer") from None
                 raise
 
+        _forget_version(loc)
         with_retries(_url(loc), "delete", rm)
         return
 
@@ -376,6 +443,7 @@ def delete(loc: Location, *, version: str | None = None) -> None:
         with suppress(FileNotFoundError):
             loc.fs.rm_file(_key(loc))
 
+    _forget_version(loc)
     with_retries(_url(loc), "delete", rm_plain)
 
 
@@ -391,6 +459,8 @@ def delete_tree(loc: Location) -> None:
     def rm() -> None:
         keys = loc.fs.find(_key(loc))
         if keys:
+            for key in keys:
+                _forget_version(f"{loc.protocol}://{key}")
             loc.fs.rm(keys)
 
     with_retries(_url(loc), "delete", rm)
@@ -406,9 +476,46 @@ def files_under(loc: Location) -> list[str]:
     base = _key(loc).rstrip("/") + "/"
 
     def find() -> list[str]:
-        return sorted(k[len(base) :] for k in loc.fs.find(base) if k.startswith(base))
+        found = loc.fs.find(base, detail=True)
+        _remember_versions(loc.protocol, found)
+        return sorted(k[len(base) :] for k in found if k.startswith(base))
 
     return with_retries(_url(loc), "list", find)
+
+
+#: ``url -> (etag, when listed)`` from the latest listings; see :func:`listed_version`.
+_LISTED: dict[str, tuple[str, float]] = {}
+_LISTED_LOCK = threading.Lock()
+#: How long a listed version is trusted by readers (a snapshot as of the listing).
+LISTING_TTL_SECONDS = 60.0
+
+
+def _forget_version(loc: Location) -> None:
+    """This process wrote or deleted ``loc``: its listed version is stale."""
+    with _LISTED_LOCK:
+        _LISTED.pop(str(loc), None)
+
+
+def _remember_versions(protocol: str, found: dict[str, Any]) -> None:
+    now = time.monotonic()
+    with _LISTED_LOCK:
+        for key, info in found.items():
+            etag = info.get("ETag") or info.get("etag")
+            if etag:
+                _LISTED[f"{protocol}://{key}"] = (str(etag), now)
+
+
+def listed_version(loc: Location) -> str | None:
+    """The ETag ``loc`` had in a listing made within :data:`LISTING_TTL_SECONDS`, else None.
+
+    A reader that lists partitions and then reads them may use a cached copy of that version:
+    it then reads the partitions as of the listing (old or new, never a mix within one file).
+    """
+    with _LISTED_LOCK:
+        hit = _LISTED.get(str(loc))
+    if hit is None or time.monotonic() - hit[1] > LISTING_TTL_SECONDS:
+        return None
+    return hit[0]
 
 
 def files_with_stats(loc: Location) -> list[tuple[str, int, int]]:
@@ -428,7 +535,9 @@ def files_with_stats(loc: Location) -> list[tuple[str, int, int]]:
 
     def find() -> list[tuple[str, int, int]]:
         rows = []
-        for key, info in loc.fs.find(base, detail=True).items():
+        found = loc.fs.find(base, detail=True)
+        _remember_versions(loc.protocol, found)
+        for key, info in found.items():
             if not key.startswith(base) or info.get("type") == "directory":
                 continue
             mtime = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
@@ -490,9 +599,19 @@ def download_files(pairs: list[tuple[Location, Path]]) -> None:
     if not remote:
         return
     fs = remote[0][0].fs
-    keys = [s.path for s, _ in remote]
-    first = f"{remote[0][0]}" + (f" (and {len(keys) - 1} more)" if len(keys) > 1 else "")
-    blobs = with_retries(first, "read", lambda: fs.cat(keys, on_error="return"))
+    blobs: dict[str, Any] = {}
+    for src, _ in remote:
+        cached = _blob_cache_get(str(src), listed_version(src))
+        if cached is not None:
+            blobs[src.path] = cached
+    keys = [s.path for s, _ in remote if s.path not in blobs]
+    if keys:
+        first = fs.unstrip_protocol(keys[0]) + (
+            f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+        )
+        blobs.update(
+            with_retries(first, "read", lambda: fs.cat(keys, on_error="return", **one_get(fs)))
+        )
     for src, dst in remote:
         blob = blobs.get(src.path)
         if blob is None or isinstance(blob, FileNotFoundError):

@@ -39,7 +39,15 @@ from pathlib import Path
 from typing import Any
 
 from recsys_core.io._lease import RunLockedError, lease_lock
-from recsys_core.io._storage import Location, exists, files_under, is_remote, list_names, location
+from recsys_core.io._storage import (
+    Location,
+    exists,
+    files_under,
+    files_with_stats,
+    is_remote,
+    list_names,
+    location,
+)
 
 __all__ = ["RunLockedError", "Warehouse", "parse_date", "partition_dates"]
 
@@ -164,6 +172,19 @@ class Warehouse:
                 with contextlib.suppress(ValueError):
                     out.add(dt.date.fromisoformat(m.group(1)))
         return sorted(out)
+
+    def partition_stats(self, folder: Location) -> dict[dt.date, tuple[int, int]]:
+        """``{date: (size, mtime_ns)}`` of the ``folder/date=D/part-0.parquet`` files (or the
+        ``folder/date=D.json`` files), from one listing: on an object store one request instead
+        of one per date."""
+        out = {}
+        for rel, size, mtime in files_with_stats(folder):
+            part, _, name = rel.partition("/")
+            m = _PART_RE.match(part.removesuffix(".json"))
+            if m and (name == "part-0.parquet" or (not name and part.endswith(".json"))):
+                with contextlib.suppress(ValueError):
+                    out[dt.date.fromisoformat(m.group(1))] = (size, mtime)
+        return out
 
     def raw_dates(self, kind: str) -> list[dt.date]:
         return self._dates_with(self.root / "raw" / kind, "part-0.parquet")

@@ -8,6 +8,7 @@ Typical nightly use::
     catalog = load_catalog(warehouse, as_of=run_date)
 """
 
+from recsys_core.ingest._batch import read_landing_partition
 from recsys_core.ingest._clean import QUARANTINE_SCHEMA, clean, clean_days, clean_with_followers
 from recsys_core.ingest._errors import (
     LandingError,
@@ -33,7 +34,6 @@ from recsys_core.ingest._read import (
     landing_dates,
     landing_fingerprint,
     partition_dir,
-    read_landing_partition,
     scan_landing,
 )
 

@@ -10,13 +10,14 @@ The result is exactly what :func:`~recsys_core.ingest.read_landing_partition` gi
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
-from recsys_core.ingest._errors import LandingError, MissingPartitionError
+from recsys_core.ingest._errors import LandingError, LandingWarning, MissingPartitionError
 from recsys_core.ingest._read import (
     DATA_EXTENSIONS,
     extra_columns_note,
@@ -28,7 +29,7 @@ from recsys_core.ingest._read import (
 )
 from recsys_core.schema import SOURCE_FILE, SOURCE_ROW
 
-__all__ = ["read_partitions"]
+__all__ = ["read_landing_partition", "read_partitions"]
 
 _PATH = "__landing_path__"
 
@@ -131,3 +132,17 @@ def _read_csv_batch(
         path.replace_strict(paths, days, return_dtype=pl.Date).alias("_day"),
     )
     return out, extra_columns_note([c for c in data.columns if c not in wanted], wanted)
+
+
+def read_landing_partition(landing: Path, kind: str, day: dt.date) -> pl.DataFrame:
+    """Every data file of one partition as all-string columns plus lineage (see
+    :mod:`recsys_core.ingest._read`).
+
+    Raises :class:`MissingPartitionError` if the folder has no data file,
+    :class:`LandingSchemaError` for a missing required column and :class:`LandingReadError` for a
+    file that cannot be parsed. Extra columns are dropped with a :class:`LandingWarning`.
+    """
+    df, notes, _ = read_partitions(landing, kind, [day])[0]
+    for note in notes:
+        warnings.warn(note, LandingWarning, stacklevel=2)
+    return df

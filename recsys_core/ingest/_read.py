@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +37,6 @@ from recsys_core.ingest._errors import (
     LandingPathError,
     LandingReadError,
     LandingSchemaError,
-    LandingWarning,
 )
 from recsys_core.schema import (
     EVENT_OPTIONAL,
@@ -63,7 +61,6 @@ __all__ = [
     "partition_files",
     "normalise_names",
     "read_landing_file",
-    "read_landing_partition",
     "scan_landing",
 ]
 
@@ -218,29 +215,6 @@ def landing_dates(landing: Path, kind: str, *, until: dt.date | None = None) -> 
     """Sorted dates of ``kind``'s partitions that hold at least one data file (see
     :func:`scan_landing`; unrecognised entries are not reported here)."""
     return list(scan_landing(landing, kind, until=until).partitions)
-
-
-def read_landing_partition(landing: Path, kind: Kind, day: dt.date) -> pl.DataFrame:
-    """Every data file of one partition as all-string columns plus lineage (see module doc).
-
-    Raises :class:`MissingPartitionError` if the folder has no data file,
-    :class:`LandingSchemaError` for a missing required column and :class:`LandingReadError` for a
-    file that cannot be parsed. Extra columns are dropped with a :class:`LandingWarning`.
-    """
-    df, notes, _ = read_partition_with_notes(landing, kind, day)
-    for note in notes:
-        warnings.warn(note, LandingWarning, stacklevel=2)
-    return df
-
-
-def read_partition_with_notes(
-    landing: Path, kind: str, day: dt.date
-) -> tuple[pl.DataFrame, list[str], int]:
-    """:func:`read_landing_partition` returning its warnings as strings instead of emitting
-    them, and the number of files read."""
-    from recsys_core.ingest._batch import read_partitions
-
-    return read_partitions(landing, kind, [day])[0]
 
 
 def read_landing_file(path: Path, kind: str, landing: Path) -> tuple[pl.DataFrame, str | None]:

@@ -52,8 +52,9 @@ class ModelConfig(BaseModel):
 
 _NEG = np.float32(-np.inf)
 _LOWEST = np.finfo(np.float32).min  # a threshold at least this captures no -inf and no NaN
-#: Level-1 groups hold ``_C1`` strided columns, level-2 groups ``_C2`` level-1 groups; the pruned
-#: path runs when a row has at least ``_MIN_GROUPS_PER_K * k`` level-2 groups (else: a full sort).
+#: Level-1 groups hold ``_C1`` strided columns of a tile, level-2 groups about ``_C2`` level-1
+#: groups (``c2`` per tile, from every tile); the pruned path runs when a row has at least
+#: ``_MIN_GROUPS_PER_K * k`` level-2 groups, else the smaller groups ``(4, 2)``, else a full sort.
 _C1, _C2 = 8, 16
 _MIN_GROUPS_PER_K = 4
 #: Bytes of one score tile of the factor path: it stays in a core's L2 cache from GEMM to max.

@@ -249,17 +249,24 @@ def test_two_nights_add_to_the_same_artifact_keys_and_a_typo_fails_before_work(
     backfill(start=END - dt.timedelta(days=1), end=END, config_path=str(cfg))
 
     nights = _artifacts("recsys-night")
-    assert len(nights) == before["recsys-night"] + 2  # one key, a history of two nights
-    mine = sorted(a.description for a in nights if a.description)[-2:]
-    assert mine == ["2026-01-05: the night in one page", "2026-01-06: the night in one page"]
-    latest = max(nights, key=lambda a: a.created)
+    assert len(nights) == before["recsys-night"] + 2  # one key, a version per night
+    here = tmp_path.resolve().as_uri()  # this test's warehouse: its report links start with it
+    mine = sorted((a for a in nights if here in a.data), key=lambda a: a.created)
+    assert [a.description for a in mine] == [
+        "2026-01-05: the night in one page",
+        "2026-01-06: the night in one page",
+    ]
+    latest = mine[-1]
     assert latest.data.startswith("## recsys 2026-01-06: ")
-    link = max(_artifacts("recsys-report"), key=lambda a: a.created)
+    link = max((a for a in _artifacts("recsys-report") if here in a.data), key=lambda a: a.created)
     report = tmp_path / "warehouse" / "reports" / "run_date=2026-01-06" / "report.html"
     assert link.data == f"[report 2026-01-06]({report.resolve().as_uri()})"
     assert f"[Open the full report]({report.resolve().as_uri()})" in latest.data
-    table = max(_artifacts("recsys-backfill"), key=lambda a: a.created)
-    rows = json.loads(table.data)
+    tables = [json.loads(a.data) for a in _artifacts("recsys-backfill")]
+    rows = max(
+        (t for t in tables if [r["date"] for r in t] == ["2026-01-05", "2026-01-06"]),
+        key=len,
+    )
     assert [(r["date"], r["status"]) for r in rows] == [
         ("2026-01-05", "ran"),
         ("2026-01-06", "ran"),

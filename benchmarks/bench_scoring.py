@@ -22,8 +22,8 @@ so the table always prints. The SQL sink is timed on the first ``--sql-rows`` ro
 Synthetic data: random float32 factors (seeded), ~``--history`` random items per user.
 ``implicit`` is a bench-only extra (``pip install implicit``; the bench skips it if absent).
 
-    python benchmarks/bench_scoring.py                       # 200,000 users x 50,000 items
-    python benchmarks/bench_scoring.py --users 20000 --repeats 2   # ~5 min on 2 shared cores
+    python benchmarks/bench_scoring.py                       # 200,000 users x 50,000 items, ~8 min
+    python benchmarks/bench_scoring.py --users 20000 --repeats 2   # ~2-4 min on 2 shared cores
 """
 
 from __future__ import annotations

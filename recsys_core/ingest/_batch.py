@@ -10,10 +10,12 @@ The result is exactly what :func:`~recsys_core.ingest.read_landing_partition` gi
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -27,6 +29,7 @@ from recsys_core.ingest._read import (
     partition_files,
     read_landing_file,
 )
+from recsys_core.io import download_files, files_with_stats, is_remote, location
 from recsys_core.schema import SOURCE_FILE, SOURCE_ROW
 
 __all__ = ["read_landing_partition", "read_partitions"]
@@ -38,7 +41,12 @@ def read_partitions(
     landing: Path, kind: str, days: Sequence[dt.date]
 ) -> list[tuple[pl.DataFrame, list[str], int]]:
     """For each date in ``days`` (same order): its rows, its dropped-column notes and its
-    number of files. Raises :class:`MissingPartitionError` for a date without data files."""
+    number of files. Raises :class:`MissingPartitionError` for a date without data files.
+
+    A landing zone on an object store is read from a local copy of these partitions (fetched
+    in one concurrent batch), so parsing, lineage and errors are those of local files."""
+    if is_remote(location(landing)):
+        return _read_remote(location(landing), kind, days)
     landing = Path(landing)
     files: dict[dt.date, list[Path]] = {}
     for day in days:
@@ -90,6 +98,29 @@ def read_partitions(
             df = pl.concat(parts, how="vertical").sort(SOURCE_FILE, SOURCE_ROW)
         out.append((df, sorted(notes[day]), len(files[day])))
     return out
+
+
+def _read_remote(
+    landing: Any, kind: str, days: Sequence[dt.date]
+) -> list[tuple[pl.DataFrame, list[str], int]]:
+    pairs = []
+    with tempfile.TemporaryDirectory(prefix="recsys-landing-") as tmp:
+        local = Path(tmp)
+        for day in days:
+            directory = partition_dir(landing, kind, day)
+            names = [
+                rel
+                for rel, _, _ in files_with_stats(directory)
+                if "/" not in rel and not rel.startswith((".", "_"))
+            ]
+            if not names:
+                raise MissingPartitionError(
+                    f"landing partition {directory} is missing (or has no data file); expected "
+                    f"files {'/'.join('*' + e for e in DATA_EXTENSIONS)} under it"
+                )
+            pairs += [(directory / n, local / kind / f"date={day.isoformat()}" / n) for n in names]
+        download_files(pairs)
+        return read_partitions(local, kind, days)
 
 
 def _csv_header(path: Path) -> bytes | None:

@@ -44,7 +44,7 @@ from recsys_core.ingest._events import mark_duplicates, resolve_event_ids, valid
 from recsys_core.ingest._ingest import IO_THREADS, landing_record
 from recsys_core.ingest._items import clean_items_frame, items_output, validate_items
 from recsys_core.ingest._load import read_dated_parquet, write_partition
-from recsys_core.io import Warehouse, atomic_write_json
+from recsys_core.io import Warehouse, atomic_write_json, delete
 from recsys_core.schema import (
     CLEAN_EVENTS_SCHEMA,
     EVENT_OPTIONAL,
@@ -99,9 +99,9 @@ def clean_days(
     """
     config = config or CleanConfig()
     days = sorted(set(days))
+    raw = {k: warehouse.partition_stats(warehouse.root / "raw" / k) for k in ("events", "items")}
     ev_files, it_files = (
-        {d: p for d in days if (p := warehouse.raw(kind, d)).is_file()}
-        for kind in ("events", "items")
+        {d: warehouse.raw(kind, d) for d in days if d in raw[kind]} for kind in ("events", "items")
     )
     for d in days:
         if d not in ev_files and d not in it_files:
@@ -109,7 +109,7 @@ def clean_days(
                 f"{warehouse.raw('events', d)} does not exist (nor a raw items partition for "
                 f"{d}); ingest the landing partition for {d} before cleaning it"
             )
-    sizes = {d: sum(f[d].stat().st_size for f in (ev_files, it_files) if d in f) for d in days}
+    sizes = {d: sum(raw[k][d][0] for k in ("events", "items") if d in raw[k]) for d in days}
     breaks = _shared_id_dates(warehouse, days, ev_files, config.event_id_horizon_days)
     manifests: list[dict[str, Any]] = []
     for batch in _batches(days, sizes, int(config.batch_mib * 2**20), breaks):
@@ -211,11 +211,11 @@ def _clean_ids_before(
 ) -> pl.DataFrame:
     """Clean events (source event ids only) of the on-disk dates in ``[first, last)`` not in
     ``skip``, with ``_date``."""
+    on_disk = set(warehouse.clean_dates("events"))  # one listing
     files = {
-        d: p
+        d: warehouse.clean("events", d)
         for k in range((last - first).days)
-        if (d := first + dt.timedelta(days=k)) not in skip
-        and (p := warehouse.clean("events", d)).is_file()
+        if (d := first + dt.timedelta(days=k)) not in skip and d in on_disk
     }
     return read_dated_parquet(files, CLEAN_EVENTS_SCHEMA, "_date").filter(~_synthetic_id())
 
@@ -315,7 +315,7 @@ def _clean_pass(
         if d in q_by_day:
             write_partition(q_by_day[d], quarantine)
         else:  # nothing quarantined: no file (and none left from an earlier run)
-            quarantine.unlink(missing_ok=True)
+            delete(quarantine)
         manifest = _manifest(d, stats, config, _landing(warehouse, d), extra)
         atomic_write_json(warehouse.manifest(d), manifest)  # last: the date is complete
         return manifest
@@ -422,9 +422,8 @@ def _anchors(warehouse: Warehouse, days: list[dt.date], window_seconds: int) -> 
     lookback = math.ceil(window_seconds / 86400)
     batch = set(days)
     before = {d - dt.timedelta(days=k) for d in days for k in range(1, lookback + 1)} - batch
-    files = {
-        d: warehouse.clean("events", d) for d in before if warehouse.clean("events", d).is_file()
-    }
+    on_disk = set(warehouse.clean_dates("events"))  # one listing
+    files = {d: warehouse.clean("events", d) for d in before if d in on_disk}
     if not files:
         return None
     prev = read_dated_parquet(files, CLEAN_EVENTS_SCHEMA)

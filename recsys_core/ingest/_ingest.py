@@ -38,7 +38,7 @@ from recsys_core.ingest._read import (
     partition_dir,
     scan_landing,
 )
-from recsys_core.io import CorruptFileError, Warehouse, atomic_write_json, read_json
+from recsys_core.io import CorruptFileError, Warehouse, atomic_write_json, location, read_json
 
 __all__ = ["IO_THREADS", "IngestResult", "ingest", "landing_record", "landing_record_path"]
 
@@ -87,7 +87,10 @@ def landing_record_path(warehouse: Warehouse, kind: str, day: dt.date) -> Path:
 def landing_record(warehouse: Warehouse, kind: str, day: dt.date) -> dict[str, Any] | None:
     """The record of the landing files one raw partition was built from, or None."""
     path = landing_record_path(warehouse, kind, day)
-    return read_json(path) if path.is_file() else None
+    try:
+        return read_json(path)  # one request on an object store (no existence check first)
+    except FileNotFoundError:
+        return None
 
 
 def _index_path(warehouse: Warehouse, kind: str) -> Path:
@@ -155,7 +158,7 @@ def ingest(
     :class:`LandingLayoutError` naming them unless ``unrecognised="report"``. Both checks come
     before anything is written.
     """
-    landing = Path(landing)
+    landing = location(landing)
     scans = {kind: scan_landing(landing, kind, until=run_date) for kind in KINDS}
     strays = tuple(p for kind in KINDS for p in scans[kind].unrecognised)
     if strays and unrecognised == "fail":
@@ -181,10 +184,11 @@ def ingest(
     refresh: list[tuple[str, dt.date, dict[str, str]]] = []
     index = {kind: _read_index(warehouse, kind) for kind in KINDS}
     index_stale = dict.fromkeys(KINDS, False)
+    ingested = {kind: set(warehouse.raw_dates(kind)) for kind in KINDS}  # one listing each
     for kind in KINDS:
         for day, files in available[kind].items():
             key = day.isoformat()
-            if not warehouse.raw(kind, day).is_file():
+            if day not in ingested[kind]:
                 todo[kind].append(day)
                 continue
             if index[kind].get(key) == _listed(files):  # the fast path: nothing changed

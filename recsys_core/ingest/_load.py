@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from recsys_core.io import Warehouse, atomic_path, read_parquet
+from recsys_core.io import Warehouse, atomic_path, is_remote, read_parquet, read_parquet_many
 from recsys_core.schema import CLEAN_EVENTS_SCHEMA, CLEAN_ITEMS_SCHEMA, SOURCE_FILE, SOURCE_ROW
 
 __all__ = [
@@ -48,6 +48,18 @@ def read_dated_parquet(
     if not days:
         return pl.DataFrame(schema=out_schema)
     paths = [str(files[d]) for d in days]
+    if is_remote(files[days[0]]):  # fetched through recsys_core.io in one concurrent batch
+        frames = read_parquet_many([files[d] for d in days])
+        df = pl.concat(
+            [
+                f.select(
+                    [(pl.col(c) if c in f.columns else pl.lit(None)).cast(t).alias(c)
+                     for c, t in schema.items()]
+                ).with_columns(pl.lit(p).alias("_path"))
+                for f, p in zip(frames, paths, strict=True)
+            ]
+        )  # fmt: skip
+        return _finish(df, paths, days, date_col)
     try:
         lf = pl.scan_parquet(paths, include_file_paths="_path", missing_columns="insert")
         df = lf.select([pl.col(c).cast(t) for c, t in schema.items()] + [pl.col("_path")]).collect()
@@ -56,6 +68,12 @@ def read_dated_parquet(
         df = pl.concat(
             [f.select([pl.col(c).cast(t) for c, t in schema.items()] + ["_path"]) for f in frames]
         )
+    return _finish(df, paths, days, date_col)
+
+
+def _finish(
+    df: pl.DataFrame, paths: list[str], days: list[dt.date], date_col: str | None
+) -> pl.DataFrame:
     if date_col is not None:
         df = df.with_columns(
             pl.col("_path").replace_strict(paths, days, return_dtype=pl.Date).alias(date_col)
@@ -105,15 +123,14 @@ def pending_clean_dates(warehouse: Warehouse, until: dt.date) -> list[dt.date]:
     """Raw partition dates ``<= until`` (events or items) with no manifest, or a manifest older
     than the raw file (it was re-ingested): the dates :func:`clean_days` still has to process."""
     out = set()
+    manifests = warehouse.partition_stats(warehouse.root / "manifests")  # one listing each
+    # object stores keep whole seconds: a raw file as old as its manifest counts as newer
+    newer = (lambda a, b: a >= b) if warehouse.remote else (lambda a, b: a > b)
     for kind in ("events", "items"):
-        for day in warehouse.raw_dates(kind):
+        for day, (_, raw_mtime) in warehouse.partition_stats(warehouse.root / "raw" / kind).items():
             if day > until:
                 continue
-            manifest = warehouse.manifest(day)
-            if (
-                not manifest.is_file()
-                or warehouse.raw(kind, day).stat().st_mtime_ns > manifest.stat().st_mtime_ns
-            ):
+            if day not in manifests or newer(raw_mtime, manifests[day][1]):
                 out.add(day)
     return sorted(out)
 

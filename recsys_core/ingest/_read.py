@@ -38,6 +38,7 @@ from recsys_core.ingest._errors import (
     LandingReadError,
     LandingSchemaError,
 )
+from recsys_core.io import files_with_stats, is_remote, location, read_bytes
 from recsys_core.schema import (
     EVENT_OPTIONAL,
     EVENT_REQUIRED,
@@ -84,7 +85,7 @@ def landing_columns(kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 def partition_dir(landing: Path, kind: str, day: dt.date) -> Path:
     """``<landing>/<kind>/date=YYYY-MM-DD``."""
     landing_columns(kind)
-    return Path(landing) / kind / f"date={day.isoformat()}"
+    return location(landing) / kind / f"date={day.isoformat()}"
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,9 @@ def scan_landing(landing: Path, kind: str, *, until: dt.date | None = None) -> L
     partition. Hidden and ``_`` names are skipped everywhere.
     """
     landing_columns(kind)
-    landing = Path(landing)
+    landing = location(landing)
+    if is_remote(landing):
+        return _scan_remote(landing, kind, until)
     root = landing / kind
     if root.is_symlink():
         _check_link(root, landing)
@@ -202,9 +205,44 @@ def scan_landing(landing: Path, kind: str, *, until: dt.date | None = None) -> L
     return LandingScan(dict(sorted(partitions.items())), sorted(unrecognised))
 
 
+def _scan_remote(landing: Any, kind: str, until: dt.date | None) -> LandingScan:
+    """:func:`scan_landing` on an object store: one listing of ``<landing>/<kind>/`` (sizes and
+    modification times included), the same rules (objects have no symbolic links)."""
+    partitions: dict[dt.date, list[LandingFile]] = {}
+    unrecognised: set[str] = set()
+    for rel, size, mtime_ns in files_with_stats(landing / kind):
+        parts = rel.split("/")
+        if any(_skipped(p) for p in parts):
+            continue
+        m = _DATE_DIR.match(parts[0])
+        day = None
+        if m and len(parts) > 1:
+            try:
+                day = dt.date.fromisoformat(m.group(1))
+            except ValueError:
+                day = None
+        if day is None:
+            unrecognised.add(f"{kind}/{parts[0]}" + ("/" if len(parts) > 1 else ""))
+            continue
+        if until is not None and day > until:
+            continue
+        if len(parts) > 2:  # a folder inside a partition
+            unrecognised.add(f"{kind}/{parts[0]}/{parts[1]}/")
+            continue
+        path = landing / kind / parts[0] / parts[1]
+        partitions.setdefault(day, []).append(LandingFile(path, f"{kind}/{rel}", size, mtime_ns))
+    return LandingScan(
+        {d: sorted(fs, key=lambda f: f.rel) for d, fs in sorted(partitions.items())},
+        sorted(unrecognised),
+    )
+
+
 def landing_fingerprint(path: Path) -> str:
     """The content hash of one landing file (BLAKE2b, 128 bits, hex), read in 1 MiB blocks."""
     h = hashlib.blake2b(digest_size=16)
+    if is_remote(path):
+        h.update(read_bytes(path, cached=True))  # fetched once for hash and parse
+        return h.hexdigest()
     with open(path, "rb") as fh:
         while block := fh.read(1 << 20):
             h.update(block)

@@ -13,6 +13,7 @@ from recsys_core.models import (
     ALS,
     EASE,
     MODELS,
+    ALSConfig,
     Hybrid,
     ItemKNN,
     MissingEmbeddingsWarning,
@@ -363,3 +364,33 @@ def test_explain_names_the_history_item_that_contributed_most():
         assert reasons == {"b": "a", "d": "c"}, cls.__name__
     pop = Popularity().fit(inter)
     assert pop.explain(pop.recommend(["x"], k=2))["reason_item_id"].null_count() == 2
+
+
+def test_als_is_scored_on_the_factor_path_with_the_same_result(monkeypatch) -> None:
+    """ALS declares ``_factors``: ``recommend`` scores it tile by tile (the fast path) and gives
+    exactly what scoring whole blocks with ``_score_block`` gives, on a catalog large enough
+    (> 32 k items) that the pruned selection runs too."""
+    from recsys_core.models import _base
+
+    rng = np.random.default_rng(7)
+    n_users, n_items = 400, 900
+    rows, cols = rng.integers(0, n_users, 12_000), rng.integers(0, n_items, 12_000)
+    events = pl.DataFrame(
+        {
+            "user_id": [f"u{r}" for r in rows],
+            "item_id": [f"i{c}" for c in cols],
+            "event_type": ["view"] * len(rows),
+        }
+    )
+    model = ALS(ALSConfig(embedding_size=16, epochs=3, seed=1)).fit(Interactions.from_frame(events))
+    users = [f"u{u}" for u in range(n_users)]
+    calls = []
+    real = ALS._factors
+    monkeypatch.setattr(
+        ALS, "_factors", lambda self, idx: calls.append(len(idx)) or real(self, idx)
+    )
+    fast = model.recommend(users, k=10)
+    assert sum(calls) == n_users  # every user went through the factor path
+    monkeypatch.setattr(ALS, "_factors", _base.Recommender._factors)  # the general path
+    general = model.recommend(users, k=10)
+    assert fast.equals(general)

@@ -138,6 +138,15 @@ class ALS(Recommender):
         users = self.user_factors_[user_index].astype(np.float64)
         return (users @ self.item_factors_.T.astype(np.float64)).astype(np.float32)
 
+    def _factors(self, user_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The same float64 product as :meth:`_score_block`, tile by tile (the fast scoring
+        path of :meth:`Recommender.recommend`); the float64 item factors are cast once."""
+        cached = getattr(self, "_item_factors64", None)
+        if cached is None or cached[0] is not self.item_factors_:
+            cached = (self.item_factors_, self.item_factors_.astype(np.float64))
+            self._item_factors64 = cached
+        return self.user_factors_[user_index].astype(np.float64), cached[1]
+
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         return {"user_factors": self.user_factors_, "item_factors": self.item_factors_}, {}
 

@@ -57,6 +57,7 @@ bench: install
 	$(PY) benchmarks/bench_ml100k.py
 	$(PY) benchmarks/bench_scoring.py --users 20000 --repeats 2
 	$(PY) benchmarks/bench_ingest.py --events-millions 2
+	$(PY) benchmarks/bench_storage.py
 
 bench-sasrec: install  ## the Transformer against tuned EASE (about 45 min on 2 CPU cores)
 	$(PY) benchmarks/bench_sasrec.py

@@ -1,0 +1,211 @@
+"""Storage benchmark: the nightly on local disk against the same on an S3-compatible server, and a
+backfill of 8 dates on the thread runner against Dask with 2 worker processes.
+
+Same synthetic landing for every phase, same process, one Prefect test harness (its start-up is
+not timed). The S3 server is ``$AWS_ENDPOINT_URL`` / ``$RECSYS_TEST_S3_ENDPOINT`` if set, else a
+``moto_server`` started here on 127.0.0.1 (an in-memory Python server: a real S3 endpoint has more
+latency per request and more bandwidth).
+
+1. nightly, local: landing and warehouse in a temporary folder; best of ``--repeats`` fresh runs.
+2. nightly, S3: landing and warehouse under ``s3://<new bucket>/``; best of ``--repeats``.
+   Printed: seconds of each and the ratio S3 / local (target: at most 1.5).
+3. backfill of 8 dates (a fresh warehouse each) with the thread runner, then with a 2-worker
+   Dask ``LocalCluster`` (processes): seconds and the ratio Dask / threads. The recommendations
+   of every phase are checked equal.
+
+    python benchmarks/bench_storage.py                 # ~1,500 users x 400 items x 20 days
+    python benchmarks/bench_storage.py --users 5000 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+END = dt.date(2026, 1, 31)
+CONFIG = """
+landing = "{landing}"
+warehouse = "{warehouse}"
+k = 10
+seed = 7
+[train]
+models = ["popularity", "ease"]
+tune_calls = 3
+tune_initial_points = 2
+validation_days = 1
+[evaluation]
+holdout_days = 1
+bootstrap_samples = 100
+[embedding]
+enabled = false
+[scoring]
+shards = {shards}
+[runner]
+retries = 0
+dask_workers = 2
+"""
+
+
+def s3_endpoint() -> tuple[str, subprocess.Popen | None]:
+    url = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("RECSYS_TEST_S3_ENDPOINT")
+    if url:
+        return url, None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
+            return url, proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"moto_server did not start on {url}")
+
+
+def new_bucket() -> str:
+    import s3fs
+
+    name = f"recsys-bench-{uuid.uuid4().hex[:10]}"
+    s3fs.S3FileSystem(use_listings_cache=False).mkdir(name)
+    return f"s3://{name}"
+
+
+def upload(local: Path, url: str) -> None:
+    import s3fs
+
+    s3fs.S3FileSystem(use_listings_cache=False).put(
+        str(local), url.removeprefix("s3://"), recursive=True
+    )
+
+
+def write_config(folder: Path, landing: str, warehouse: str, shards: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = folder / "recsys.toml"
+    cfg.write_text(CONFIG.format(landing=landing, warehouse=warehouse, shards=shards))
+    return cfg
+
+
+def recs(warehouse: str, day: dt.date):
+    from recsys_core.io import Warehouse, read_parquet
+
+    return read_parquet(Warehouse(warehouse).recommendations(day))
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--users", type=int, default=1500)
+    ap.add_argument("--items", type=int, default=400)
+    ap.add_argument("--days", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--backfill-days", type=int, default=8)
+    args = ap.parse_args()
+
+    url, server = s3_endpoint()
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": url,
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "bench"),
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "bench"),
+            "AWS_REGION": os.environ.get("AWS_REGION", "us-east-1"),
+        }
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="recsys-bench-storage-"))
+    os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.nightly import backfill, nightly
+    from recsys_core.landing import generate_synthetic
+
+    try:
+        landing = tmp / "landing"
+        generate_synthetic(
+            landing, users=args.users, items=args.items, days=args.days, seed=3, end_date=END
+        )
+        print(
+            f"landing: {args.users} users x {args.items} items x {args.days} days; S3 server {url}"
+        )
+        with prefect_test_harness(server_startup_timeout=120):
+            # 1-2: one nightly, local disk vs S3 (landing and warehouse), fresh each repeat
+            local_s, s3_s = [], []
+            for i in range(args.repeats):
+                wh = str(tmp / f"local-{i}" / "warehouse")
+                cfg = write_config(tmp / f"local-{i}", str(landing), wh, shards=2)
+                local_s.append(timed(lambda cfg=cfg: nightly(run_date=END, config_path=str(cfg))))
+                local_recs = recs(wh, END)
+
+                bucket = new_bucket()
+                upload(landing, f"{bucket}/landing")
+                cfg = write_config(
+                    tmp / f"s3-{i}", f"{bucket}/landing", f"{bucket}/warehouse", shards=2
+                )
+                s3_s.append(timed(lambda cfg=cfg: nightly(run_date=END, config_path=str(cfg))))
+                assert recs(f"{bucket}/warehouse", END).equals(local_recs), "S3 != local"
+            lo, so = min(local_s), min(s3_s)
+            print(
+                f"nightly local disk: {lo:7.2f} s   (runs: {', '.join(f'{x:.2f}' for x in local_s)})"
+            )
+            print(
+                f"nightly S3 (moto):  {so:7.2f} s   (runs: {', '.join(f'{x:.2f}' for x in s3_s)})"
+            )
+            print(f"ratio S3 / local:   {so / lo:7.2f}x   (target <= 1.5x)")
+
+            # 3: backfill of N dates, threads vs Dask with 2 workers, warehouse on S3
+            start = END - dt.timedelta(days=args.backfill_days - 1)
+            results = {}
+            for runner in ("threads", "dask"):
+                bucket = new_bucket()
+                upload(landing, f"{bucket}/landing")
+                cfg = write_config(
+                    tmp / f"bf-{runner}", f"{bucket}/landing", f"{bucket}/warehouse", shards=2
+                )
+
+                def run(cfg=cfg, runner=runner) -> None:
+                    # each date's nightly runs on the runner (dask: a 2-process LocalCluster)
+                    out = backfill(start=start, end=END, config_path=str(cfg), task_runner=runner)
+                    assert len(out["completed"]) == args.backfill_days, out
+
+                results[runner] = (timed(run), f"{bucket}/warehouse")
+            t_threads, wh_threads = results["threads"]
+            t_dask, wh_dask = results["dask"]
+            assert recs(wh_threads, END).equals(recs(wh_dask, END)), "Dask != threads"
+            print(f"backfill {args.backfill_days} dates, threads:          {t_threads:7.2f} s")
+            print(f"backfill {args.backfill_days} dates, Dask (2 workers): {t_dask:7.2f} s")
+            print(f"ratio Dask / threads:             {t_dask / t_threads:7.2f}x")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if server is not None:
+            server.terminate()
+
+
+if __name__ == "__main__":
+    main()

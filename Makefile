@@ -10,7 +10,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS := 1
 PORT ?= 4200
 REPORTS_PORT ?= 4201
 
-.PHONY: install demo test test-fast lint format server serve deploy bench bench-sasrec clean
+.PHONY: install demo test test-fast lint format server serve deploy bench bench-nightly-10m bench-sasrec clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -58,6 +58,10 @@ bench: install
 	$(PY) benchmarks/bench_scoring.py --users 20000 --repeats 2
 	$(PY) benchmarks/bench_ingest.py --events-millions 2
 	$(PY) benchmarks/bench_storage.py
+	nice -n 10 $(PY) benchmarks/bench_nightly.py --sizes 1   # cold + warm nights, direct and via Prefect
+
+bench-nightly-10m: install  ## the nightly at 1M, 3M and 10M events (about an hour on 2 cores, <= 8 GiB)
+	nice -n 10 $(PY) benchmarks/bench_nightly.py --sizes 1,3,10 --prefect-sizes '' --no-embed --tune-calls 4
 
 bench-sasrec: install  ## the Transformer against tuned EASE (about 45 min on 2 CPU cores)
 	$(PY) benchmarks/bench_sasrec.py

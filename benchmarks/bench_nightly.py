@@ -69,7 +69,7 @@ DAYS = 15
 EVENTS_PER_USER_DAY = 98.4 / 30
 USERS_PER_M = math.ceil(1e6 / (EVENTS_PER_USER_DAY * DAYS))  # 20,326
 ITEMS_PER_M = 2_000
-EASE_MAX_ITEMS = 10_000
+EASE_MAX_ITEMS = 5_000
 #: The demo's landing (``recsys demo``): 400 users x 200 items x 30 days.
 DEMO = {"users": 400, "items": 200, "days": 30}
 STEPS = ("ingest", "clean", "embed", "train", "evaluate", "score", "report")

@@ -225,10 +225,12 @@ def _trained_until(entry: dict[str, Any]) -> dt.date:
 
 
 def _gate_decision(
-    checks: list[dict[str, Any]], fallback: Decision, champion_id: str
+    checks: list[dict[str, Any]], fallback: Decision | None, champion_id: str
 ) -> tuple[Decision, str]:
-    """Promote only when every check that could run promotes; the reason names each check."""
+    """Promote only when every check that could run promotes; the reason names each check.
+    ``fallback`` (needed only when no check could run) is the decision then."""
     if not checks:
+        assert fallback is not None, "no check ran: the fallback decision is needed"
         return fallback, "none"
     failed = [c for c in checks if not c["decision"].promote]
     lead = failed[0] if failed else checks[-1]
@@ -313,6 +315,16 @@ def evaluate_step(settings: Settings, run_date: dt.date, challenger_id: str) -> 
         recs = model.recommend(users, settings.k, block_size=settings.scoring.block_size)
         return evaluate(recs, truth_ev, settings.k, train=seen_ev, n_items=len(window.item_ids))
 
+    memo: dict[str, Any] = {}
+
+    def challenger_eval() -> Any:
+        """The challenger fit before the holdout and scored on it, computed once and only when
+        used: a same-recipe gate whose regression check runs never needs it (a warm night's
+        evaluate paid a whole fit and scoring for nothing)."""
+        if "ch_eval" not in memo:
+            memo["ch_eval"] = score(fit(challenger, train_ev), test_ev, train_ev)
+        return memo["ch_eval"]
+
     if champion is not None and champion["model_id"] == challenger_id:
         decision = Decision(
             promote=False,
@@ -333,8 +345,8 @@ def evaluate_step(settings: Settings, run_date: dt.date, challenger_id: str) -> 
         decision = decide_promotion(None, None if champion is None else pl.DataFrame(), **gate_kw)
         results["note"] = "not enough history for a temporal holdout; no test was possible"
     else:
-        ch_eval = score(fit(challenger, train_ev), test_ev, train_ev)
         if champion is None:
+            ch_eval = challenger_eval()
             decision = decide_promotion(ch_eval.per_user, None, **gate_kw)
         else:
             checks = _run_checks(
@@ -342,7 +354,7 @@ def evaluate_step(settings: Settings, run_date: dt.date, challenger_id: str) -> 
                 window,
                 champion,
                 challenger,
-                ch_eval,
+                challenger_eval,
                 train_ev,
                 test_ev,
                 cut,
@@ -352,21 +364,24 @@ def evaluate_step(settings: Settings, run_date: dt.date, challenger_id: str) -> 
                 gate,
                 gate_kw,
             )
-            fallback = Decision(
-                promote=False,
-                reason=(
-                    "Kept the champion: no fair comparison was possible (the same recipe as the "
-                    "serving champion, whose artifact has already seen every day of tonight's "
-                    "holdout)."
-                ),
-                diff=None,
-                low=None,
-                high=None,
-                challenger_score=float(ch_eval.metrics.get(metric, 0.0)),
-                champion_score=None,
-                metric=metric,
-                tolerance=settings.evaluation.tolerance,
-            )
+            fallback = None
+            if not checks:
+                ch_eval = challenger_eval()
+                fallback = Decision(
+                    promote=False,
+                    reason=(
+                        "Kept the champion: no fair comparison was possible (the same recipe as "
+                        "the serving champion, whose artifact has already seen every day of "
+                        "tonight's holdout)."
+                    ),
+                    diff=None,
+                    low=None,
+                    high=None,
+                    challenger_score=float(ch_eval.metrics.get(metric, 0.0)),
+                    champion_score=None,
+                    metric=metric,
+                    tolerance=settings.evaluation.tolerance,
+                )
             decision, basis = _gate_decision(checks, fallback, champion["model_id"])
             gate["basis"] = basis
             lead = next((c for c in checks if c["check"] == basis), None)
@@ -417,7 +432,7 @@ def _run_checks(
     window: DataWindow,
     champion: dict[str, Any],
     challenger: dict[str, Any],
-    ch_eval: Any,
+    challenger_eval: Any,
     train_ev: pl.DataFrame,
     test_ev: pl.DataFrame,
     cut: dt.date,
@@ -437,6 +452,7 @@ def _run_checks(
             "refit against the serving artifact."
         )
     else:
+        ch_eval = challenger_eval()  # first, as before: the same fit order
         champ_eval = score(fit(champion, train_ev), test_ev, train_ev)
         checks.append(
             {

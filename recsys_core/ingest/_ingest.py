@@ -237,7 +237,15 @@ def ingest(
                 targets = [warehouse.raw(kind, day) for day in days]
                 list(pool.map(write_partition, [df for df, _, _ in parts], targets))
                 records = [
-                    _record(warehouse, kind, day, files, digs, changes_of.get((kind, day), []))
+                    _record(
+                        warehouse,
+                        kind,
+                        day,
+                        files,
+                        digs,
+                        changes_of.get((kind, day), []),
+                        known=day in ingested[kind],
+                    )
                     for day, files, digs in zip(days, listed, digests, strict=True)
                 ]
                 list(pool.map(lambda r: atomic_write_json(*r), records))  # after the data
@@ -294,9 +302,12 @@ def _record(
     files: list[LandingFile],
     digests: list[str],
     changes: list[tuple[str, str]],
+    *,
+    known: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
-    """``(path, content)`` of one partition's landing record; late changes accumulate."""
-    before = landing_record(warehouse, kind, day) or {}
+    """``(path, content)`` of one partition's landing record; late changes accumulate.
+    ``known=False``: the partition was never ingested, so there is no earlier record to read."""
+    before = (landing_record(warehouse, kind, day) if known else None) or {}
     late = [*before.get("late", []), *({"name": n, "change": c} for n, c in changes)]
     return landing_record_path(warehouse, kind, day), {
         "files": [_fingerprint(f, d) for f, d in zip(files, digests, strict=True)],

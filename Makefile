@@ -30,7 +30,7 @@ test: install  ## the whole suite (CI runs this)
 	$(PY) -m pytest -q
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow and not model and not postgres"
+	$(PY) -m pytest -q -m "not slow and not model and not postgres and not prefect"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -28,7 +28,7 @@ import pytest
 from recsys_core.io import CorruptFileError, RunLockedError, Warehouse, read_parquet
 from recsys_core.landing import generate_synthetic
 
-pytestmark = [pytest.mark.prefect]
+pytestmark = [pytest.mark.prefect, pytest.mark.slow]  # every test here runs the nightly flow
 
 REPO = Path(__file__).resolve().parents[1]
 END = dt.date(2026, 1, 6)

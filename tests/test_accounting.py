@@ -471,7 +471,7 @@ def test_a_run_withdraws_the_completion_marker_before_changing_anything(
 def test_bad_settings_fail_the_cli_before_any_work_naming_the_key(
     tmp_path: Path, capsys, toml: str, message: str
 ) -> None:
-    from flows.cli import main
+    from deployments.cli import main
 
     cfg = tmp_path / "recsys.toml"
     cfg.write_text(f'landing = "landing"\nwarehouse = "wh"\n{toml}\n', encoding="utf-8")
@@ -487,7 +487,7 @@ def test_bad_settings_fail_the_cli_before_any_work_naming_the_key(
 
 # ---- 7. a fresh install runs --------------------------------------------------------------------
 def test_prefect_home_is_created_and_an_unusable_one_is_named(tmp_path: Path, monkeypatch, capsys):
-    from flows.cli import main
+    from deployments.cli import main
     from flows.runtime import configure_environment, explain_startup_failure
 
     home = tmp_path / "a" / "b" / "prefect"
@@ -539,7 +539,7 @@ def test_a_fresh_install_runs_with_a_prefect_home_that_does_not_exist_yet(tmp_pa
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "RECSYS_"))}
     env.update(PREFECT_HOME=str(home), PYTHONPATH=str(REPO))
     res = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", "--date", D5.isoformat(), "--config", str(cfg)],
+        [sys.executable, "-m", "deployments.cli", "run", "--date", D5.isoformat(), "--config", str(cfg)],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]

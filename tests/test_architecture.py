@@ -1,4 +1,5 @@
-"""The layering rules: recsys_core never imports prefect; tasks are thin; flows are wiring."""
+"""The layering rules: recsys_core never imports prefect; tasks are thin; flows are wiring; packages
+import only the layers below them (recsys_core < tasks < flows < deployments, the CLI on top)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,67 @@ def test_importing_core_does_not_import_prefect():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+#: Packages from the innermost to the outermost; a package may import only those before it.
+LAYERS = ("recsys_core", "tasks", "flows", "deployments")
+
+
+def _all_imports(path: Path) -> set[str]:
+    """Top-level packages imported anywhere in ``path`` (module level and inside functions)."""
+    return _imports(path)
+
+
+def test_layers_point_one_way():
+    """recsys_core < tasks < flows < deployments (the command line is in deployments, above
+    everything it starts): no package imports one above it, not even inside a function."""
+    offenders = []
+    for rank, package in enumerate(LAYERS):
+        above = set(LAYERS[rank + 1 :])
+        for path in sorted((REPO / package).rglob("*.py")):
+            bad = sorted(_all_imports(path) & above)
+            if bad:
+                offenders.append(f"{path.relative_to(REPO)} imports {bad}")
+    assert offenders == [], "\n".join(offenders)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Private modules of recsys_core and the private modules each imports (anywhere in it)."""
+    modules = {}
+    for path in (REPO / "recsys_core").rglob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        modules[".".join(path.relative_to(REPO).with_suffix("").parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in modules:
+                targets.add(node.module)
+            elif isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names if a.name in modules}
+        graph[name] = targets - {name}
+    return graph
+
+
+def test_core_modules_import_each_other_without_cycles():
+    """A cycle between two modules (``ingest/_read.py`` and ``_batch.py`` had one, hidden in a
+    function-level import) means neither can be read or tested alone."""
+    graph = _module_graph()
+    assert len(graph) > 40 and any(graph.values())  # the scan sees the real modules
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = 2
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    assert cycles == [], f"import cycles between recsys_core modules: {cycles}"

@@ -273,7 +273,7 @@ def test_metrics_json_says_when_the_pick_is_within_validation_noise(
 
 # ---- the command line runs the same path -----------------------------------------------------------
 def test_cli_runs_the_experiment_with_the_validation_option(tmp_path: Path) -> None:
-    from flows.cli import main
+    from deployments.cli import main
 
     train, test = write_protocol(tmp_path)
     argv = ["experiment", "--train", str(train), "--test", str(test), "--models", "popularity,ease",
@@ -300,7 +300,7 @@ def test_the_benchmark_prints_the_command_of_its_own_config(
     """bench_ml100k's README command, pasted into the CLI, gives the bench's config."""
     import importlib.util
 
-    from flows.cli import main
+    from deployments.cli import main
 
     spec = importlib.util.spec_from_file_location(
         "bench_ml100k", Path(__file__).parents[1] / "benchmarks" / "bench_ml100k.py"

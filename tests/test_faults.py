@@ -3,7 +3,7 @@ one date, and corrupt warehouse files.
 
 Tiny synthetic data (60 users, 40 items, 6 days) with embeddings off; every test works in its own
 copy. In-process runs use the session's Prefect test harness; crash tests run ``python -m
-flows.cli run`` in a subprocess that SIGKILLs itself (``RECSYS_FAULT="<step>:kill"``) and talk to
+deployments.cli run`` in a subprocess that SIGKILLs itself (``RECSYS_FAULT="<step>:kill"``) and talk to
 the same harness server, so no subprocess pays for starting a Prefect server of its own.
 """
 
@@ -141,7 +141,7 @@ def _cli(*args: str, cwd: Path, fault: str | None = None) -> subprocess.Complete
     if fault:
         env["RECSYS_FAULT"] = fault
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "deployments.cli", *args],
         capture_output=True, text=True, cwd=cwd, env=env, timeout=600,
     )  # fmt: skip
 

@@ -180,7 +180,7 @@ def _cli(
     out, err = cwd / "cli.out", cwd / "cli.err"
     with open(out, "w") as fo, open(err, "w") as fe:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", *args],
+            [sys.executable, "-m", "deployments.cli", *args],
             stdout=fo,
             stderr=fe,
             cwd=cwd,

@@ -148,7 +148,7 @@ def _cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProc
     full = {k: v for k, v in os.environ.items() if k != "RECSYS_FAULT"}
     full.update(PREFECT_API_URL=PREFECT_API_URL.value(), PYTHONPATH=str(REPO), **env)
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "deployments.cli", *args],
         capture_output=True, text=True, cwd=cwd, env=full, timeout=600,
     )  # fmt: skip
 

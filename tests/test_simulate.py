@@ -136,7 +136,7 @@ def test_without_an_experiment_the_tables_are_as_before(tmp_path):
     ],
 )
 def test_simulate_cli_refuses_bad_input(tmp_path, capsys, argv, message):
-    from flows.cli import main
+    from deployments.cli import main
 
     rc = main(["simulate", "--out", str(tmp_path / "s"), "--days", "1", *argv])
     assert rc == 1
@@ -153,7 +153,7 @@ def test_simulate_refuses_a_non_empty_folder(tmp_path):
 @pytest.mark.slow
 def test_readme_simulation_shows_ease_ahead(tmp_path, capsys):
     """The README's command: 10 days, EASE ahead with an interval above zero, orderings agree."""
-    from flows.cli import main
+    from deployments.cli import main
 
     argv = ["simulate", "--out", str(tmp_path / "sim"), "--days", "10"]
     assert main([*argv, "--arms", "control=popularity,treatment=ease"]) == 0

@@ -398,9 +398,13 @@ def write_if_match(loc: Location, data: bytes, version: str | None) -> None:
         now = read_versioned(loc)
         if now is None or now[1] != version:
             raise PreconditionFailed(f"{loc}: changed by another writer")
-        from recsys_core.io._atomic import atomic_write_bytes
-
-        atomic_write_bytes(loc, data)
+        # the caller holds the local lock: a temporary file renamed over the target suffices
+        tmp = loc.parent / f".tmp-{uuid.uuid4().hex}-{loc.name}"
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, loc)
+        finally:
+            tmp.unlink(missing_ok=True)
         return
     bucket, key = _split(loc)
 

@@ -12,7 +12,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.runtime import as_date, default_run_date, n_shards, resolve_settings, with_task_runner
+from flows.runtime import (
+    as_date,
+    default_run_date,
+    n_shards,
+    resolve_settings,
+    shared_task_runner,
+    with_task_runner,
+)
 from recsys_core.config import Settings
 from recsys_core.io import Warehouse
 from recsys_core.models import ModelName
@@ -179,27 +186,29 @@ def backfill(
     todo, skipped = backfill_plan(settings, first, last, force=force)
     for day in skipped:
         log.info("%s already complete: skipped (use force to redo)", day)
-    child = with_task_runner(nightly, settings.runner)
     done: list[str] = []
-    for day in todo:
-        try:
-            child(
-                run_date=day,
-                force=force,
-                k=k,
-                models=models,
-                tune_calls=tune_calls,
-                config_path=config_path,
-                landing=str(settings.landing),
-                warehouse=str(settings.warehouse),
-                task_runner=task_runner,
-            )
-        except Exception as exc:
-            why = f"{type(exc).__name__}: {exc}"
-            publish_backfill(first, last, backfill_rows(todo, skipped, done, (day, why)))
-            raise RuntimeError(
-                f"backfill stopped at {day}: {why} (dates before it are complete: {done or 'none'})"
-            ) from exc
-        done.append(day.isoformat())
+    with shared_task_runner(settings.runner) as runner:  # dask: one cluster for every date
+        child = with_task_runner(nightly, runner)
+        for day in todo:
+            try:
+                child(
+                    run_date=day,
+                    force=force,
+                    k=k,
+                    models=models,
+                    tune_calls=tune_calls,
+                    config_path=config_path,
+                    landing=str(settings.landing),
+                    warehouse=str(settings.warehouse),
+                    task_runner=task_runner,
+                )
+            except Exception as exc:
+                why = f"{type(exc).__name__}: {exc}"
+                publish_backfill(first, last, backfill_rows(todo, skipped, done, (day, why)))
+                raise RuntimeError(
+                    f"backfill stopped at {day}: {why} "
+                    f"(dates before it are complete: {done or 'none'})"
+                ) from exc
+            done.append(day.isoformat())
     publish_backfill(first, last, backfill_rows(todo, skipped, done))
     return {"completed": done, "skipped": [d.isoformat() for d in skipped]}

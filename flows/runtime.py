@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ __all__ = [
     "default_run_date",
     "n_shards",
     "resolve_settings",
+    "shared_task_runner",
     "with_task_runner",
 ]
 
@@ -158,6 +161,26 @@ def build_task_runner(runner: RunnerConfig) -> Any:
     from prefect.task_runners import ThreadPoolTaskRunner
 
     return ThreadPoolTaskRunner(max_workers=max(1, os.cpu_count() or 1))
+
+
+@contextmanager
+def shared_task_runner(runner: RunnerConfig) -> Iterator[RunnerConfig]:
+    """For a run of several flows (a backfill): with ``dask`` and no address, one local Dask
+    cluster for all of them (its address in the yielded config) instead of one per flow run,
+    whose worker processes would each start, import the stack and load the model again."""
+    if runner.task_runner != "dask" or runner.dask_address:
+        yield runner
+        return
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=runner.dask_workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        host="127.0.0.1",
+    ) as cluster:
+        yield runner.model_copy(update={"dask_address": cluster.scheduler_address})
 
 
 def with_task_runner(flow_fn: Any, runner: RunnerConfig) -> Any:

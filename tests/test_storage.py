@@ -167,10 +167,10 @@ def test_lock_held_names_the_holder_then_is_free(root):
 
 
 def test_s3_lock_survives_its_lease_while_renewed(s3_bucket, monkeypatch):
-    monkeypatch.setenv("RECSYS_LOCK_LEASE_SECONDS", "1.5")
+    monkeypatch.setenv("RECSYS_LOCK_LEASE_SECONDS", "4")
     wh = Warehouse(f"{s3_bucket}/wh")
     with wh.lock("d"):
-        time.sleep(3.5)  # > 2 leases: the heartbeat renewed it
+        time.sleep(9)  # > 2 leases: the heartbeat renewed it
         with pytest.raises(RunLockedError, match="lease until"), wh.lock("d"):
             pass
 
@@ -189,13 +189,13 @@ def test_s3_lock_of_a_killed_holder_expires(s3_bucket, tmp_path):
             """
         )
     )
-    env = {**os.environ, "RECSYS_LOCK_LEASE_SECONDS": "3"}
+    env = {**os.environ, "RECSYS_LOCK_LEASE_SECONDS": "8"}  # generous: a loaded machine
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=120)
     assert out.returncode == -9 and b"locked" in out.stdout
     wh = Warehouse(f"{s3_bucket}/wh")
     with pytest.raises(RunLockedError, match="pid"), wh.lock("d"):
         pass
-    time.sleep(3.5)
+    time.sleep(8.5)
     with wh.lock("d"):  # taken over after the lease
         pass
     assert not exists(wh.root / "_locks" / "d.lock")

@@ -60,7 +60,7 @@ bench: install
 	$(PY) benchmarks/bench_storage.py
 	nice -n 10 $(PY) benchmarks/bench_nightly.py --sizes 1   # cold + warm nights, direct and via Prefect
 
-bench-nightly-10m: install  ## the nightly at 1M, 3M and 10M events (about an hour on 2 cores, <= 8 GiB)
+bench-nightly-10m: install  ## the nightly at 1M, 3M and 10M events (over an hour on 2 shared cores; peak RSS ~3 GiB)
 	nice -n 10 $(PY) benchmarks/bench_nightly.py --sizes 1,3,10 --prefect-sizes '' --no-embed --tune-calls 4
 
 bench-sasrec: install  ## the Transformer against tuned EASE (about 45 min on 2 CPU cores)

@@ -67,38 +67,46 @@ def test_dask_runner_matches_threads(prefect_harness, tmp_path):
 
 
 # ---- workers that share no disk with the driver -----------------------------------------------
-def _can_hide_tmp() -> bool:
-    """Whether worker processes can get a private, empty /tmp (root + mount namespaces)."""
+def _can_hide(directory: Path) -> bool:
+    """Whether a worker process can get a private, empty view of ``directory`` (root + mount
+    namespaces: a tmpfs mounted over it in the worker's namespace only)."""
     import shutil
     import subprocess
 
     if os.geteuid() != 0 or not shutil.which("unshare"):
         return False
     probe = subprocess.run(
-        ["unshare", "-m", "sh", "-c", 'mount -t tmpfs none /tmp && test -z "$(ls -A /tmp)"'],
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            f'mount -t tmpfs none "{directory}" && test -z "$(ls -A "{directory}")"',
+        ],
         capture_output=True,
     )
     return probe.returncode == 0
 
 
-def _start_workers(address: str, n: int, hide: bool, api_url: str) -> list:
-    """``n`` ``dask worker`` processes, each in its own working directory. With ``hide`` each runs
-    in a mount namespace whose /tmp is a new empty tmpfs: the driver's temporary folders (pytest's
-    tmp_path, the driver's Prefect home) do not exist there."""
+def _start_workers(address: str, n: int, hidden: list[Path], api_url: str) -> list:
+    """``n`` ``dask worker`` processes, each in its own working directory. Each runs in a mount
+    namespace where every folder in ``hidden`` (the driver's temporary folders: pytest's base
+    temp, the driver's Prefect home) is an empty tmpfs, so nothing the driver wrote there can be
+    read. Only those folders are covered, so the project and its venv stay visible wherever the
+    checkout lives (CI may clone under /tmp)."""
+    import shlex
     import subprocess
     import sys
     import tempfile
 
     procs = []
     for i in range(n):
-        if hide:
-            home = f"/tmp/worker-{i}"
-            setup = f"mount -t tmpfs none /tmp && mkdir -p {home}/prefect && cd {home}"
-            wrap = ["unshare", "-m", "sh", "-c", f'{setup} && exec "$@"', "sh"]
-        else:
-            home = tempfile.mkdtemp(prefix=f"recsys-worker-{i}-")
-            os.makedirs(f"{home}/prefect")
-            wrap = []
+        home = tempfile.mkdtemp(prefix=f"recsys-worker-{i}-")
+        os.makedirs(f"{home}/prefect")
+        wrap = []
+        if hidden:
+            mounts = " && ".join(f"mount -t tmpfs none {shlex.quote(str(d))}" for d in hidden)
+            wrap = ["unshare", "-m", "sh", "-c", f'{mounts} && exec "$@"', "sh"]
         cmd = [
             sys.executable, "-m", "distributed.cli.dask_worker", address,
             "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
@@ -114,17 +122,15 @@ def _start_workers(address: str, n: int, hide: bool, api_url: str) -> list:
         }
         procs.append(
             subprocess.Popen(
-                wrap + cmd,
-                cwd=None if hide else home,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                wrap + cmd, cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
         )
     return procs
 
 
-def test_dask_workers_share_no_disk_with_the_driver(prefect_harness, s3_bucket, tmp_path):
+def test_dask_workers_share_no_disk_with_the_driver(
+    prefect_harness, s3_bucket, tmp_path, tmp_path_factory
+):
     """Warehouse on s3://, scoring shards on 2 separate worker processes that cannot see the
     driver's temporary folders and start in other working directories: the recommendations equal
     the thread runner's on local disk."""
@@ -149,7 +155,8 @@ def test_dask_workers_share_no_disk_with_the_driver(prefect_harness, s3_bucket, 
     text = text.replace('warehouse = "warehouse"', f'warehouse = "{s3_bucket}/warehouse"')
     s3_cfg.write_text(text, encoding="utf-8")
 
-    hide = _can_hide_tmp()
+    driver_dirs = [Path(tmp_path_factory.getbasetemp()), Path(os.environ["PREFECT_HOME"])]
+    hide = all(_can_hide(d) for d in driver_dirs)
     with LocalCluster(
         n_workers=0,
         processes=False,
@@ -158,7 +165,9 @@ def test_dask_workers_share_no_disk_with_the_driver(prefect_harness, s3_bucket, 
         scheduler_port=0,
         dashboard_address=None,
     ) as cluster:
-        procs = _start_workers(cluster.scheduler_address, 2, hide, PREFECT_API_URL.value())
+        procs = _start_workers(
+            cluster.scheduler_address, 2, driver_dirs if hide else [], PREFECT_API_URL.value()
+        )
         try:
             with Client(cluster.scheduler_address) as client:
                 client.wait_for_workers(2, timeout=120)
@@ -168,8 +177,12 @@ def test_dask_workers_share_no_disk_with_the_driver(prefect_harness, s3_bucket, 
                 if hide:
                     sees = client.run(os.path.exists, str(tmp_path))
                     assert not any(sees.values()), sees
-                    home = os.environ["PREFECT_HOME"]
-                    assert not any(client.run(os.path.exists, home).values())
+                    # the driver's Prefect home is an empty folder there (a marker the driver
+                    # wrote into it is not visible), so is the local-disk warehouse's parent
+                    home = Path(os.environ["PREFECT_HOME"])
+                    (home / "driver-only.txt").write_text("driver")
+                    assert all(v == [] for v in client.run(os.listdir, str(home)).values())
+                    assert not any(client.run(os.path.exists, str(local_cfg)).values())
                 pids = set(client.run(os.getpid).values())
                 on_dask = nightly.with_options(
                     task_runner=DaskTaskRunner(address=cluster.scheduler_address)
@@ -191,4 +204,6 @@ def test_dask_workers_share_no_disk_with_the_driver(prefect_harness, s3_bucket, 
     assert a.height == b.height > 0
     assert a.equals(b)
     if not hide:
-        pytest.xfail("no mount namespaces here: workers ran in other folders, /tmp was shared")
+        pytest.xfail(
+            "no mount namespaces here: workers ran in other folders, but could see the driver's"
+        )

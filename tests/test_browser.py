@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_server_e2e import END, Processes, _config, _free_port, _wait_final, _wait_healthy
+from test_server_e2e import (
+    END,
+    Processes,
+    _config,
+    _free_port,
+    _wait_final,
+    _wait_healthy,
+    server_env,
+)
 
 from recsys_core.landing import generate_synthetic
 
@@ -41,17 +49,7 @@ def live_ui(tmp_path: Path) -> Iterator[dict[str, Any]]:
     home.mkdir()
     port, reports_port = _free_port(), _free_port()
     url = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RECSYS_"))}
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_API_URL=url,
-        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'server.db'}",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="INFO",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")])),
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-    )
+    env = server_env(home, url, ui=True)
     procs = Processes(tmp_path)
     prefect_cli = str(Path(sys.executable).with_name("prefect"))
     try:

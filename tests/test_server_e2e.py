@@ -131,6 +131,24 @@ retry_delay_seconds = 0
     return cfg
 
 
+def server_env(home: Path, url: str, *, ui: bool) -> dict[str, str]:
+    """The environment of a throw-away Prefect server and the processes that talk to it: its own
+    home and SQLite database, nothing from the outer session's PREFECT_/RECSYS_ variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RECSYS_"))}
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=url,
+        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'server.db'}",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_ENABLED="true" if ui else "false",
+        PREFECT_LOGGING_LEVEL="INFO",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
+    return env
+
+
 @pytest.fixture()
 def live(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A Prefect server on a free loopback port and a process serving the deployments."""
@@ -140,22 +158,7 @@ def live(tmp_path: Path) -> Iterator[dict[str, Any]]:
     home.mkdir()
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PREFECT_", "RECSYS_"))  # nothing from the outer session leaks in
-    }
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_API_URL=url,
-        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'server.db'}",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_UI_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="INFO",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-    )
+    env = server_env(home, url, ui=False)
     procs = Processes(tmp_path)
     prefect_cli = str(Path(sys.executable).with_name("prefect"))
     try:

@@ -82,33 +82,46 @@ def headline(summary: dict[str, Any]) -> tuple[bool, str, str]:
     return promote, title, str(decision.get("reason", "")) + note
 
 
+def _metrics_lines(rows: list[dict[str, Any]], k: Any) -> list[str]:
+    """A Markdown table of :func:`metrics_table` rows (empty without rows)."""
+    if not rows:
+        return []
+    lines = [
+        f"| metric{f'@{k}' if k else ''} | challenger | champion | difference | 95% interval |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        ci = f"{fmt(r['ci_low'])} to {fmt(r['ci_high'])}" if r["ci_low"] is not None else "–"
+        lines.append(
+            f"| {r['metric']} | {fmt(r['challenger'])} | {fmt(r['champion'])} | "
+            f"{fmt(r['difference'])} | {ci} |"
+        )
+    return [*lines, ""]
+
+
+def _drift_lines(drift: list[dict[str, Any]] | None) -> list[str]:
+    """The flagged drift signals in one line, each with its likely cause when one is known."""
+    flagged = [s for s in drift or [] if s.get("flagged")]
+    if flagged:
+        return [
+            "**Drift flagged:** "
+            + "; ".join(
+                f"{s['name']} = {fmt(s['value'])} ({s['rule']}"
+                + (f"; {s['cause']}" if s.get("cause") else "")
+                + ")"
+                for s in flagged
+            )
+        ]
+    return ["No drift signal flagged."] if drift is not None else []
+
+
 def markdown_summary(summary: dict[str, Any]) -> str:
     """A short Markdown digest (decision, metrics table, flagged drift) for a Prefect artifact."""
     summary = normalize_summary(summary)
     _, title, reason = headline(summary)
-    k = summary.get("k")
     lines = [f"## Run {summary['run_date']}: {title}", "", reason, ""]
-    rows = metrics_table(summary)
-    if rows:
-        lines += [
-            f"| metric{f'@{k}' if k else ''} | challenger | champion | difference | 95% interval |",
-            "|---|---:|---:|---:|---|",
-        ]
-        for r in rows:
-            ci = f"{fmt(r['ci_low'])} to {fmt(r['ci_high'])}" if r["ci_low"] is not None else "–"
-            lines.append(
-                f"| {r['metric']} | {fmt(r['challenger'])} | {fmt(r['champion'])} | "
-                f"{fmt(r['difference'])} | {ci} |"
-            )
-        lines.append("")
-    flagged = [s for s in summary.get("drift") or [] if s.get("flagged")]
-    if flagged:
-        lines.append(
-            "**Drift flagged:** "
-            + "; ".join(f"{s['name']} = {fmt(s['value'])} ({s['rule']})" for s in flagged)
-        )
-    elif summary.get("drift") is not None:
-        lines.append("No drift signal flagged.")
+    lines += _metrics_lines(metrics_table(summary), summary.get("k"))
+    lines += _drift_lines(summary.get("drift"))
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -144,32 +157,8 @@ def night_markdown(summary: dict[str, Any], report_url: str | None = None) -> st
     if counts:
         lines += [f"**Data:** {counts}", ""]
     rows = [r for r in metrics_table(summary) if r["metric"] in METRIC_NAMES][:4]
-    if rows:
-        k = summary.get("k")
-        lines += [
-            f"| metric{f'@{k}' if k else ''} | challenger | champion | difference | 95% interval |",
-            "|---|---:|---:|---:|---|",
-        ]
-        for r in rows:
-            ci = f"{fmt(r['ci_low'])} to {fmt(r['ci_high'])}" if r["ci_low"] is not None else "–"
-            lines.append(
-                f"| {r['metric']} | {fmt(r['challenger'])} | {fmt(r['champion'])} | "
-                f"{fmt(r['difference'])} | {ci} |"
-            )
-        lines.append("")
-    flagged = [s for s in summary.get("drift") or [] if s.get("flagged")]
-    if flagged:
-        lines.append(
-            "**Drift flagged:** "
-            + "; ".join(
-                f"{s['name']} = {fmt(s['value'])} ({s['rule']}"
-                + (f"; {s['cause']}" if s.get("cause") else "")
-                + ")"
-                for s in flagged
-            )
-        )
-    elif summary.get("drift") is not None:
-        lines.append("No drift signal flagged.")
+    lines += _metrics_lines(rows, summary.get("k"))
+    lines += _drift_lines(summary.get("drift"))
     lines.append("")
     if report_url:
         lines.append(f"[Open the full report]({report_url})")

@@ -61,9 +61,9 @@ def finalize_step(settings: Settings, run_date: dt.date, steps: dict[str, Any]) 
     recs = read_parquet(wh.recommendations(run_date))
     tonight = load_clean_events(wh, until=run_date, since=run_date)
     before = load_clean_events(wh, until=run_date - dt.timedelta(days=1))
-    # coverage is over the whole catalog as of tonight (catalog items and items with events),
-    # not over the items that happened to be recommended (which would always give 1.0)
-    n_items = _catalog_size(wh, run_date, tonight, before) or 1
+    # coverage is over the whole catalog as of tonight (the train step's item vocabulary: catalog
+    # items and items with events), not over the items recommended (which would always give 1.0)
+    n_items = int(steps["train"]["n_items"]) or 1
     stats = {**recommendation_stats(recs, n_items), "models": _serving_models(wh, recs)}
     drift = drift_signals(
         {**stats, **data_stats(tonight, before)},
@@ -82,16 +82,6 @@ def finalize_step(settings: Settings, run_date: dt.date, steps: dict[str, Any]) 
     summary["report"] = str(report)
     atomic_write_json(wh.run_marker(run_date), summary)
     return {"report": str(report), "drift": drift, "recommendation_stats": stats}
-
-
-def _catalog_size(wh: Warehouse, run_date: dt.date, *events: Any) -> int:
-    """Distinct items known on ``run_date``: the catalog as of then plus every item with events."""
-    from recsys_core.ingest import load_catalog
-
-    ids: set[str] = set(load_catalog(wh, as_of=run_date)["item_id"].to_list())
-    for frame in events:
-        ids.update(frame["item_id"].unique().to_list())
-    return len(ids)
 
 
 def _serving_models(wh: Warehouse, recs: Any) -> list[dict[str, Any]]:

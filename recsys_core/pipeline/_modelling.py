@@ -142,6 +142,7 @@ def train_step(settings: Settings, run_date: dt.date, *, force: bool = False) ->
         "model": name,
         "params": params,
         "fit_seconds": round(fit_seconds, 3),
+        "n_items": len(window.item_ids),  # the catalog as of run_date: coverage's denominator
         "candidates": [
             {
                 "model": c["model"],

@@ -20,7 +20,16 @@ from recsys_core.ingest._errors import (
     MissingPartitionError,
 )
 from recsys_core.ingest._events import EVENT_TYPE_SYNONYMS
-from recsys_core.ingest._ingest import IngestResult, ingest, landing_record
+from recsys_core.ingest._ingest import (
+    IngestedSlice,
+    IngestPlan,
+    IngestResult,
+    commit_ingest,
+    ingest,
+    ingest_partitions,
+    landing_record,
+    plan_ingest,
+)
 from recsys_core.ingest._load import (
     CATALOG_COLUMNS,
     load_catalog,
@@ -42,7 +51,9 @@ __all__ = [
     "DATA_EXTENSIONS",
     "EVENT_TYPE_SYNONYMS",
     "QUARANTINE_SCHEMA",
+    "IngestPlan",
     "IngestResult",
+    "IngestedSlice",
     "LandingError",
     "LandingFile",
     "LandingLayoutError",
@@ -55,7 +66,9 @@ __all__ = [
     "clean",
     "clean_days",
     "clean_with_followers",
+    "commit_ingest",
     "ingest",
+    "ingest_partitions",
     "landing_dates",
     "landing_fingerprint",
     "landing_record",
@@ -63,6 +76,7 @@ __all__ = [
     "load_clean_events",
     "partition_dir",
     "pending_clean_dates",
+    "plan_ingest",
     "read_landing_partition",
     "scan_landing",
 ]

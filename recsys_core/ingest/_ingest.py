@@ -40,7 +40,18 @@ from recsys_core.ingest._read import (
 )
 from recsys_core.io import CorruptFileError, Warehouse, atomic_write_json, location, read_json
 
-__all__ = ["IO_THREADS", "IngestResult", "ingest", "landing_record", "landing_record_path"]
+__all__ = [
+    "IO_THREADS",
+    "IngestPlan",
+    "IngestResult",
+    "IngestedSlice",
+    "commit_ingest",
+    "ingest",
+    "ingest_partitions",
+    "landing_record",
+    "landing_record_path",
+    "plan_ingest",
+]
 
 #: Partitions read and written at once. The work is mostly waiting for the disk (each atomic
 #: write syncs the file and its folder), so threads overlap those waits.
@@ -140,6 +151,54 @@ def _compare(
     return changes, digests
 
 
+@dataclass(frozen=True)
+class IngestPlan:
+    """What one ingest will write, decided from one listing of the landing zone and of raw
+    (:func:`plan_ingest`); :func:`ingest_partitions` writes any slice of ``todo`` (slices are
+    independent: one raw partition and its record each, so they may run on different machines),
+    and :func:`commit_ingest` then writes the index and says what was done.
+
+    ``todo``: ``(kind, date)`` partitions to (re)build, events first, each kind by date.
+    ``files``: the listed landing files of every partition in ``todo`` or ``refresh``.
+    ``known``: partitions of ``todo`` already in raw (their record's late history carries on).
+    """
+
+    landing: Any
+    run_date: dt.date
+    todo: tuple[tuple[str, dt.date], ...]
+    files: dict[tuple[str, dt.date], list[LandingFile]]
+    known: frozenset[tuple[str, dt.date]]
+    changes: dict[tuple[str, dt.date], list[tuple[str, str]]]
+    refresh: tuple[tuple[str, dt.date, dict[str, str]], ...]
+    index: dict[str, dict[str, list[list[Any]]]]
+    index_stale: dict[str, bool]
+    available: dict[str, int]
+    late: tuple[str, ...]
+    late_dates: dict[str, list[str]]
+    unrecognised: tuple[str, ...]
+    vanished: tuple[str, ...]
+
+    def slices(self, n: int) -> list[tuple[tuple[str, dt.date], ...]]:
+        """``todo`` cut into at most ``n`` contiguous, non-empty slices of near-equal size."""
+        n = max(1, min(n, len(self.todo)))
+        size, extra = divmod(len(self.todo), n)
+        out, start = [], 0
+        for i in range(n):
+            stop = start + size + (1 if i < extra else 0)
+            if stop > start:
+                out.append(self.todo[start:stop])
+            start = stop
+        return out
+
+
+@dataclass(frozen=True)
+class IngestedSlice:
+    """What :func:`ingest_partitions` wrote for one slice of a plan: per partition
+    ``(kind, date, rows, landing files read, notes)``."""
+
+    written: tuple[tuple[str, dt.date, int, int, tuple[str, ...]], ...]
+
+
 def ingest(
     landing: Path,
     warehouse: Warehouse,
@@ -150,7 +209,8 @@ def ingest(
     unrecognised: Literal["fail", "report"] = "fail",
 ) -> IngestResult:
     """Write every landing partition dated ``<= run_date`` that raw lacks or that changed since
-    it was ingested (see module doc).
+    it was ingested (see module doc): :func:`plan_ingest`, :func:`ingest_partitions` of the whole
+    plan, :func:`commit_ingest`.
 
     ``force`` re-ingests ``run_date``'s partitions whether they changed or not. If
     ``require_run_date`` and ``run_date`` has no events partition, raises
@@ -158,6 +218,28 @@ def ingest(
     :class:`LandingLayoutError` naming them unless ``unrecognised="report"``. Both checks come
     before anything is written.
     """
+    plan = plan_ingest(
+        landing,
+        warehouse,
+        run_date,
+        force=force,
+        require_run_date=require_run_date,
+        unrecognised=unrecognised,
+    )
+    return commit_ingest(plan, warehouse, [ingest_partitions(plan, warehouse, plan.todo)])
+
+
+def plan_ingest(
+    landing: Path,
+    warehouse: Warehouse,
+    run_date: dt.date,
+    *,
+    force: bool = False,
+    require_run_date: bool = True,
+    unrecognised: Literal["fail", "report"] = "fail",
+) -> IngestPlan:
+    """List the landing zone up to ``run_date`` and raw's records, and decide what to write.
+    Writes nothing; raises as :func:`ingest` does."""
     landing = location(landing)
     scans = {kind: scan_landing(landing, kind, until=run_date) for kind in KINDS}
     strays = tuple(p for kind in KINDS for p in scans[kind].unrecognised)
@@ -177,7 +259,7 @@ def ingest(
             "and run it again (runner.late_data_retries and late_data_delay_seconds make ingest "
             "wait for a late drop), or run a date that has landed"
         )
-    todo: dict[str, list[dt.date]] = {kind: [] for kind in KINDS}
+    todo: list[tuple[str, dt.date]] = []
     late: list[str] = []
     late_dates: dict[str, list[str]] = {kind: [] for kind in KINDS}
     changes_of: dict[tuple[str, dt.date], list[tuple[str, str]]] = {}
@@ -189,24 +271,24 @@ def ingest(
         for day, files in available[kind].items():
             key = day.isoformat()
             if day not in ingested[kind]:
-                todo[kind].append(day)
+                todo.append((kind, day))
                 continue
             if index[kind].get(key) == _listed(files):  # the fast path: nothing changed
                 if force and day == run_date:
-                    todo[kind].append(day)
+                    todo.append((kind, day))
                 continue
             recorded = landing_record(warehouse, kind, day)
             if recorded is None:  # ingested before records were kept: read it again
-                todo[kind].append(day)
+                todo.append((kind, day))
                 continue
             changes, digests = _compare(recorded, files)
             if changes:
-                todo[kind].append(day)
+                todo.append((kind, day))
                 changes_of[(kind, day)] = changes
                 late += [f"{name} ({change})" for name, change in changes]
                 late_dates[kind].append(key)
             elif force and day == run_date:
-                todo[kind].append(day)
+                todo.append((kind, day))
             elif any(
                 e["mtime_ns"] != f.mtime_ns for e, f in zip(recorded["files"], files, strict=True)
             ):
@@ -220,22 +302,44 @@ def ingest(
         for day in map(dt.date.fromisoformat, sorted(index[kind]))
         if day <= run_date and day not in available[kind]
     )
-    dates: dict[str, list[str]] = {kind: [] for kind in KINDS}
-    rows = dict.fromkeys(KINDS, 0)
-    notes: list[str] = []
-    n_files = 0
+    wanted = set(todo) | {(kind, day) for kind, day, _ in refresh}
+    return IngestPlan(
+        landing=landing,
+        run_date=run_date,
+        todo=tuple(todo),
+        files={(kind, day): available[kind][day] for kind, day in sorted(wanted)},
+        known=frozenset((kind, day) for kind, day in todo if day in ingested[kind]),
+        changes=changes_of,
+        refresh=tuple(refresh),
+        index=index,
+        index_stale=index_stale,
+        available={kind: len(available[kind]) for kind in KINDS},
+        late=tuple(late),
+        late_dates={k: v for k, v in late_dates.items() if v},
+        unrecognised=strays,
+        vanished=vanished,
+    )
+
+
+def ingest_partitions(
+    plan: IngestPlan, warehouse: Warehouse, parts: tuple[tuple[str, dt.date], ...]
+) -> IngestedSlice:
+    """Read and write the raw partitions ``parts`` (a slice of ``plan.todo``) and their landing
+    records. Touches nothing else, so slices can run at once on different machines."""
+    written: list[tuple[str, dt.date, int, int, tuple[str, ...]]] = []
     with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:  # overlaps the fsync waits
         for kind in KINDS:
-            for start in range(0, len(todo[kind]), BATCH_DAYS):
-                days = todo[kind][start : start + BATCH_DAYS]
-                listed = [available[kind][day] for day in days]
+            mine = [day for k, day in parts if k == kind]
+            for start in range(0, len(mine), BATCH_DAYS):
+                days = mine[start : start + BATCH_DAYS]
+                listed = [plan.files[(kind, day)] for day in days]
                 # hashed before reading: a file rewritten meanwhile shows as changed next time
                 digests = list(
                     pool.map(lambda fs: [landing_fingerprint(f.path) for f in fs], listed)
                 )
-                parts = read_partitions(landing, kind, days)
+                read = read_partitions(plan.landing, kind, days)
                 targets = [warehouse.raw(kind, day) for day in days]
-                list(pool.map(write_partition, [df for df, _, _ in parts], targets))
+                list(pool.map(write_partition, [df for df, _, _ in read], targets))
                 records = [
                     _record(
                         warehouse,
@@ -243,50 +347,72 @@ def ingest(
                         day,
                         files,
                         digs,
-                        changes_of.get((kind, day), []),
-                        known=day in ingested[kind],
+                        plan.changes.get((kind, day), []),
+                        known=(kind, day) in plan.known,
                     )
                     for day, files, digs in zip(days, listed, digests, strict=True)
                 ]
                 list(pool.map(lambda r: atomic_write_json(*r), records))  # after the data
-                for day, (df, file_notes, n) in zip(days, parts, strict=True):
-                    dates[kind].append(day.isoformat())
-                    rows[kind] += df.height
-                    notes.extend(file_notes)
-                    n_files += n
-    for kind, day, digests in refresh:
-        files = available[kind][day]
+                for day, (df, file_notes, n) in zip(days, read, strict=True):
+                    written.append((kind, day, df.height, n, tuple(file_notes)))
+    return IngestedSlice(written=tuple(written))
+
+
+def commit_ingest(
+    plan: IngestPlan, warehouse: Warehouse, slices: list[IngestedSlice]
+) -> IngestResult:
+    """After every slice of ``plan`` is written: refresh touched records, write the index, warn
+    about notes, late, unrecognised and vanished paths, and return the whole ingest's result.
+    Raises ``ValueError`` if the slices do not cover ``plan.todo`` exactly."""
+    order = {part: i for i, part in enumerate(plan.todo)}
+    written = sorted((w for s in slices for w in s.written), key=lambda w: order[w[:2]])
+    if [w[:2] for w in written] != list(plan.todo):
+        missing = sorted(set(plan.todo) - {w[:2] for w in written})
+        raise ValueError(
+            f"ingest commit: the slices do not cover the plan (missing {missing[:5]}, "
+            f"{len(written)} written for {len(plan.todo)} planned)"
+        )
+    dates: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    rows = dict.fromkeys(KINDS, 0)
+    for kind, day, n, _, _ in written:
+        dates[kind].append(day.isoformat())
+        rows[kind] += n
+    notes = [note for w in written for note in w[4]]
+    for kind, day, digests in plan.refresh:
+        files = plan.files[(kind, day)]
         atomic_write_json(
             *_record(warehouse, kind, day, files, [digests[f.rel] for f in files], [])
         )
     for kind in KINDS:
-        done = [dt.date.fromisoformat(d) for d in dates[kind]] + [
-            day for k, day, _ in refresh if k == kind
+        index = dict(plan.index[kind])
+        done = [w[1] for w in written if w[0] == kind] + [
+            day for k, day, _ in plan.refresh if k == kind
         ]
         for day in done:
-            index[kind][day.isoformat()] = _listed(available[kind][day])
-        if done or index_stale[kind]:
-            atomic_write_json(_index_path(warehouse, kind), dict(sorted(index[kind].items())))
-    skipped = {kind: len(available[kind]) - len(dates[kind]) for kind in KINDS}
+            index[day.isoformat()] = _listed(plan.files[(kind, day)])
+        if done or plan.index_stale[kind]:
+            atomic_write_json(_index_path(warehouse, kind), dict(sorted(index.items())))
+    skipped = {kind: plan.available[kind] - len(dates[kind]) for kind in KINDS}
     _warn("; ".join(notes[:5]) + (f"; ... ({len(notes) - 5} more)" if len(notes) > 5 else ""))
-    if late:
-        _warn(f"late landing files picked up (their dates re-ingested): {', '.join(late)}")
-    if strays:
-        _warn(f"unrecognised landing paths (not read): {', '.join(strays)}")
-    if vanished:
+    if plan.late:
+        _warn(f"late landing files picked up (their dates re-ingested): {', '.join(plan.late)}")
+    if plan.unrecognised:
+        _warn(f"unrecognised landing paths (not read): {', '.join(plan.unrecognised)}")
+    if plan.vanished:
         _warn(
-            f"ingested partitions no longer in the landing zone (raw kept): {', '.join(vanished)}"
+            "ingested partitions no longer in the landing zone (raw kept): "
+            + ", ".join(plan.vanished)
         )
     return IngestResult(
         dates=dates,
         rows=rows,
-        files=n_files,
+        files=sum(w[3] for w in written),
         skipped=skipped,
         notes=tuple(notes),
-        late=tuple(late),
-        late_dates={k: v for k, v in late_dates.items() if v},
-        unrecognised=strays,
-        vanished=vanished,
+        late=plan.late,
+        late_dates=plan.late_dates,
+        unrecognised=plan.unrecognised,
+        vanished=plan.vanished,
     )
 
 

@@ -109,11 +109,18 @@ def model_for(items: int) -> str:
 
 
 def write_config(
-    path: Path, landing: Path, warehouse: Path, model: str, tune_calls: int, embed: bool
+    path: Path,
+    landing: Path,
+    warehouse: Path,
+    model: str,
+    tune_calls: int,
+    embed: bool,
+    tune_max_users: int | None = None,
 ) -> None:
+    cap = "" if tune_max_users is None else f"tune_max_users = {tune_max_users}\n"
     path.write_text(
         f'landing = "{landing}"\nwarehouse = "{warehouse}"\n\n'
-        f'[train]\nmodels = ["popularity", "{model}"]\ntune_calls = {tune_calls}\n\n'
+        f'[train]\nmodels = ["popularity", "{model}"]\ntune_calls = {tune_calls}\n{cap}\n'
         f"[embedding]\nenabled = {str(embed).lower()}\n"
     )
 
@@ -273,11 +280,26 @@ def worker(mode: str, config: Path, day: dt.date, out: Path, profile: Path | Non
         "dates_cleaned": len(steps.get("clean", {}).get("dates_cleaned", [])),
         "challenger": train.get("challenger"),
         "tuning_reused": [c["reused"] for c in train.get("candidates", [])],
+        "search_users": _search_users(config, train),
         "embed": {k: v for k, v in steps.get("embed", {}).items() if isinstance(v, int | str)},
         "recommendations": steps.get("score", {}).get("rows"),
     }
     out.write_text(json.dumps(doc, indent=2, default=str))
     return 0
+
+
+def _search_users(config: Path, train: dict[str, Any]) -> dict[str, str]:
+    """Per candidate: ``"<search users>/<training users>"`` from its ``best.json``."""
+    from flows.runtime import resolve_settings
+    from recsys_core.io import Warehouse
+    from recsys_core.tuning import load_best
+
+    tuning = Warehouse(resolve_settings(config).warehouse).tuning_dir
+    out = {}
+    for c in train.get("candidates", []):
+        best = load_best(tuning / c["model"]) or {}
+        out[c["model"]] = f"{best.get('search_users', '?')}/{best.get('train_users', '?')}"
+    return out
 
 
 # ---- the driver -----------------------------------------------------------------------------------
@@ -308,6 +330,7 @@ def nights(
     embed: bool,
     keep: bool,
     profile_dir: Path | None,
+    tune_max_users: int | None = None,
 ) -> tuple[dict, dict]:
     from recsys_core.ingest import landing_dates
 
@@ -316,7 +339,7 @@ def nights(
     root = Path(tempfile.mkdtemp(prefix=f"bench_nightly_{mode}_"))
     try:
         config = root / "recsys.toml"
-        write_config(config, landing, root / "warehouse", model, tune_calls, embed)
+        write_config(config, landing, root / "warehouse", model, tune_calls, embed, tune_max_users)
         prof = (lambda n: profile_dir / f"{mode}_{n}.prof") if profile_dir else (lambda n: None)
         cold = night(mode, config, cold_day, prof("cold"))
         print(f"    {mode} cold {cold_day}: {cold['total_seconds']:.1f} s", flush=True)
@@ -370,7 +393,7 @@ def print_size(label: str, summary: dict, model: str, cold: dict, warm: dict) ->
         f"warm / cold: {cost(warm) / cost(cold):.2f}x  (process wall incl. interpreter start: "
         f"cold {cold['process_seconds']:.1f} s, warm {warm['process_seconds']:.1f} s); "
         f"warm cleaned {warm['dates_cleaned']} date(s), tuning reused {warm['tuning_reused']}, "
-        f"embed {warm['embed']}"
+        f"embed {warm['embed']}; search users (sample/training) {cold.get('search_users')}"
     )
 
 
@@ -383,6 +406,13 @@ def main(argv: list[str] | None = None) -> int:
         help="sizes also run through the Prefect flow for the overhead ratio ('' for none)",
     )
     p.add_argument("--tune-calls", type=int, default=8, help="search budget per candidate")
+    p.add_argument(
+        "--tune-max-users",
+        type=int,
+        default=None,
+        help="train.tune_max_users: the search's seeded user sample (default: the config's "
+        "default, 50,000; 0 = every user, the behaviour before the cap)",
+    )
     p.add_argument(
         "--no-embed",
         dest="embed",
@@ -418,9 +448,10 @@ def main(argv: list[str] | None = None) -> int:
         prof = a.profile / label if a.profile else None
         if prof:
             prof.mkdir(exist_ok=True)
-        res["direct"] = nights("direct", landing, model, a.tune_calls, a.embed, a.keep, prof)
+        common = (landing, model, a.tune_calls, a.embed, a.keep, prof, a.tune_max_users)
+        res["direct"] = nights("direct", *common)
         if size in flow_sizes:
-            res["flow"] = nights("flow", landing, model, a.tune_calls, a.embed, a.keep, prof)
+            res["flow"] = nights("flow", *common)
         results[label] = res
         print_size(label, summary, model, *res["direct"])
 

@@ -159,6 +159,13 @@ class TrainConfig(_Model):
         'fit and never searched (e.g. sasrec = {epochs = 20, device = "cuda"}).',
     )
     tune_initial_points: int = Field(default=4, ge=1, description="Random points before the GP.")
+    tune_max_users: int = Field(
+        default=50_000,
+        ge=0,
+        description="Search on a seeded sample of at most this many training users (a search "
+        "call's cost grows with users); the chosen parameters are refit on every user. 0 = no "
+        "cap. Data with fewer users is searched exactly as without a cap.",
+    )
     tune_max_age_days: int = Field(
         default=7,
         ge=0,

@@ -97,3 +97,28 @@ def test_unknown_models_in_the_overrides_are_config_errors() -> None:
         TrainConfig(model_tune_calls={"ease": -1})
     assert TrainConfig(model_tune_calls={"ease": 0}).calls_for("ease") == 0
     assert TrainConfig(tune_calls=5).calls_for("ease") == 5
+
+
+def test_the_search_runs_on_a_capped_user_sample_and_the_challenger_on_every_user(
+    root: Path,
+) -> None:
+    from recsys_core.evaluation import ModelRegistry
+
+    wh = Warehouse(root / "warehouse")
+    train_step(settings(root), END, force=True)  # the default cap, 50,000, is above 60 users
+    n_users = trials(root, "ease")["search_users"][0]
+    assert trials(root, "popularity")["search_users"].unique().to_list() == [n_users]
+    assert n_users >= 40
+    assert json.loads((wh.tuning_dir / "ease" / "best.json").read_text())["sampled"] is False
+    capped = settings(root, tune_max_users=20)
+    result = train_step(capped, END)
+    assert [c["reused"] for c in result["candidates"]] == [False, False]  # a new cap re-tunes
+    assert trials(root, "ease")["search_users"].unique().to_list() == [20]
+    best = json.loads((wh.tuning_dir / "ease" / "best.json").read_text())
+    assert (best["sampled"], best["search_users"], best["train_users"]) == (True, 20, n_users)
+    state = json.loads((wh.tuning_dir / "ease" / "state.json").read_text())
+    assert state["search_users"] == 20 and state["tune_max_users"] == 20
+    # the chosen parameters are refit on every user, not on the sample
+    model = ModelRegistry(wh.models_dir).load_model(result["challenger"])
+    assert model.interactions_.n_users >= n_users >= 40
+    assert [c["reused"] for c in train_step(capped, END)["candidates"]] == [True, True]

@@ -18,8 +18,10 @@ from recsys_core.models import MODELS, ModelConfig, Recommender
 from recsys_core.tuning import (
     TuningWarning,
     convergence_plot,
+    evaluate_params,
     load_best,
     pick_best,
+    sample_users,
     save_tuning,
     search_space,
     split_validation,
@@ -365,3 +367,65 @@ def test_convergence_plot_writes_a_png(tmp_path, planted: None, split) -> None:
     assert convergence_plot(bayes, tmp_path / "one.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="no tuning result"):
         convergence_plot([], tmp_path / "none.png")
+
+
+# ---- a bounded sample of users for large data ------------------------------------------------------
+def test_the_user_cap_samples_a_seeded_stable_subset(split) -> None:
+    train, _ = split
+    assert sample_users(train, None, seed=0) is train
+    assert sample_users(train, train.n_users, seed=0) is train  # at the cap: untouched
+    a = sample_users(train, 30, seed=7)
+    assert a.n_users == 30 and a.n_items == train.n_items
+    assert list(a.user_ids) == sorted(a.user_ids) and set(a.user_ids) < set(train.user_ids)
+    # each kept user keeps exactly their row (weights and timestamps)
+    rows = train.user_index(list(a.user_ids))
+    assert (a.matrix != train.matrix[rows]).nnz == 0
+    assert (a.last_ts != train.last_ts[rows]).nnz == 0
+    # deterministic for a seed; another seed draws other users
+    assert list(sample_users(train, 30, seed=7).user_ids) == list(a.user_ids)
+    assert set(sample_users(train, 30, seed=8).user_ids) != set(a.user_ids)
+    # decided per user: the same users are drawn from a superset built in another order, and a
+    # user sampled among fewer users stays sampled when the cap grows
+    frame = train.to_frame().reverse()
+    again = Interactions.from_frame(frame, item_ids=list(train.item_ids), weight_col="weight")
+    assert list(sample_users(again, 30, seed=7).user_ids) == list(a.user_ids)
+    assert set(a.user_ids) < set(sample_users(train, 60, seed=7).user_ids)
+    with pytest.raises(ValueError, match="max_users must be >= 1"):
+        sample_users(train, 0, seed=0)
+
+
+def test_a_capped_search_runs_on_the_sample_and_says_so(tmp_path, split) -> None:
+    train, valid = split
+    capped = tune("ease", train, valid, n_calls=3, seed=0, n_initial_points=2, max_users=40)
+    assert (capped.search_users, capped.train_users, capped.max_users) == (40, train.n_users, 40)
+    assert capped.sampled and capped.trials["search_users"].to_list() == [40, 40, 40]
+    # the objective is the metric on the sampled users only: what a direct evaluation gives
+    sample = sample_users(train, 40, seed=0)
+    params = json.loads(capped.trials["params_json"][0])
+    value, _, _ = evaluate_params(
+        "ease",
+        {**capped.best_params, **params},
+        sample,
+        validation_truth(sample, valid),
+        k=10,
+        metric="ndcg",
+    )
+    assert value == capped.trials["ndcg"][0]
+    full = tune("ease", train, valid, n_calls=3, seed=0, n_initial_points=2)
+    assert capped.trials["ndcg"][0] != full.trials["ndcg"][0]
+    again = tune("ease", train, valid, n_calls=3, seed=0, n_initial_points=2, max_users=40)
+    assert again.trials.drop("fit_seconds", "score_seconds").equals(
+        capped.trials.drop("fit_seconds", "score_seconds")
+    )
+    # a cap above the data changes nothing: the same trials as no cap at all
+    loose = tune("ease", train, valid, n_calls=3, seed=0, n_initial_points=2, max_users=10_000)
+    assert not loose.sampled and loose.search_users == train.n_users
+    assert loose.trials.drop("fit_seconds", "score_seconds").equals(
+        full.trials.drop("fit_seconds", "score_seconds")
+    )
+    save_tuning(capped, tmp_path / "ease")
+    best = load_best(tmp_path / "ease")
+    assert best["sampled"] is True and best["search_users"] == 40 and best["max_users"] == 40
+    assert best["train_users"] == train.n_users
+    with pytest.raises(ValueError, match="max_users >= 1 or None"):
+        tune("ease", train, valid, n_calls=1, seed=0, max_users=0)

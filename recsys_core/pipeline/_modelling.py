@@ -89,6 +89,7 @@ def _reusable_tuning(settings: Settings, name: str, run_date: dt.date, force: bo
         state.get("tune_calls") == settings.train.calls_for(name)
         and state.get("fixed_params", {}) == settings.train.params_for(name)
         and state.get("k") == settings.k
+        and state.get("tune_max_users") == settings.train.tune_max_users
     )
     same_metric = (
         state.get("metric") == settings.train.metric and state.get("seed") == settings.seed
@@ -184,6 +185,7 @@ def _tune_one(
         n_initial_points=settings.train.tune_initial_points,
         items=window.catalog,
         item_embeddings=embeddings,
+        max_users=settings.train.tune_max_users or None,
     )
     tdir = Warehouse(settings.warehouse).tuning_dir / name
     save_tuning(result, tdir)
@@ -202,6 +204,8 @@ def _tune_one(
         "k": settings.k,
         "metric": settings.train.metric,
         "seed": settings.seed,
+        "tune_max_users": settings.train.tune_max_users,
+        "search_users": result.search_users,
         "trials_path": str(tdir / "trials.parquet"),
         "convergence_png": str(png) if png else None,
     }

@@ -1,11 +1,13 @@
 """Hyperparameter search: search spaces (declared by each model class), the seeded
 scikit-optimize loop, validation splits carved from training data only, the rule that picks the
-best candidate, trial logs and convergence plots.
+best candidate, a seeded sample of users that bounds the search's cost on large data, trial logs
+and convergence plots.
 
 Importing this package does not import scikit-optimize or matplotlib; a search or a plot does.
 """
 
 from recsys_core.tuning._report import convergence_plot, load_best, save_tuning
+from recsys_core.tuning._sample import sample_users
 from recsys_core.tuning._search import (
     TuningResult,
     TuningWarning,
@@ -26,6 +28,7 @@ __all__ = [
     "evaluate_params",
     "load_best",
     "pick_best",
+    "sample_users",
     "save_tuning",
     "search_space",
     "split_validation",

@@ -24,7 +24,9 @@ def save_tuning(result: TuningResult, directory: Path | str) -> Path:
     """Write ``trials.parquet`` and ``best.json`` into ``directory`` (each atomically).
 
     ``best.json`` holds ``model, params, score, metric, k, method, seed, n_calls, n_trials,
-    seconds, created_at`` (UTC, ISO 8601). Returns ``directory``.
+    search_users, train_users, max_users, sampled, seconds, created_at`` (UTC, ISO 8601):
+    ``sampled`` says the trials ran on a seeded sample of ``search_users`` of the
+    ``train_users`` training users. Returns ``directory``.
     """
     directory = location(directory)
     atomic_write_parquet(result.trials, directory / "trials.parquet")
@@ -40,6 +42,10 @@ def save_tuning(result: TuningResult, directory: Path | str) -> Path:
             "seed": result.seed,
             "n_calls": result.n_calls,
             "n_trials": result.trials.height,
+            "search_users": result.search_users,
+            "train_users": result.train_users,
+            "max_users": result.max_users,
+            "sampled": result.sampled,
             "seconds": round(result.seconds, 3),
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
@@ -87,7 +93,8 @@ def convergence_plot(result: TuningResult | Sequence[TuningResult], path: Path |
     first = results[0]
     ax.set_xlabel("objective call")
     ax.set_ylabel(f"validation {first.metric}@{first.k} (best so far)")
-    ax.set_title(f"{first.model}: hyperparameter search")
+    sample = f" (sample of {first.search_users:,} users)" if first.sampled else ""
+    ax.set_title(f"{first.model}: hyperparameter search{sample}")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()

@@ -6,6 +6,11 @@ their training items excluded. The validation truth drops users unknown to ``tra
 already in ``train``: no parameter setting could ever score on them, and they would only shrink
 every value by the same factor.
 
+Scale: with ``max_users`` set and more training users than that, every call fits and scores on a
+seeded sample of ``max_users`` users (:func:`recsys_core.tuning.sample_users`) and the validation
+pairs of those users only; the caller refits the chosen parameters on everything. The result says
+how many users the search ran on (``search_users`` of ``train_users``).
+
 Budget: ``n_calls`` objective evaluations in all. The first is always the model's defaults (plus
 ``fixed_params``), so the result is never worse on validation than not tuning; the next
 ``n_initial_points - 1`` are random, the rest are proposed by the GP (``method="bayes"``) or
@@ -28,6 +33,7 @@ import polars as pl
 from recsys_core.interactions import Interactions
 from recsys_core.metrics import METRIC_NAMES, mean_metrics, ranking_metrics
 from recsys_core.models import get_model_class
+from recsys_core.tuning._sample import sample_users
 from recsys_core.tuning._space import TIME_DIMENSIONS, search_space
 
 if TYPE_CHECKING:  # scikit-optimize is slow to import: loaded when a search runs
@@ -42,7 +48,15 @@ __all__ = [
     "validation_truth",
 ]
 
-_RESERVED = {"trial", "method", "params_json", "fit_seconds", "score_seconds", "best_so_far"}
+_RESERVED = {
+    "trial",
+    "method",
+    "params_json",
+    "fit_seconds",
+    "score_seconds",
+    "best_so_far",
+    "search_users",
+}
 
 
 class TuningWarning(UserWarning):
@@ -57,7 +71,10 @@ class TuningResult:
     class to refit). ``trials`` has one row per objective call: ``trial`` (0-based), ``method``
     (``default``, ``random`` or ``bayes``: how the point was chosen), ``params_json``, one column
     per searched parameter, the metric (column named after ``metric``), ``best_so_far``,
-    ``fit_seconds`` and ``score_seconds``.
+    ``fit_seconds``, ``score_seconds`` and ``search_users``.
+
+    ``search_users`` is the number of training users every call fit and scored on: all
+    ``train_users`` unless ``max_users`` capped the search to a seeded sample (``sampled``).
     """
 
     model: str
@@ -70,6 +87,14 @@ class TuningResult:
     best_score: float
     trials: pl.DataFrame
     seconds: float
+    search_users: int = 0
+    train_users: int = 0
+    max_users: int | None = None
+
+    @property
+    def sampled(self) -> bool:
+        """Whether the search ran on a sample of the training users."""
+        return self.search_users < self.train_users
 
 
 def _plain(value: Any) -> Any:
@@ -198,23 +223,26 @@ def tune(
     item_embeddings: pl.DataFrame | None = None,
     method: Literal["bayes", "random"] = "bayes",
     fixed_params: dict[str, Any] | None = None,
+    max_users: int | None = None,
 ) -> TuningResult:
     """Search ``model_name``'s hyperparameters on ``train`` -> ``valid`` (``user_id, item_id``).
 
-    See the module docstring for the objective and the budget. Deterministic for a given ``seed``.
-    ``fixed_params`` are applied to every call and never searched; the model seed is ``seed``
-    unless ``fixed_params`` sets it.
+    See the module docstring for the objective, the budget and ``max_users`` (None: every user).
+    Deterministic for a given ``seed``. ``fixed_params`` are applied to every call and never
+    searched; the model seed is ``seed`` unless ``fixed_params`` sets it.
     """
     if metric not in METRIC_NAMES:
         raise ValueError(f"unknown metric {metric!r}; expected one of {list(METRIC_NAMES)}")
     if method not in ("bayes", "random"):
         raise ValueError(f"unknown search method {method!r}; expected 'bayes' or 'random'")
-    if n_calls < 0 or k < 1 or n_initial_points < 1:
+    if n_calls < 0 or k < 1 or n_initial_points < 1 or (max_users is not None and max_users < 1):
         raise ValueError(
-            f"tune: expected n_calls >= 0, k >= 1, n_initial_points >= 1; got {n_calls}, {k}, "
-            f"{n_initial_points}"
+            "tune: expected n_calls >= 0, k >= 1, n_initial_points >= 1, max_users >= 1 or None; "
+            f"got {n_calls}, {k}, {n_initial_points}, {max_users}"
         )
     started = time.perf_counter()
+    train_users = train.n_users
+    train = sample_users(train, max_users, seed)
     cls = get_model_class(model_name)
     fixed = {"seed": seed, **(fixed_params or {})}
     defaults = cls.config_class(**fixed).model_dump(mode="json")
@@ -256,7 +284,9 @@ def tune(
             warnings.simplefilter("ignore", UserWarning)  # skopt: "evaluated at this point before"
             _search(dims, budget, seed, method, n_initial_points, default_params, log)
     rows = log.rows
-    trials = _trials_frame(rows, dims, metric)
+    trials = _trials_frame(rows, dims, metric).with_columns(
+        pl.lit(train.n_users, dtype=pl.Int64).alias("search_users")
+    )
     best_row = int(np.argmax(trials[metric].to_numpy()))  # first of equals: defaults win ties
     best = {**defaults, **json.loads(trials["params_json"][best_row])}
     best = cls.config_class(**best).model_dump(mode="json")
@@ -271,6 +301,9 @@ def tune(
         best_score=float(trials[metric][best_row]),
         trials=trials,
         seconds=time.perf_counter() - started,
+        search_users=train.n_users,
+        train_users=train_users,
+        max_users=max_users,
     )
 
 

@@ -200,6 +200,7 @@ def run_flow(config: Path, day: dt.date, meter: StepMeter) -> dict[str, Any]:
 
     meter.start()
     from flows.nightly import nightly
+    from flows.parameters import RunOptions
 
     meter.stop("import_prefect")
     meter.start()
@@ -207,7 +208,7 @@ def run_flow(config: Path, day: dt.date, meter: StepMeter) -> dict[str, Any]:
     meter.stop("api_start")
     inner = _time_core_steps()
     meter.start()
-    steps = nightly(run_date=day, config_path=str(config))
+    steps = nightly(run_date=day, options=RunOptions(config_path=str(config)))
     meter.stop("flow")
     inner.close()
     meter.rows["flow"]["core_seconds"] = sum(r["seconds"] for r in inner.rows.values())
@@ -246,7 +247,8 @@ def _time_core_steps() -> StepMeter:
 
 
 def worker(mode: str, config: Path, day: dt.date, out: Path, profile: Path | None) -> int:
-    from flows.runtime import configure_environment, resolve_settings
+    from flows.parameters import RunOptions
+    from flows.runtime import configure_environment
 
     configure_environment()
     meter = StepMeter()
@@ -260,7 +262,7 @@ def worker(mode: str, config: Path, day: dt.date, out: Path, profile: Path | Non
     with warnings.catch_warnings():  # the planted dirt warns; the figures are what matters here
         warnings.simplefilter("ignore")
         if mode == "direct":
-            settings = resolve_settings(config)
+            settings = RunOptions(config_path=str(config)).settings()
             steps = run_direct(settings, day, meter)
         else:
             steps = run_flow(config, day, meter)

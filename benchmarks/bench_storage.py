@@ -146,6 +146,7 @@ def main() -> None:
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.nightly import backfill, nightly
+    from flows.parameters import RunOptions
     from recsys_core.landing import generate_synthetic
 
     try:
@@ -160,12 +161,18 @@ def main() -> None:
             # 1-2: one nightly, local disk vs S3 (landing and warehouse), fresh each repeat, after
             # one untimed run that pays the imports (scikit-optimize, torch, ...) for both
             warm = write_config(tmp / "warm-up", str(landing), str(tmp / "warm-up" / "wh"), 2)
-            nightly(run_date=END, config_path=str(warm))
+            nightly(run_date=END, options=RunOptions(config_path=str(warm)))
             local_s, s3_s = [], []
             for i in range(args.repeats):
                 wh = str(tmp / f"local-{i}" / "warehouse")
                 cfg = write_config(tmp / f"local-{i}", str(landing), wh, shards=2)
-                local_s.append(timed(lambda cfg=cfg: nightly(run_date=END, config_path=str(cfg))))
+                local_s.append(
+                    timed(
+                        lambda cfg=cfg: nightly(
+                            run_date=END, options=RunOptions(config_path=str(cfg))
+                        )
+                    )
+                )
                 local_recs = recs(wh, END)
 
                 bucket = new_bucket()
@@ -173,7 +180,13 @@ def main() -> None:
                 cfg = write_config(
                     tmp / f"s3-{i}", f"{bucket}/landing", f"{bucket}/warehouse", shards=2
                 )
-                s3_s.append(timed(lambda cfg=cfg: nightly(run_date=END, config_path=str(cfg))))
+                s3_s.append(
+                    timed(
+                        lambda cfg=cfg: nightly(
+                            run_date=END, options=RunOptions(config_path=str(cfg))
+                        )
+                    )
+                )
                 assert recs(f"{bucket}/warehouse", END).equals(local_recs), "S3 != local"
             lo, so = min(local_s), min(s3_s)
             print(
@@ -196,7 +209,11 @@ def main() -> None:
 
                 def run(cfg=cfg, runner=runner) -> None:
                     # each date's nightly runs on the runner (dask: a 2-process LocalCluster)
-                    out = backfill(start=start, end=END, config_path=str(cfg), task_runner=runner)
+                    out = backfill(
+                        start=start,
+                        end=END,
+                        options=RunOptions(config_path=str(cfg), task_runner=runner),
+                    )
                     assert len(out["completed"]) == args.backfill_days, out
 
                 results[runner] = (timed(run), f"{bucket}/warehouse")

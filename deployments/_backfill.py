@@ -32,8 +32,8 @@ from prefect.runtime import flow_run
 from prefect.states import Scheduled
 
 from flows.nightly import backfill_name
-from flows.runtime import as_date, resolve_settings
-from recsys_core.models import ModelName
+from flows.parameters import RunOptions
+from flows.runtime import as_date, with_deployment_defaults
 from recsys_core.pipeline import backfill_plan
 from tasks.artifacts import backfill_rows, publish_backfill
 
@@ -52,32 +52,10 @@ CHILD_DEPLOYMENT = "recsys-nightly/manual"
 POLL_SECONDS = 2.0
 
 
-def child_parameters(
-    day: dt.date,
-    *,
-    force: bool = False,
-    k: int | None = None,
-    models: list[ModelName] | None = None,
-    tune_calls: int | None = None,
-    config_path: str | None = None,
-    landing: str | None = None,
-    warehouse: str | None = None,
-    task_runner: str | None = None,
-) -> dict[str, Any]:
-    """JSON parameters of the ``nightly`` flow for ``day``; unset (None) values are left out so
+def child_parameters(day: dt.date, options: RunOptions | None = None) -> dict[str, Any]:
+    """JSON parameters of the ``nightly`` flow for ``day``; unset (None) options are left out so
     that the deployment's defaults apply."""
-    params: dict[str, Any] = {
-        "run_date": day.isoformat(),
-        "force": force,
-        "k": k,
-        "models": list(models) if models is not None else None,
-        "tune_calls": tune_calls,
-        "config_path": config_path,
-        "landing": landing,
-        "warehouse": warehouse,
-        "task_runner": task_runner,
-    }
-    return {key: value for key, value in params.items() if value is not None}
+    return {"run_date": day.isoformat(), "options": (options or RunOptions()).parameters()}
 
 
 def idempotency_key(
@@ -88,7 +66,8 @@ def idempotency_key(
     The same request gives the same key (the API then returns the existing run); a different
     configuration (another K, model list or warehouse) is different work and gets another key.
     """
-    rest = {key: value for key, value in parameters.items() if key != "run_date"}
+    rest = {key: value for key, value in parameters.items() if key not in ("run_date", "options")}
+    rest.update(parameters.get("options") or {})  # flat, as before options were one parameter
     digest = hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()
     key = f"{deployment}|{day.isoformat()}|{digest[:16]}"
     return f"{key}|{nonce}" if nonce else key
@@ -145,16 +124,7 @@ def wait_for_run(run_id: Any, *, poll_seconds: float = POLL_SECONDS) -> FlowRun:
 
 @flow(name="recsys-backfill", flow_run_name=backfill_name, persist_result=False)
 def backfill_via_deployments(
-    start: dt.date,
-    end: dt.date,
-    force: bool = False,
-    k: int | None = None,
-    models: list[ModelName] | None = None,
-    tune_calls: int | None = None,
-    config_path: str | None = None,
-    landing: str | None = None,
-    warehouse: str | None = None,
-    task_runner: str | None = None,
+    start: dt.date, end: dt.date, options: RunOptions = RunOptions()
 ) -> dict[str, Any]:
     """Every date from ``start`` to ``end`` as a ``recsys-nightly/manual`` run, in date order.
 
@@ -164,36 +134,24 @@ def backfill_via_deployments(
     Args:
         start: First date to run (YYYY-MM-DD).
         end: Last date to run, inclusive (YYYY-MM-DD).
-        force: Redo dates that are already complete. A forced backfill redoes each date once
-            (its own run id joins the children's idempotency keys); retrying it does not redo
-            them again.
-        k: Recommendations per user (default from the config, 10).
-        models: Candidate models, e.g. ["popularity", "ease"].
-        tune_calls: Bayesian-search budget (objective calls) per model.
-        config_path: TOML config file on the machine that runs the flow.
-        landing: Landing zone root (overrides the config).
-        warehouse: Warehouse root (overrides the config).
-        task_runner: threads, dask, or dask=ADDRESS.
+        options: How to run each date; the fields not given keep the deployment's defaults. With
+            force, complete dates are redone, each once (the backfill's own run id joins the
+            children's idempotency keys); retrying that backfill does not redo them again.
     """
-    settings = resolve_settings(
-        config_path, landing=landing, warehouse=warehouse, k=k, models=models,
-        tune_calls=tune_calls, task_runner=task_runner,
-    )  # fmt: skip
+    options = with_deployment_defaults(options)
+    settings = options.settings()
+    options = options.located(settings)
     log = get_run_logger()
     first, last = as_date(start), as_date(end)
-    todo, skipped = backfill_plan(settings, first, last, force=force)
+    todo, skipped = backfill_plan(settings, first, last, force=options.force)
     for day in skipped:
         log.info("%s already complete in %s: skipped (use force to redo)", day, settings.warehouse)
     done: list[str] = []
     runs: dict[str, str] = {}
     names: dict[str, str] = {}
-    nonce = str(flow_run.id) if force else None
+    nonce = str(flow_run.id) if options.force else None
     for day in todo:
-        params = child_parameters(
-            day, force=force, k=k, models=models, tune_calls=tune_calls,
-            config_path=config_path, landing=str(settings.landing),
-            warehouse=str(settings.warehouse), task_runner=task_runner,
-        )  # fmt: skip
+        params = child_parameters(day, options)
         run, how = submit_child(day, params, idempotency_key(CHILD_DEPLOYMENT, day, params, nonce))
         log.info("%s: %s child run %s (%s)", day, how, run.name, run.id)
         run = wait_for_run(run.id)

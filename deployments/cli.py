@@ -11,8 +11,9 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from flows.parameters import RunOptions
 from flows.runtime import (
     as_date,
     configure_environment,
@@ -20,23 +21,31 @@ from flows.runtime import (
     with_task_runner,
 )
 
+if TYPE_CHECKING:
+    from recsys_core.config import Settings
+
 __all__ = ["main"]
 
 
 # ---- argument groups ------------------------------------------------------------------------------
+def _doc(field: str) -> str:
+    """The help of a run flag: the description of its :class:`RunOptions` field."""
+    return RunOptions.model_fields[field].description or field
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="TOML config file (also RECSYS_CONFIG)")
-    p.add_argument("--landing", help="landing zone root (overrides config)")
-    p.add_argument("--warehouse", help="warehouse root (overrides config)")
+    p.add_argument("--config", help=_doc("config_path"))
+    p.add_argument("--landing", help=_doc("landing"))
+    p.add_argument("--warehouse", help=_doc("warehouse"))
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     _add_common(p)
-    p.add_argument("--force", action="store_true", help="redo complete work (re-ingest, re-tune)")
-    p.add_argument("--k", type=int, help="recommendations per user")
+    p.add_argument("--force", action="store_true", help=_doc("force"))
+    p.add_argument("--k", type=int, help=_doc("k"))
     p.add_argument("--models", help="comma-separated candidate models, e.g. popularity,ease")
-    p.add_argument("--tune-calls", type=int, help="Bayesian-search budget per model")
-    p.add_argument("--task-runner", help="threads (default), dask, or dask=ADDRESS")
+    p.add_argument("--tune-calls", type=int, help=_doc("tune_calls"))
+    p.add_argument("--task-runner", help=_doc("task_runner"))
     p.add_argument("--sql-url", help="SQLAlchemy URL of the serving database (also RECSYS_SQL_URL)")
 
 
@@ -156,40 +165,34 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # ---- commands -------------------------------------------------------------------------------------
-def _settings(args: argparse.Namespace):
-    import os
+def _options(args: argparse.Namespace) -> RunOptions:
+    """The run options given by the flags (commands without run flags: config and paths only)."""
+    models = getattr(args, "models", None)
+    return RunOptions(
+        force=getattr(args, "force", False),
+        k=getattr(args, "k", None),
+        models=models.split(",") if models else None,
+        tune_calls=getattr(args, "tune_calls", None),
+        config_path=args.config,
+        landing=args.landing,
+        warehouse=args.warehouse,
+        task_runner=getattr(args, "task_runner", None),
+    )
 
-    from flows.runtime import resolve_settings
+
+def _settings(args: argparse.Namespace) -> Settings:
+    import os
 
     if getattr(args, "sql_url", None):
         # the flows resolve their settings again (also in Dask workers): pass it the same way as
         # RECSYS_SQL_URL, never as a flow parameter, so the password stays out of the Prefect API
         os.environ["RECSYS_SQL_URL"] = args.sql_url
-
-    models = getattr(args, "models", None)
-    return resolve_settings(
-        args.config,
-        landing=args.landing,
-        warehouse=args.warehouse,
-        k=getattr(args, "k", None),
-        models=models.split(",") if isinstance(models, str) else None,
-        tune_calls=getattr(args, "tune_calls", None),
-        task_runner=getattr(args, "task_runner", None),
-        sql_url=getattr(args, "sql_url", None),
-    )
+    return _options(args).settings(sql_url=getattr(args, "sql_url", None))
 
 
-def _flow_kwargs(args: argparse.Namespace, settings) -> dict[str, Any]:
-    return {
-        "force": args.force,
-        "k": args.k,
-        "models": args.models.split(",") if args.models else None,
-        "tune_calls": args.tune_calls,
-        "config_path": args.config,
-        "landing": str(settings.landing),
-        "warehouse": str(settings.warehouse),
-        "task_runner": args.task_runner,
-    }
+def _flow_options(args: argparse.Namespace, settings: Settings) -> RunOptions:
+    """The flow's options: the flags, landing and warehouse as ``settings`` resolved them."""
+    return _options(args).located(settings)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -198,7 +201,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     day = as_date(args.date)
     started = time.perf_counter()
-    steps = with_task_runner(nightly, settings.runner)(run_date=day, **_flow_kwargs(args, settings))
+    options = _flow_options(args, settings)
+    steps = with_task_runner(nightly, settings.runner)(run_date=day, options=options)
     _print_summary(settings, day, steps, time.perf_counter() - started)
     return 0
 
@@ -206,8 +210,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_backfill(args: argparse.Namespace) -> int:
     from flows.nightly import backfill
 
-    settings = _settings(args)
-    out = backfill(start=as_date(args.start), end=as_date(args.end), **_flow_kwargs(args, settings))
+    options = _flow_options(args, _settings(args))
+    out = backfill(start=as_date(args.start), end=as_date(args.end), options=options)
     print(
         f"backfill {args.start}..{args.end}: completed {out['completed']}, skipped {out['skipped']}"
     )
@@ -230,7 +234,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     day = landing_dates(settings.landing, "events")[-1]
     started = time.perf_counter()
-    steps = with_task_runner(nightly, settings.runner)(run_date=day, **_flow_kwargs(args, settings))
+    options = _flow_options(args, settings)
+    steps = with_task_runner(nightly, settings.runner)(run_date=day, options=options)
     _print_summary(settings, day, steps, time.perf_counter() - started)
     return 0
 
@@ -484,9 +489,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from deployments.serve import serve_all
 
     serve_all(
-        config_path=args.config,
-        landing=args.landing,
-        warehouse=args.warehouse,
+        _options(args),
         cron=args.cron,
         limit=args.limit,
         reports_port=args.reports_port,
@@ -497,7 +500,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from deployments.serve import deploy_all
 
-    ids = deploy_all(args.pool, args.config, args.landing, args.warehouse, cron=args.cron)
+    ids = deploy_all(args.pool, _options(args), cron=args.cron)
     print("\n".join(str(i) for i in ids))
     return 0
 

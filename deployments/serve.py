@@ -29,6 +29,8 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 from prefect.types.entrypoint import EntrypointType
 
+from flows.parameters import RunOptions
+
 __all__ = ["NIGHTLY_CRON", "build_deployments", "deploy_all", "serve_all"]
 
 NIGHTLY_CRON = "0 2 * * *"
@@ -40,34 +42,39 @@ def _queue(limit: int) -> ConcurrencyLimitConfig:
     return ConcurrencyLimitConfig(limit=limit, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
 
-def _defaults(
-    config_path: str | Path | None, landing: str | Path | None, warehouse: str | Path | None
-) -> dict[str, Any]:
-    """Default parameters of every deployment: absolute paths (runs may start in another cwd)."""
-    given = {"config_path": config_path, "landing": landing, "warehouse": warehouse}
+def _defaults(defaults: RunOptions | None) -> dict[str, Any]:
+    """Default parameters of every deployment: ``{"options": ...}`` with the options given, paths
+    made absolute (runs may start in another folder); ``{}`` when none is given."""
     from recsys_core.io import resolve_location
 
-    return {key: str(resolve_location(value)) for key, value in given.items() if value is not None}
+    if defaults is None:
+        return {}
+    paths = {
+        key: str(resolve_location(value))
+        for key in ("config_path", "landing", "warehouse")
+        if (value := getattr(defaults, key)) is not None
+    }
+    options = defaults.model_copy(update=paths).model_dump(mode="json", exclude_defaults=True)
+    return {"options": options} if options else {}
 
 
 def build_deployments(
-    config_path: str | Path | None = None,
-    landing: str | Path | None = None,
-    warehouse: str | Path | None = None,
+    defaults: RunOptions | None = None,
     cron: str = NIGHTLY_CRON,
     timezone: str = "UTC",
     tags: Sequence[str] = ("recsys",),
 ) -> list[RunnerDeployment]:
     """``[nightly, manual, backfill]`` as Prefect runner deployments (nothing is sent to the API).
 
-    ``config_path``, ``landing`` and ``warehouse`` become default parameters of all three; a
-    manual run or a backfill can still override them. The nightly deployment passes no
-    ``run_date``, so each scheduled run processes the previous day (UTC).
+    ``defaults`` (normally the config file, landing and warehouse) become the default ``options``
+    parameter of all three; a manual run or a backfill can still override any field of it. The
+    nightly deployment passes no ``run_date``, so each scheduled run processes the previous day
+    (UTC).
     """
     from deployments._backfill import backfill_via_deployments
     from flows.nightly import nightly
 
-    params = _defaults(config_path, landing, warehouse)
+    params = _defaults(defaults)
     common: dict[str, Any] = {
         "parameters": params,
         "tags": list(tags),
@@ -100,15 +107,14 @@ def build_deployments(
 
 
 def serve_all(
-    config_path: str | Path | None = None,
-    landing: str | Path | None = None,
-    warehouse: str | Path | None = None,
+    defaults: RunOptions | None = None,
     cron: str = NIGHTLY_CRON,
     limit: int | None = None,
     reports_port: int = 4201,
     reports_host: str = "127.0.0.1",
 ) -> None:
-    """Register the three deployments and run them from this process until interrupted.
+    """Register the three deployments (``defaults``: their default options) and run them from
+    this process until interrupted.
 
     Needs ``PREFECT_API_URL`` pointing at a Prefect server (``make server``) for the schedule and
     the UI; ``limit`` caps concurrent runs in this process (at least 3, or None for no cap).
@@ -134,9 +140,7 @@ def serve_all(
             "PREFECT_API_URL=http://127.0.0.1:4200/api first",
             file=sys.stderr,
         )
-    from flows.runtime import resolve_settings
-
-    settings = resolve_settings(config_path, landing=landing, warehouse=warehouse)
+    settings = (defaults or RunOptions()).settings()
     stale = _stale_landing_warning(settings.landing)
     if stale:
         print(f"recsys serve: warning: {stale}", file=sys.stderr)
@@ -152,7 +156,7 @@ def serve_all(
                 print(
                     f"recsys serve: warning: {exc}; report links stay file:// URLs", file=sys.stderr
                 )
-    serve(*build_deployments(config_path, landing, warehouse, cron=cron), limit=limit)
+    serve(*build_deployments(defaults, cron=cron), limit=limit)
 
 
 def _stale_landing_warning(landing: Any) -> str | None:
@@ -181,9 +185,7 @@ def _stale_landing_warning(landing: Any) -> str | None:
 
 def deploy_all(
     work_pool_name: str,
-    config_path: str | Path | None = None,
-    landing: str | Path | None = None,
-    warehouse: str | Path | None = None,
+    defaults: RunOptions | None = None,
     cron: str = NIGHTLY_CRON,
 ) -> list[UUID]:
     """Register the three deployments on a work pool (``prefect worker start --pool NAME`` runs them).
@@ -195,7 +197,7 @@ def deploy_all(
     from prefect import deploy
 
     return deploy(
-        *build_deployments(config_path, landing, warehouse, cron=cron),
+        *build_deployments(defaults, cron=cron),
         work_pool_name=work_pool_name,
         print_next_steps_message=False,
         ignore_warnings=True,

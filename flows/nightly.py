@@ -12,17 +12,17 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows.parameters import RunOptions
 from flows.runtime import (
     as_date,
     default_run_date,
     n_shards,
-    resolve_settings,
     shared_task_runner,
+    with_deployment_defaults,
     with_task_runner,
 )
 from recsys_core.config import Settings
 from recsys_core.io import Warehouse
-from recsys_core.models import ModelName
 from recsys_core.pipeline import backfill_plan
 from tasks.artifacts import backfill_rows, publish_backfill
 from tasks.steps import (
@@ -100,62 +100,27 @@ def run_pipeline(settings: Settings, run_date: dt.date, force: bool = False) -> 
 
 
 @flow(name="recsys-nightly", flow_run_name=_nightly_name, persist_result=False)
-def nightly(
-    run_date: dt.date | None = None,
-    force: bool = False,
-    k: int | None = None,
-    models: list[ModelName] | None = None,
-    tune_calls: int | None = None,
-    config_path: str | None = None,
-    landing: str | None = None,
-    warehouse: str | None = None,
-    task_runner: str | None = None,
-) -> dict[str, Any]:
+def nightly(run_date: dt.date | None = None, options: RunOptions = RunOptions()) -> dict[str, Any]:
     """Run every step for one date: ingest, clean, embed, train, evaluate, score, report.
 
     Args:
         run_date: The logical date to process (YYYY-MM-DD). Empty: the day before the scheduled
             start, in UTC.
-        force: Re-ingest and re-clean the date and re-tune the models. Otherwise completed
-            expensive work (embeddings of unchanged text, recent tuning) is reused.
-        k: Recommendations per user (default from the config, 10).
-        models: Candidate models, e.g. ["popularity", "ease", "itemknn"].
-        tune_calls: Bayesian-search budget (objective calls) per model.
-        config_path: TOML config file on the machine that runs the flow.
-        landing: Landing zone root (overrides the config).
-        warehouse: Warehouse root (overrides the config).
-        task_runner: threads, dask, or dask=ADDRESS.
+        options: How to run: force, K, models, search budget, config, landing, warehouse, task
+            runner. In a deployment run, the fields not given keep the deployment's defaults.
     """
     day = _scheduled_run_date(run_date)
-    settings = resolve_settings(
-        config_path,
-        landing=landing,
-        warehouse=warehouse,
-        k=k,
-        models=models,
-        tune_calls=tune_calls,
-        task_runner=task_runner,
-    )
+    options = with_deployment_defaults(options)
+    settings = options.settings()
     get_run_logger().info(
         "recsys-nightly %s: landing=%s warehouse=%s", day, settings.landing, settings.warehouse
     )
     with Warehouse(settings.warehouse).lock(f"run_date={day.isoformat()}"):
-        return run_pipeline(settings, day, force)
+        return run_pipeline(settings, day, options.force)
 
 
 @flow(name="recsys-backfill-local", flow_run_name=backfill_name, persist_result=False)
-def backfill(
-    start: dt.date,
-    end: dt.date,
-    force: bool = False,
-    k: int | None = None,
-    models: list[ModelName] | None = None,
-    tune_calls: int | None = None,
-    config_path: str | None = None,
-    landing: str | None = None,
-    warehouse: str | None = None,
-    task_runner: str | None = None,
-) -> dict[str, Any]:
+def backfill(start: dt.date, end: dt.date, options: RunOptions = RunOptions()) -> dict[str, Any]:
     """Every date from ``start`` to ``end`` in order, in this process (the CLI's backfill).
 
     A failed date stops the backfill with that date named; earlier dates keep their outputs.
@@ -163,27 +128,13 @@ def backfill(
     Args:
         start: First date (YYYY-MM-DD).
         end: Last date, inclusive.
-        force: Redo dates that are already complete.
-        k: Recommendations per user.
-        models: Candidate models.
-        tune_calls: Bayesian-search budget per model.
-        config_path: TOML config file.
-        landing: Landing zone root.
-        warehouse: Warehouse root.
-        task_runner: threads, dask, or dask=ADDRESS.
+        options: How to run each date; with force, dates already complete are redone.
     """
     first, last = as_date(start), as_date(end)
-    settings = resolve_settings(
-        config_path,
-        landing=landing,
-        warehouse=warehouse,
-        k=k,
-        models=models,
-        tune_calls=tune_calls,
-        task_runner=task_runner,
-    )
+    settings = options.settings()
+    options = options.located(settings)
     log = get_run_logger()
-    todo, skipped = backfill_plan(settings, first, last, force=force)
+    todo, skipped = backfill_plan(settings, first, last, force=options.force)
     for day in skipped:
         log.info("%s already complete: skipped (use force to redo)", day)
     done: list[str] = []
@@ -191,17 +142,7 @@ def backfill(
         child = with_task_runner(nightly, runner)
         for day in todo:
             try:
-                child(
-                    run_date=day,
-                    force=force,
-                    k=k,
-                    models=models,
-                    tune_calls=tune_calls,
-                    config_path=config_path,
-                    landing=str(settings.landing),
-                    warehouse=str(settings.warehouse),
-                    task_runner=task_runner,
-                )
+                child(run_date=day, options=options)
             except Exception as exc:
                 why = f"{type(exc).__name__}: {exc}"
                 publish_backfill(first, last, backfill_rows(todo, skipped, done, (day, why)))

@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from recsys_core.config import RunnerConfig, Settings, default_var_dir, load_settings
-from recsys_core.io import is_remote, parse_date, resolve_location
+from flows.parameters import RunOptions
+from recsys_core.config import RunnerConfig, Settings, default_var_dir
+from recsys_core.io import parse_date
 
 __all__ = [
     "PrefectHomeError",
@@ -25,8 +26,8 @@ __all__ = [
     "configure_environment",
     "default_run_date",
     "n_shards",
-    "resolve_settings",
     "shared_task_runner",
+    "with_deployment_defaults",
     "with_task_runner",
 ]
 
@@ -93,46 +94,17 @@ def default_run_date(today: dt.date | None = None) -> dt.date:
     return today - dt.timedelta(days=1)
 
 
-def resolve_settings(
-    config_path: str | Path | None = None,
-    *,
-    landing: str | Path | None = None,
-    warehouse: str | Path | None = None,
-    k: int | None = None,
-    models: list[str] | None = None,
-    tune_calls: int | None = None,
-    task_runner: str | None = None,
-    sql_url: str | None = None,
-    extra: dict[str, Any] | None = None,
-) -> Settings:
-    """Defaults < TOML file < ``RECSYS_*`` environment < explicit arguments."""
-    runner: dict[str, Any] = {}
-    if task_runner:
-        kind, _, address = task_runner.partition("=")
-        if kind not in ("threads", "dask"):
-            raise ValueError(
-                f"--task-runner {task_runner!r}: expected threads, dask or dask=ADDRESS"
-            )
-        runner = {"task_runner": kind, "dask_address": address or None}
-    overrides: dict[str, Any] = {
-        "landing": landing,
-        "warehouse": warehouse,
-        "k": k,
-        "train": {"models": models, "tune_calls": tune_calls},
-        "runner": runner,
-        "scoring": {"sql_url": sql_url or os.environ.get("RECSYS_SQL_URL") or None},
-    }
-    config_path = config_path or os.environ.get("RECSYS_CONFIG") or None
-    settings = load_settings(config_path, **overrides, **(extra or {}))
-    return settings.model_copy(
-        update={"landing": _absolute(settings.landing), "warehouse": _absolute(settings.warehouse)}
-    )
+def with_deployment_defaults(options: RunOptions) -> RunOptions:
+    """``options`` over the ``options`` default parameter of the deployment this flow run was
+    started from, field by field (:meth:`RunOptions.over`); unchanged outside a deployment run."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import deployment
 
-
-def _absolute(root: Path | str) -> Path | str:
-    """A local root made absolute; an object-store URL checked (its backend installed) and kept."""
-    loc = resolve_location(root)
-    return str(loc) if is_remote(loc) else loc
+    if deployment.id is None:
+        return options
+    with get_client(sync_client=True) as client:
+        defaults = client.read_deployment(deployment.id).parameters or {}
+    return options.over(defaults.get("options"))
 
 
 def n_shards(settings: Settings) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from flows.parameters import RunOptions
 from recsys_core.config import ConfigError, Settings, load_settings
 from recsys_core.ingest import (
     LandingLayoutError,
@@ -734,7 +735,7 @@ def test_flow_names_late_files_and_a_killed_forced_rerun_leaves_the_date_incompl
     )
     s = load_settings(cfg)
     wh = Warehouse(s.warehouse)
-    nightly(run_date=end, config_path=str(cfg))
+    nightly(run_date=end, options=RunOptions(config_path=str(cfg)))
     assert is_complete(s, end)
 
     early = end - dt.timedelta(days=2)
@@ -748,7 +749,7 @@ def test_flow_names_late_files_and_a_killed_forced_rerun_leaves_the_date_incompl
     task_log = logging.getLogger("prefect.task_runs")  # Prefect's loggers do not propagate
     task_log.addHandler(handler)
     try:
-        steps = nightly(run_date=end, config_path=str(cfg))  # no --force
+        steps = nightly(run_date=end, options=RunOptions(config_path=str(cfg)))  # no --force
     finally:
         task_log.removeHandler(handler)
     name = f"events/date={early.isoformat()}/late.csv (new)"
@@ -763,7 +764,7 @@ def test_flow_names_late_files_and_a_killed_forced_rerun_leaves_the_date_incompl
 
     monkeypatch.setenv("RECSYS_FAULT", "score:1")  # a forced re-run dies after clean and train
     with pytest.raises(InjectedFault):
-        nightly(run_date=end, config_path=str(cfg), force=True)
+        nightly(run_date=end, options=RunOptions(config_path=str(cfg), force=True))
     assert not wh.run_marker(end).exists()
     assert wh.recommendations(end).exists()  # last night's file is still there, but ...
     assert not is_complete(s, end)  # ... the date does not count as complete

@@ -63,8 +63,8 @@ def live_ui(tmp_path: Path) -> Iterator[dict[str, Any]]:
         procs.start(
             "serve",
             [sys.executable, "-c",
-             "from deployments.serve import serve_all; "
-             f"serve_all(config_path={str(cfg)!r}, reports_port={reports_port})"],
+             "from deployments.serve import serve_all; from flows.parameters import RunOptions; "
+             f"serve_all(RunOptions(config_path={str(cfg)!r}), reports_port={reports_port})"],
             env,
         )  # fmt: skip
         yield {

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from flows.parameters import RunOptions
 from recsys_core.io import Warehouse
 from recsys_core.landing import generate_synthetic
 
@@ -48,16 +49,17 @@ dask_workers = 2
 
 def test_dask_runner_matches_threads(prefect_harness, tmp_path):
     from flows.nightly import nightly
-    from flows.runtime import build_task_runner, resolve_settings
+    from flows.runtime import build_task_runner
 
     threads_cfg = _setup(tmp_path / "threads")
     dask_cfg = _setup(tmp_path / "dask")
-    nightly(run_date=END, config_path=str(threads_cfg))
+    nightly(run_date=END, options=RunOptions(config_path=str(threads_cfg)))
 
-    settings = resolve_settings(dask_cfg, task_runner="dask")
+    options = RunOptions(config_path=str(dask_cfg), task_runner="dask")
+    settings = options.settings()
     assert settings.runner.task_runner == "dask"
     on_dask = nightly.with_options(task_runner=build_task_runner(settings.runner))
-    steps = on_dask(run_date=END, config_path=str(dask_cfg), task_runner="dask")
+    steps = on_dask(run_date=END, options=options)
     assert steps["score"]["rows"] > 0
 
     a = pl.read_parquet(Warehouse(tmp_path / "threads" / "warehouse").recommendations(END))
@@ -143,7 +145,7 @@ def test_dask_workers_share_no_disk_with_the_driver(
     from recsys_core.io import read_parquet
 
     local_cfg = _setup(tmp_path / "local")
-    nightly(run_date=END, config_path=str(local_cfg))
+    nightly(run_date=END, options=RunOptions(config_path=str(local_cfg)))
 
     s3_cfg = _setup(tmp_path / "s3")
     landing = f"{s3_bucket}/landing"
@@ -189,8 +191,9 @@ def test_dask_workers_share_no_disk_with_the_driver(
                 )
                 steps = on_dask(
                     run_date=END,
-                    config_path=str(s3_cfg),
-                    task_runner=f"dask={cluster.scheduler_address}",
+                    options=RunOptions(
+                        config_path=str(s3_cfg), task_runner=f"dask={cluster.scheduler_address}"
+                    ),
                 )
                 assert pids == set(client.run(os.getpid).values())  # the same 2 workers
         finally:

@@ -22,6 +22,7 @@ from deployments import (
     serve_all,
     submit_child,
 )
+from flows.parameters import RunOptions
 from recsys_core.models import MODELS
 
 DAY = dt.date(2026, 1, 8)
@@ -30,7 +31,8 @@ DAY = dt.date(2026, 1, 8)
 @pytest.fixture(scope="module")
 def deployments_by_name(tmp_path_factory):
     root = tmp_path_factory.mktemp("deploy")
-    built = build_deployments(root / "recsys.toml", root / "landing", root / "warehouse")
+    paths = {"config_path": "recsys.toml", "landing": "landing", "warehouse": "warehouse"}
+    built = build_deployments(RunOptions(**{key: str(root / p) for key, p in paths.items()}))
     return {f"{d.flow_name}/{d.name}": d for d in built}, root
 
 
@@ -75,31 +77,39 @@ def test_paths_become_absolute_default_parameters(deployments_by_name, monkeypat
     deps, root = deployments_by_name
     for dep in deps.values():
         assert dep.parameters == {
-            "config_path": str(root / "recsys.toml"),
-            "landing": str(root / "landing"),
-            "warehouse": str(root / "warehouse"),
+            "options": {
+                "config_path": str(root / "recsys.toml"),
+                "landing": str(root / "landing"),
+                "warehouse": str(root / "warehouse"),
+            }
         }
     monkeypatch.chdir(tmp_path)
-    relative = build_deployments(landing="land", warehouse="wh")[1]
+    relative = build_deployments(RunOptions(landing="land", warehouse="wh", k=20))[1]
     assert relative.parameters == {
-        "landing": str(tmp_path / "land"),
-        "warehouse": str(tmp_path / "wh"),
+        "options": {"k": 20, "landing": str(tmp_path / "land"), "warehouse": str(tmp_path / "wh")}
     }
 
 
 def test_manual_parameters_render_as_a_typed_form(deployments_by_name):
     deps, _ = deployments_by_name
     schema = deps["recsys-nightly/manual"]._parameter_openapi_schema.model_dump()
-    props = schema["properties"]
-    assert list(props)[:5] == ["run_date", "force", "k", "models", "tune_calls"]
-    assert {"format": "date", "type": "string"} in props["run_date"]["anyOf"]
+    assert list(schema["properties"]) == ["run_date", "options"]
+    assert {"format": "date", "type": "string"} in schema["properties"]["run_date"]["anyOf"]
+    assert schema["properties"]["options"]["$ref"] == "#/definitions/RunOptions"
+    options = schema["definitions"]["RunOptions"]
+    assert options["additionalProperties"] is False  # a misspelt option is refused, not ignored
+    props = options["properties"]
+    assert list(props) == list(RunOptions.model_fields)
+    assert list(props)[:4] == ["force", "k", "models", "tune_calls"]
     assert props["force"]["type"] == "boolean" and props["force"]["default"] is False
-    assert {"type": "integer"} in props["k"]["anyOf"]
+    assert {"type": "integer", "minimum": 1, "maximum": 1000} in props["k"]["anyOf"]
     # the form offers the registered model names only: a typo such as "eaze" cannot be submitted
     array = next(a for a in props["models"]["anyOf"] if a.get("type") == "array")
     assert array["items"] == {"enum": sorted(MODELS, key=list(MODELS).index), "type": "string"}
-    assert {"type": "integer"} in props["tune_calls"]["anyOf"]
+    assert {"type": "integer", "minimum": 0} in props["tune_calls"]["anyOf"]
     assert schema["required"] == []
+    for name, field in props.items():  # the form explains every option
+        assert field.get("description"), f"option {name} has no description"
 
     backfill = deps["recsys-backfill/backfill"]._parameter_openapi_schema.model_dump()
     assert backfill["required"] == ["start", "end"]
@@ -107,9 +117,10 @@ def test_manual_parameters_render_as_a_typed_form(deployments_by_name):
         "format": "date", "position": 0, "title": "start", "type": "string",
         "description": "First date to run (YYYY-MM-DD).",
     }  # fmt: skip
-    # every backfill field has a description in the form, as the manual one does
-    for name, field in backfill["properties"].items():
-        assert field.get("description"), f"backfill parameter {name} has no description"
+    assert backfill["properties"]["options"]["$ref"] == "#/definitions/RunOptions"
+    assert backfill["definitions"]["RunOptions"] == options  # one model, the same form
+    for name in ("start", "end"):
+        assert backfill["properties"][name].get("description"), f"backfill {name} undescribed"
 
 
 def test_serve_rejects_a_limit_that_would_deadlock_a_backfill():
@@ -118,25 +129,29 @@ def test_serve_rejects_a_limit_that_would_deadlock_a_backfill():
 
 
 def test_child_parameters_are_json_and_leave_unset_values_to_the_deployment():
-    params = child_parameters(DAY, k=5, models=["ease"], warehouse="/w")
+    params = child_parameters(DAY, RunOptions(k=5, models=["ease"], warehouse="/w"))
     assert params == {
         "run_date": "2026-01-08",
-        "force": False,
-        "k": 5,
-        "models": ["ease"],
-        "warehouse": "/w",
+        "options": {"force": False, "k": 5, "models": ["ease"], "warehouse": "/w"},
     }
 
 
 def test_idempotency_key_is_per_deployment_date_and_parameters():
-    params = child_parameters(DAY, k=5)
+    params = child_parameters(DAY, RunOptions(k=5))
     key = idempotency_key(CHILD_DEPLOYMENT, DAY, params)
     assert key == idempotency_key(CHILD_DEPLOYMENT, DAY, dict(reversed(list(params.items()))))
     assert key.startswith("recsys-nightly/manual|2026-01-08|")
     other_day = DAY + dt.timedelta(days=1)
-    assert idempotency_key(CHILD_DEPLOYMENT, other_day, child_parameters(other_day, k=5)) != key
-    assert idempotency_key(CHILD_DEPLOYMENT, DAY, child_parameters(DAY, k=6)) != key
+    assert (
+        idempotency_key(CHILD_DEPLOYMENT, other_day, child_parameters(other_day, RunOptions(k=5)))
+        != key
+    )
+    assert idempotency_key(CHILD_DEPLOYMENT, DAY, child_parameters(DAY, RunOptions(k=6))) != key
     assert idempotency_key(CHILD_DEPLOYMENT, DAY, params, nonce="run-1") == f"{key}|run-1"
+    # the key of the parameters before the options were one parameter: a backfill resubmitted
+    # after the upgrade still finds the child runs it created before
+    flat = {"run_date": "2026-01-08", "force": False, "k": 5}
+    assert key == idempotency_key(CHILD_DEPLOYMENT, DAY, flat)
 
 
 # ---- against the Prefect test harness -------------------------------------------------------------
@@ -164,7 +179,7 @@ def test_resubmitting_a_date_finds_its_run_and_reschedules_a_failed_one(manual_d
     from prefect.states import Failed
 
     day = dt.date(2026, 2, 1)
-    params = child_parameters(day, k=3)
+    params = child_parameters(day, RunOptions(k=3))
     key = idempotency_key(CHILD_DEPLOYMENT, day, params)
     first, how = submit_child(day, params, key)
     assert how == "submitted" and first.name == "nightly-2026-02-01"
@@ -191,7 +206,7 @@ def test_resubmitting_a_date_finds_its_run_and_reschedules_a_failed_one(manual_d
     )
 
     # other parameters for the same date are other work: a new run
-    other = child_parameters(day, k=4)
+    other = child_parameters(day, RunOptions(k=4))
     new, _ = submit_child(day, other, idempotency_key(CHILD_DEPLOYMENT, day, other))
     assert new.id != first.id
 
@@ -205,13 +220,38 @@ def test_the_api_rejects_parameters_that_do_not_fit_the_form(manual_deployment_i
         with pytest.raises(
             PrefectHTTPStatusError, match=r"Validation failed for field '(\w+\.)?k'"
         ):
-            client.create_flow_run_from_deployment(manual_deployment_id, parameters={"k": "ten"})
+            client.create_flow_run_from_deployment(
+                manual_deployment_id, parameters={"options": {"k": "ten"}}
+            )
         with pytest.raises(
             PrefectHTTPStatusError, match=r"Validation failed for field '(\w+\.)?models'"
         ):
             client.create_flow_run_from_deployment(
-                manual_deployment_id, parameters={"models": "ease"}
+                manual_deployment_id, parameters={"options": {"models": "ease"}}
             )
+
+
+@pytest.mark.prefect
+def test_a_run_given_some_options_keeps_the_deployments_other_defaults(
+    manual_deployment_id, deployments_by_name, monkeypatch
+):
+    """Prefect replaces a whole parameter, so a run of the manual deployment given only
+    ``{"options": {"k": 3}}`` would lose the deployment's config, landing and warehouse."""
+    from flows.runtime import with_deployment_defaults
+
+    _, root = deployments_by_name
+    given = RunOptions.model_validate({"k": 3, "warehouse": "/elsewhere"})
+    assert with_deployment_defaults(given) == given  # not a deployment run: unchanged
+    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", str(manual_deployment_id))
+    assert with_deployment_defaults(given) == RunOptions(
+        k=3,
+        config_path=str(root / "recsys.toml"),
+        landing=str(root / "landing"),
+        warehouse="/elsewhere",  # given: wins over the deployment's
+    )
+    # a field given as null is given: back to the config's value, not the deployment's
+    cleared = with_deployment_defaults(RunOptions.model_validate({"landing": None}))
+    assert (cleared.landing, cleared.warehouse) == (None, str(root / "warehouse"))
 
 
 @pytest.mark.prefect
@@ -228,7 +268,7 @@ def test_backfill_skips_complete_dates_without_creating_child_runs(manual_deploy
     cfg.write_text('[train]\nmodels = ["popularity"]\ntune_calls = 2\n', encoding="utf-8")
     before = len(_runs_of(manual_deployment_id))
     out = backfill_via_deployments(
-        start=days[0], end=days[1], config_path=str(cfg), warehouse=str(wh.root)
+        start=days[0], end=days[1], options=RunOptions(config_path=str(cfg), warehouse=str(wh.root))
     )
     assert out == {"completed": [], "skipped": ["2026-01-08", "2026-01-09"], "runs": {}}
     assert len(_runs_of(manual_deployment_id)) == before
@@ -236,7 +276,9 @@ def test_backfill_skips_complete_dates_without_creating_child_runs(manual_deploy
     with pytest.raises(RuntimeError, match="recsys-nightly/absent is not registered"):
         submit_child(DAY, {}, "k", deployment="recsys-nightly/absent")
     with pytest.raises(ValueError, match="before start"):
-        backfill_via_deployments(start=days[1], end=days[0], config_path=str(cfg))
+        backfill_via_deployments(
+            start=days[1], end=days[0], options=RunOptions(config_path=str(cfg))
+        )
 
 
 @pytest.mark.prefect
@@ -248,11 +290,13 @@ def test_deploy_all_registers_the_three_on_a_work_pool(prefect_harness, tmp_path
         client.create_work_pool(
             WorkPoolCreate(name="recsys-test-pool", type="process"), overwrite=True
         )
-        ids = deploy_all("recsys-test-pool", warehouse=tmp_path / "wh", cron="15 3 * * *")
+        ids = deploy_all(
+            "recsys-test-pool", RunOptions(warehouse=str(tmp_path / "wh")), cron="15 3 * * *"
+        )
         deps = [client.read_deployment(i) for i in ids]
     assert [d.name for d in deps] == ["nightly", "manual", "backfill"]
     assert {d.work_pool_name for d in deps} == {"recsys-test-pool"}
     assert deps[0].schedules[0].schedule.cron == "15 3 * * *"
-    assert all(d.parameters == {"warehouse": str(tmp_path / "wh")} for d in deps)
+    assert all(d.parameters == {"options": {"warehouse": str(tmp_path / "wh")}} for d in deps)
     assert deps[0].entrypoint == "flows.nightly.nightly"
     assert [d.global_concurrency_limit.limit for d in deps] == [1, 1, 1]

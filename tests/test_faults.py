@@ -25,6 +25,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
+from flows.parameters import RunOptions
 from recsys_core.io import CorruptFileError, RunLockedError, Warehouse, read_parquet
 from recsys_core.landing import generate_synthetic
 
@@ -85,7 +86,7 @@ def baseline(prefect_harness, landing_master, tmp_path_factory) -> dict[str, obj
 
     tmp = tmp_path_factory.mktemp("baseline")
     cfg, wh = _fresh(tmp, landing_master)
-    nightly(run_date=END, config_path=str(cfg))
+    nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
     return {"tmp": tmp, **_outputs(wh)}
 
 
@@ -191,7 +192,7 @@ def test_late_partition_is_waited_for_then_ingested(baseline, tmp_path, landing_
     writer = threading.Thread(target=arrive)
     started = time.monotonic()
     writer.start()
-    state = nightly(run_date=END, config_path=str(cfg), return_state=True)
+    state = nightly(run_date=END, options=RunOptions(config_path=str(cfg)), return_state=True)
     writer.join()
     assert state.is_completed(), state.message
     assert time.monotonic() - started > 1.5
@@ -211,7 +212,7 @@ def test_late_partition_that_never_arrives_fails_naming_the_path(
     missing = tmp_path / "landing" / "events" / f"date={END.isoformat()}"
     started = time.monotonic()
     with pytest.raises(MissingPartitionError, match=re.escape(str(missing))):
-        nightly(run_date=END, config_path=str(cfg))
+        nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
     assert time.monotonic() - started >= 0.4  # two late-data waits happened
     assert not wh.recommendations(END).exists()
     assert not wh.run_marker(END).exists()
@@ -225,7 +226,7 @@ def test_a_step_failing_twice_completes_through_retries(
 
     cfg, wh = _fresh(tmp_path, landing_master, retries=2, retry_delay_seconds=0)
     monkeypatch.setenv("RECSYS_FAULT", "train:2")
-    state = nightly(run_date=END, config_path=str(cfg), return_state=True)
+    state = nightly(run_date=END, options=RunOptions(config_path=str(cfg)), return_state=True)
     assert state.is_completed(), state.message
     assert _task_run_counts(state.state_details.flow_run_id)["train"] == 3  # 2 failed + 1 good
     _assert_same_outputs(wh, baseline)
@@ -240,7 +241,7 @@ def test_too_few_retries_fail_the_run_and_leave_no_output(
     cfg, wh = _fresh(tmp_path, landing_master, retries=1, retry_delay_seconds=0)
     monkeypatch.setenv("RECSYS_FAULT", "train:2")
     with pytest.raises(InjectedFault, match="attempt 2 of 2"):
-        nightly(run_date=END, config_path=str(cfg))
+        nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
     assert not wh.recommendations(END).exists()
     assert not wh.run_marker(END).exists()
 
@@ -298,16 +299,16 @@ def test_rerun_after_failure_reuses_tuning_and_force_redoes_it(
     cfg, wh = _fresh(tmp_path, landing_master)
     monkeypatch.setenv("RECSYS_FAULT", "evaluate:1")
     with pytest.raises(InjectedFault):
-        nightly(run_date=END, config_path=str(cfg))
+        nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
     tuned = _mtimes(wh)
     monkeypatch.delenv("RECSYS_FAULT")
 
-    steps = nightly(run_date=END, config_path=str(cfg))
+    steps = nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
     assert _mtimes(wh) == tuned  # the search was not run again
     assert [c["tuned_on"] for c in steps["train"]["candidates"]] == [END.isoformat()] * len(MODELS)
     _assert_same_outputs(wh, baseline)
 
-    nightly(run_date=END, config_path=str(cfg), force=True)
+    nightly(run_date=END, options=RunOptions(config_path=str(cfg), force=True))
     after = _mtimes(wh)
     assert all(after[key] > tuned[key] for key in tuned)  # force re-tuned every model
     _assert_same_outputs(wh, baseline)
@@ -325,14 +326,14 @@ def test_rerun_after_failure_does_not_embed_unchanged_items_again(
     cfg.write_text(cfg.read_text().replace("enabled = false", "enabled = true"), encoding="utf-8")
     monkeypatch.setenv("RECSYS_FAULT", "train:1")
     with pytest.raises(InjectedFault):
-        nightly(run_date=END, config_path=str(cfg))
+        nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
     table = wh.item_embeddings
     embedded_at = table.stat().st_mtime_ns
     n_vectors = read_parquet(table).height
     assert n_vectors > 0
     monkeypatch.delenv("RECSYS_FAULT")
 
-    steps = nightly(run_date=END, config_path=str(cfg))
+    steps = nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
     embed = steps["embed"]
     assert (embed["n_embedded"], embed["n_reused"], embed["written"]) == (0, n_vectors, False)
     assert table.stat().st_mtime_ns == embedded_at
@@ -351,7 +352,7 @@ def test_second_run_for_the_same_date_exits_with_a_clear_message(
     result: dict[str, object] = {}
     first = threading.Thread(
         target=lambda: result.update(
-            state=nightly(run_date=END, config_path=str(cfg), return_state=True)
+            state=nightly(run_date=END, options=RunOptions(config_path=str(cfg)), return_state=True)
         )
     )
     first.start()
@@ -367,7 +368,7 @@ def test_second_run_for_the_same_date_exits_with_a_clear_message(
             time.sleep(0.05)
         lock_file = wh.root / "_locks" / f"run_date={END.isoformat()}.lock"
         with pytest.raises(RunLockedError, match=re.escape(str(lock_file)) + r".*pid="):
-            nightly(run_date=END, config_path=str(cfg))
+            nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
         assert not wh.recommendations(END).exists()
     finally:
         for held, part in moved:
@@ -389,5 +390,5 @@ def test_a_corrupt_warehouse_file_is_named(baseline, tmp_path, damage):
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"PAR1 not really")
     with pytest.raises(CorruptFileError, match=re.escape(str(victim))):
-        nightly(run_date=END, config_path=str(tmp_path / "recsys.toml"))
+        nightly(run_date=END, options=RunOptions(config_path=str(tmp_path / "recsys.toml")))
     assert read_parquet(wh.recommendations(END)).equals(baseline["recs"])  # last good output kept

@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from flows.parameters import RunOptions
 from recsys_core.io import Warehouse, read_json
 from recsys_core.landing import generate_synthetic
 
@@ -71,7 +72,7 @@ def test_nightly_end_to_end(prefect_harness, landing_env):
     from flows.nightly import nightly
 
     tmp, cfg = landing_env
-    steps = nightly(run_date=END, config_path=str(cfg))
+    steps = nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
     wh = Warehouse(tmp / "warehouse")
 
     # every landing partition up to END was ingested and cleaned; counts reconcile per date
@@ -108,9 +109,9 @@ def test_rerun_replaces_and_is_identical(prefect_harness, landing_env):
     from flows.nightly import nightly
 
     tmp, cfg = landing_env
-    nightly(run_date=END, config_path=str(cfg))
+    nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
     first = _recs(tmp, END)
-    nightly(run_date=END, config_path=str(cfg), force=True)
+    nightly(run_date=END, options=RunOptions(config_path=str(cfg), force=True))
     second = _recs(tmp, END)
     assert first.equals(second)
     # one partition file, no temporary leftovers
@@ -126,7 +127,7 @@ def test_recommendations_published_to_sql(prefect_harness, landing_env, monkeypa
     tmp, cfg = landing_env
     url = f"sqlite:///{tmp / 'serving.db'}"
     monkeypatch.setenv("RECSYS_SQL_URL", url)
-    steps = nightly(run_date=END, config_path=str(cfg))
+    steps = nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
     assert steps["sql"]["rows"] == steps["score"]["rows"] > 0
     served = read_recommendations_sql(url, END).sort(["user_id", "rank"])
     parquet = _recs(tmp, END).sort(["user_id", "rank"])
@@ -146,7 +147,7 @@ def test_future_partitions_are_never_read(prefect_harness, landing_env):
             if part.name > f"date={day.isoformat()}":
                 for f in part.iterdir():
                     f.write_bytes(b"\x00not a valid file\x00")
-    nightly(run_date=day, config_path=str(cfg))
+    nightly(run_date=day, options=RunOptions(config_path=str(cfg)))
     wh = Warehouse(tmp / "warehouse")
     assert max(wh.raw_dates("events")) == day
     assert _recs(tmp, day).height > 0
@@ -157,16 +158,22 @@ def test_backfill_skips_complete_dates_and_names_a_failed_one(prefect_harness, l
 
     tmp, cfg = landing_env
     start = END - dt.timedelta(days=2)
-    out = backfill(start=start, end=END - dt.timedelta(days=1), config_path=str(cfg))
+    out = backfill(
+        start=start, end=END - dt.timedelta(days=1), options=RunOptions(config_path=str(cfg))
+    )
     assert out["completed"] == [start.isoformat(), (start + dt.timedelta(days=1)).isoformat()]
-    out = backfill(start=start, end=END, config_path=str(cfg))
+    out = backfill(start=start, end=END, options=RunOptions(config_path=str(cfg)))
     assert out["skipped"] == [start.isoformat(), (start + dt.timedelta(days=1)).isoformat()]
     assert out["completed"] == [END.isoformat()]
 
     # a missing landing partition stops the backfill at that date; earlier dates stay complete
     later = END + dt.timedelta(days=1)
     with pytest.raises(RuntimeError, match=f"backfill stopped at {later.isoformat()}: "):
-        backfill(start=END, end=later + dt.timedelta(days=1), config_path=str(cfg), force=True)
+        backfill(
+            start=END,
+            end=later + dt.timedelta(days=1),
+            options=RunOptions(config_path=str(cfg), force=True),
+        )
     assert Warehouse(tmp / "warehouse").recommendations(END).is_file()
     assert not Warehouse(tmp / "warehouse").recommendations(later).exists()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from flows.parameters import RunOptions
 from recsys_core.io import Warehouse, read_json
 from recsys_core.landing import replay_movielens
 
@@ -46,7 +47,7 @@ retries = 0
         encoding="utf-8",
     )
     first = dt.date(2018, 9, 20)
-    steps = nightly(run_date=first, config_path=str(cfg))
+    steps = nightly(run_date=first, options=RunOptions(config_path=str(cfg)))
     wh = Warehouse(tmp_path / "warehouse")
 
     # the first night loads every partition up to the run date, none after it
@@ -66,7 +67,7 @@ retries = 0
     assert steps["evaluate"]["challenger_metrics"]["n_users"] > 0
 
     # 2018-09-21 has no rating: the replay lands an empty partition and the night still runs
-    out = backfill(start=first, end=dt.date(2018, 9, 22), config_path=str(cfg))
+    out = backfill(start=first, end=dt.date(2018, 9, 22), options=RunOptions(config_path=str(cfg)))
     assert out["skipped"] == ["2018-09-20"]
     assert out["completed"] == ["2018-09-21", "2018-09-22"]
     for d in out["completed"]:

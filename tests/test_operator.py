@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.parameters import RunOptions
 from recsys_core.errors import is_transient
 from recsys_core.ingest import LandingSchemaError, MissingPartitionError
 from recsys_core.io import CorruptFileError, RunLockedError
@@ -246,7 +247,7 @@ def test_two_nights_add_to_the_same_artifact_keys_and_a_typo_fails_before_work(
 
     cfg = _config(tmp_path, landing_master)
     before = {key: len(_artifacts(key)) for key in ("recsys-night", "recsys-report")}
-    backfill(start=END - dt.timedelta(days=1), end=END, config_path=str(cfg))
+    backfill(start=END - dt.timedelta(days=1), end=END, options=RunOptions(config_path=str(cfg)))
 
     nights = _artifacts("recsys-night")
     assert len(nights) == before["recsys-night"] + 2  # one key, a version per night
@@ -273,9 +274,10 @@ def test_two_nights_add_to_the_same_artifact_keys_and_a_typo_fails_before_work(
     ]
 
     # an unknown model is refused by the flow's parameter schema: no task runs at all
-    state = nightly(run_date=END, models=["eaze"], config_path=str(cfg), return_state=True)
+    options = {"models": ["eaze"], "config_path": str(cfg)}  # JSON, as the API would send it
+    state = nightly(run_date=END, options=options, return_state=True)
     assert state.is_failed()
-    assert "models.0: Input should be 'popularity', 'itemknn', 'ease'" in str(state.message)
+    assert "options.models.0: Input should be 'popularity', 'itemknn', 'ease'" in str(state.message)
     assert _task_names(state.state_details.flow_run_id) == []
 
 

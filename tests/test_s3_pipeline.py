@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from flows.parameters import RunOptions
 from recsys_core.io import (
     RunLockedError,
     Warehouse,
@@ -94,7 +95,7 @@ def local_baseline(prefect_harness, landing_master, tmp_path_factory) -> dict[st
 
     tmp = tmp_path_factory.mktemp("local-baseline")
     cfg = _config(tmp / "recsys.toml", str(landing_master), str(tmp / "warehouse"))
-    backfill(start=START, end=END, config_path=str(cfg))
+    backfill(start=START, end=END, options=RunOptions(config_path=str(cfg)))
     return _outputs(Warehouse(tmp / "warehouse"))
 
 
@@ -128,7 +129,7 @@ def test_backfill_and_rerun_on_s3_equal_local_disk(
 
     landing = _upload_landing(landing_master, s3_bucket)
     cfg = _config(tmp_path / "recsys.toml", landing, f"{s3_bucket}/warehouse")
-    out = backfill(start=START, end=END, config_path=str(cfg))
+    out = backfill(start=START, end=END, options=RunOptions(config_path=str(cfg)))
     assert out["completed"] == [START.isoformat(), END.isoformat()]
     wh = Warehouse(f"{s3_bucket}/warehouse")
     _assert_same(wh, local_baseline)
@@ -137,7 +138,9 @@ def test_backfill_and_rerun_on_s3_equal_local_disk(
     assert marker["settings"]["warehouse"] == f"{s3_bucket}/warehouse"
     assert exists(wh.report_dir(END) / "report.html")
 
-    nightly(run_date=END, config_path=str(cfg))  # a re-run replaces the date identically
+    nightly(
+        run_date=END, options=RunOptions(config_path=str(cfg))
+    )  # a re-run replaces the date identically
     _assert_same(wh, local_baseline)
     _no_leftovers(wh)
 
@@ -164,7 +167,7 @@ def test_sigkill_mid_run_on_s3_leaves_nothing_visible(
     landing = _upload_landing(landing_master, s3_bucket)
     cfg = _config(tmp_path / "recsys.toml", landing, f"{s3_bucket}/warehouse")
     wh = Warehouse(f"{s3_bucket}/warehouse")
-    nightly(run_date=START, config_path=str(cfg))
+    nightly(run_date=START, options=RunOptions(config_path=str(cfg)))
     lease = {"RECSYS_LOCK_LEASE_SECONDS": "6"}
     res = _cli(
         "run", "--date", END.isoformat(), "--config", str(cfg), cwd=tmp_path,
@@ -202,7 +205,7 @@ def test_two_concurrent_runs_of_one_date_on_s3(local_baseline, landing_master, s
         late_data_delay_seconds=0.25,
     )
     wh = Warehouse(f"{s3_bucket}/warehouse")
-    backfill(start=START, end=START, config_path=str(cfg))
+    backfill(start=START, end=START, options=RunOptions(config_path=str(cfg)))
     held = []
     for kind in ("items", "events"):
         part = landing / kind / f"date={END.isoformat()}"
@@ -213,7 +216,7 @@ def test_two_concurrent_runs_of_one_date_on_s3(local_baseline, landing_master, s
     result: dict[str, object] = {}
     first = threading.Thread(
         target=lambda: result.update(
-            state=nightly(run_date=END, config_path=str(cfg), return_state=True)
+            state=nightly(run_date=END, options=RunOptions(config_path=str(cfg)), return_state=True)
         )
     )
     first.start()
@@ -224,7 +227,7 @@ def test_two_concurrent_runs_of_one_date_on_s3(local_baseline, landing_master, s
             time.sleep(0.05)
         lock = f"{s3_bucket}/warehouse/_locks/run_date={END.isoformat()}.lock"
         with pytest.raises(RunLockedError, match=re.escape(lock) + r" \(pid \d+ on "):
-            nightly(run_date=END, config_path=str(cfg))
+            nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
         assert not exists(wh.recommendations(END))
     finally:
         for aside, part in held:

@@ -172,7 +172,8 @@ def live(tmp_path: Path) -> Iterator[dict[str, Any]]:
         procs.start(
             "serve",
             [sys.executable, "-c",
-             f"from deployments.serve import serve_all; serve_all(config_path={str(cfg)!r}, reports_port=0)"],
+             "from deployments.serve import serve_all; from flows.parameters import RunOptions; "
+             f"serve_all(RunOptions(config_path={str(cfg)!r}), reports_port=0)"],
             env,
         )  # fmt: skip
         yield {"url": url, "port": port, "tmp": tmp_path, "procs": procs}
@@ -238,11 +239,12 @@ def test_serve_trigger_backfill_and_resubmit(live):
         backfill = _deployment(client, "recsys-backfill/backfill", procs)
         nightly = _deployment(client, "recsys-nightly/nightly", procs)
         assert nightly.schedules[0].schedule.cron == "0 2 * * *"
-        assert nightly.parameters["config_path"] == str(tmp / "recsys.toml")
+        assert nightly.parameters == {"options": {"config_path": str(tmp / "recsys.toml")}}
 
-        # 1. a manual run for the first date, through the API (what the UI's form does)
+        # 1. a manual run for the first date, through the API (what the UI's form does); it names
+        # one option only, and still runs with the deployment's config (merged field by field)
         run = client.create_flow_run_from_deployment(
-            manual.id, parameters={"run_date": DATES[0].isoformat()}
+            manual.id, parameters={"run_date": DATES[0].isoformat(), "options": {"force": False}}
         )
         run = _wait_final(client, run.id, procs)
         assert run.name == f"nightly-{DATES[0].isoformat()}"

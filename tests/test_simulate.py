@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from flows.parameters import RunOptions
 from recsys_core import pipeline
 from recsys_core.abtest import NO_FEEDBACK, ExperimentChangedError, readout_step, simulate
 from recsys_core.abtest._simulate import _START
@@ -200,9 +201,9 @@ attribution_days = 1
 """,
         encoding="utf-8",
     )
-    first = nightly(run_date=end - dt.timedelta(days=1), config_path=str(cfg))
+    first = nightly(run_date=end - dt.timedelta(days=1), options=RunOptions(config_path=str(cfg)))
     assert first["abtest"]["decision"] == NO_FEEDBACK
-    steps = nightly(run_date=end, config_path=str(cfg))
+    steps = nightly(run_date=end, options=RunOptions(config_path=str(cfg)))
     ab = steps["abtest"]
     assert ab["nights_with_feedback"] == 1 and ab["experiment"] == "flow-test"
     assert sum(a["assigned_users"] for a in ab["arms"]) > 0

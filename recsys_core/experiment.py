@@ -32,8 +32,6 @@ Outputs in ``out_dir``: ``recommendations.parquet`` (best model), ``recommendati
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,7 +40,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from recsys_core.evaluation import align_per_user, paired_bootstrap
+from recsys_core.evaluation import align_per_user, make_model_id, paired_bootstrap
 from recsys_core.interactions import Interactions
 from recsys_core.io import atomic_write_json, atomic_write_parquet
 from recsys_core.metrics import METRIC_NAMES, mean_metrics, ranking_metrics
@@ -216,11 +214,6 @@ def _read_embeddings(
     return items, embedder(items)
 
 
-def _model_id(name: str, params: dict[str, Any]) -> str:
-    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-    return f"{name}-{digest}"
-
-
 def tuning_split(
     train_df: pl.DataFrame,
     vocab: Sequence[str],
@@ -333,7 +326,7 @@ def run_experiment(
             full_train, items=items, item_embeddings=embeddings
         )
         fit_seconds = time.perf_counter() - t0
-        model_id = _model_id(name, params)
+        model_id = make_model_id(name, None, params)
         recs = model.recommend(test_users, k, exclude_seen=True).with_columns(
             pl.lit(model_id).alias("model_id")
         )

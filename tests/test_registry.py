@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recsys_core.evaluation import ModelRegistry, UnknownModelError, make_model_id
+from recsys_core.evaluation import MODEL_ID_RE, ModelRegistry, UnknownModelError, make_model_id
 from recsys_core.interactions import Interactions
 from recsys_core.io import Warehouse
 from recsys_core.models import EASE, Popularity
@@ -62,6 +62,11 @@ def test_make_model_id_is_deterministic_and_safe():
     for bad in ("../etc", "EASE", "ease/x", "", "a b"):
         with pytest.raises(ValueError, match="model name"):
             make_model_id(bad, DAY, {})
+    # the scheme of the ids already in warehouses is unchanged (they are looked up by id)
+    assert make_model_id("ease", DAY, {"reg": 250.0}) == "ease-2026-01-31-1c4e0917"
+    # one scheme: without a run date (recsys experiment) the same digest, no date
+    assert make_model_id("ease", None, {"reg": 250.0}) == "ease-1c4e0917"
+    assert MODEL_ID_RE.match(make_model_id("ease", None, {"reg": 250.0}))
 
 
 @pytest.mark.parametrize("bad", ["../x", "x/y", ".hidden", "champion.json", "A-1", "", "x" * 200])

@@ -92,19 +92,25 @@ def _check_id(model_id: str) -> str:
     return model_id
 
 
-def make_model_id(name: str, run_date: dt.date | str, params: dict[str, Any]) -> str:
-    """``<name>-<YYYY-MM-DD>-<8 hex>`` where the hex is a hash of the sorted-JSON ``params``.
+def make_model_id(name: str, run_date: dt.date | str | None, params: dict[str, Any]) -> str:
+    """The one model-id scheme: ``<name>-<YYYY-MM-DD>-<8 hex>`` for a model trained for a run
+    date (the nightly's registry), ``<name>-<8 hex>`` without one (``recsys experiment``); the
+    hex is a SHA-256 of the sorted-JSON ``params``. Both match :data:`MODEL_ID_RE`.
 
     >>> make_model_id("ease", dt.date(2026, 1, 31), {"reg": 250.0})
     'ease-2026-01-31-1c4e0917'
+    >>> make_model_id("ease", None, {"reg": 250.0})
+    'ease-1c4e0917'
     """
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError(
             f"model name {name!r} must be lowercase letters, digits and '_' (regex {_NAME_RE.pattern})"
         )
-    day = run_date if isinstance(run_date, dt.date) else dt.date.fromisoformat(str(run_date))
     blob = json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
     digest = hashlib.sha256(blob.encode("utf-8")).hexdigest()[:8]
+    if run_date is None:
+        return _check_id(f"{name}-{digest}")
+    day = run_date if isinstance(run_date, dt.date) else dt.date.fromisoformat(str(run_date))
     return _check_id(f"{name}-{day.isoformat()}-{digest}")
 
 

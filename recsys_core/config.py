@@ -1,10 +1,11 @@
 """One typed configuration for the whole pipeline.
 
-Every setting lives in a pydantic model with ``extra="forbid"`` so that a typo in a TOML file or a
-flow parameter is an error, not a silently ignored key. The same models are the flows' parameters,
-so the Prefect UI renders them as a validated form.
+Every setting lives in a pydantic model with ``extra="forbid"`` so that a typo in a TOML file is
+an error, not a silently ignored key. A run's own options (``flows.parameters.RunOptions``: K,
+models, search budget, paths, task runner) are the flows' parameters, which the Prefect UI renders
+as a validated form; they are layered over these settings.
 
-Load order (later wins): defaults < TOML file < explicit overrides (flow parameters / CLI flags).
+Load order (later wins): defaults < TOML file < explicit overrides (run options / CLI flags).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -42,7 +43,8 @@ __all__ = [
 ]
 
 EventType = Literal["view", "click", "add_to_cart", "purchase", "rating"]
-EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
+#: The event types of the clean schema, in this order (generators index into it).
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
 
 def default_var_dir() -> Path:

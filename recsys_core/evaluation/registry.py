@@ -323,7 +323,8 @@ class ModelRegistry:
                 if key in _cache:
                     _cache.move_to_end(key)
                     return _cache[key]
-        with local_copy(self.model_dir(model_id)) as local:
+        files = entry.get("files")  # ``<id>/v-.../`` on an object store, else ``<id>/``
+        with local_copy(self.root / model_id / files if files else self.root / model_id) as local:
             model = Recommender.load(local)
         if cached:
             with _cache_lock:
@@ -331,11 +332,6 @@ class ModelRegistry:
                 while len(_cache) > _CACHE_SIZE:
                     _cache.popitem(last=False)
         return model
-
-    def model_dir(self, model_id: str) -> Any:
-        """Where the model's files are (``<id>/``, or ``<id>/v-.../`` on an object store)."""
-        files = self.entry(model_id).get("files")
-        return self.root / model_id / files if files else self.root / model_id
 
     # ---- internals ----------------------------------------------------------------------------
     def _pointer(self) -> dict[str, Any] | None:

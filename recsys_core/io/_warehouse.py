@@ -192,16 +192,6 @@ class Warehouse:
     def clean_dates(self, kind: str) -> list[dt.date]:
         return self._dates_with(self.root / "clean" / kind, "part-0.parquet")
 
-    def clean_files(
-        self, kind: str, until: dt.date, since: dt.date | None = None
-    ) -> list[Location]:
-        """Clean partition files dated in ``[since, until]`` — never after ``until``."""
-        return [
-            self.clean(kind, d)
-            for d in self.clean_dates(kind)
-            if d <= until and (since is None or d >= since)
-        ]
-
     def completed_run_dates(self) -> list[dt.date]:
         return partition_dates(self.root / "runs")
 

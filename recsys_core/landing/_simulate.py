@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recsys_core.config import EVENT_TYPES
 from recsys_core.landing._vocab import THEMES
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 MIN_GAP_SECONDS = 300
-TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
+TYPES: tuple[str, ...] = EVENT_TYPES  # the generated ``type`` codes index into it
 _WEEKDAY = np.array([0.85, 0.9, 0.95, 1.0, 1.1, 1.35, 1.25])  # Monday .. Sunday
 _HOUR = np.array(
     [0.3, 0.2, 0.15, 0.1, 0.1, 0.15, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9]

@@ -428,8 +428,8 @@ def _wide():
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from recsys_core.evaluation import ModelRegistry
     from recsys_core.io import Warehouse
+    from recsys_core.registry import ModelRegistry
 
     reg = ModelRegistry(Warehouse(_settings(args).warehouse).models_dir)
     champ = reg.champion()
@@ -443,8 +443,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from recsys_core.evaluation import ModelRegistry
     from recsys_core.io import Warehouse
+    from recsys_core.registry import ModelRegistry
 
     reg = ModelRegistry(Warehouse(_settings(args).warehouse).models_dir)
     reg.promote(args.model_id, args.reason)
@@ -453,8 +453,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from recsys_core.evaluation import ModelRegistry
     from recsys_core.io import Warehouse
+    from recsys_core.registry import ModelRegistry
 
     reg = ModelRegistry(Warehouse(_settings(args).warehouse).models_dir)
     entry = reg.rollback()

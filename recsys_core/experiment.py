@@ -40,11 +40,12 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from recsys_core.evaluation import align_per_user, make_model_id, paired_bootstrap
+from recsys_core.evaluation import align_per_user, paired_bootstrap
 from recsys_core.interactions import Interactions
 from recsys_core.io import atomic_write_json, atomic_write_parquet
 from recsys_core.metrics import METRIC_NAMES, mean_metrics, ranking_metrics
 from recsys_core.models import get_model_class
+from recsys_core.registry import make_model_id
 from recsys_core.tuning import (
     TuningResult,
     convergence_plot,

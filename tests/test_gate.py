@@ -18,9 +18,9 @@ import pytest
 
 from recsys_core import pipeline
 from recsys_core.config import Settings
-from recsys_core.evaluation import ModelRegistry
 from recsys_core.io import Warehouse, atomic_write_parquet, read_parquet
 from recsys_core.landing import generate_synthetic
+from recsys_core.registry import ModelRegistry
 
 END = dt.date(2026, 1, 31)
 D1, D2 = END - dt.timedelta(days=1), END

@@ -10,10 +10,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recsys_core.evaluation import MODEL_ID_RE, ModelRegistry, UnknownModelError, make_model_id
 from recsys_core.interactions import Interactions
 from recsys_core.io import Warehouse
 from recsys_core.models import EASE, Popularity
+from recsys_core.registry import MODEL_ID_RE, ModelRegistry, UnknownModelError, make_model_id
 
 DAY = dt.date(2026, 1, 31)
 

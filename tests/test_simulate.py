@@ -218,7 +218,7 @@ attribution_days = 1
 def test_winner_is_promoted_only_when_asked(world, tmp_path):
     import shutil
 
-    from recsys_core.evaluation import ModelRegistry
+    from recsys_core.registry import ModelRegistry
 
     shutil.copytree(world["warehouse"], tmp_path / "warehouse")
     wh = Warehouse(tmp_path / "warehouse")

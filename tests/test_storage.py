@@ -219,7 +219,7 @@ def _fitted():
 
 
 def test_registry_on_each_backend(root):
-    from recsys_core.evaluation import ModelRegistry
+    from recsys_core.registry import ModelRegistry
 
     reg = ModelRegistry(location(root) / "models")
     model = _fitted()
@@ -252,7 +252,7 @@ def test_registry_on_each_backend(root):
 
 def test_s3_concurrent_promotions_keep_every_change(s3_bucket):
     """Compare-and-swap on champion.json: 6 concurrent promotions, none lost from the chain."""
-    from recsys_core.evaluation import ModelRegistry
+    from recsys_core.registry import ModelRegistry
 
     reg = ModelRegistry(f"{s3_bucket}/models")
     model = _fitted()

@@ -102,7 +102,7 @@ def test_unknown_models_in_the_overrides_are_config_errors() -> None:
 def test_the_search_runs_on_a_capped_user_sample_and_the_challenger_on_every_user(
     root: Path,
 ) -> None:
-    from recsys_core.evaluation import ModelRegistry
+    from recsys_core.registry import ModelRegistry
 
     wh = Warehouse(root / "warehouse")
     train_step(settings(root), END, force=True)  # the default cap, 50,000, is above 60 users

@@ -129,7 +129,7 @@ def _maybe_promote(
     settings: Settings, wh: Warehouse, out: dict[str, Any], run_date: dt.date
 ) -> str | None:
     """Promote the winning arm's model of ``run_date`` (off unless ``abtest.promote_winner``)."""
-    from recsys_core.evaluation import ModelRegistry
+    from recsys_core.registry import ModelRegistry
 
     winner = out.get("winner")
     if not winner:

@@ -87,7 +87,7 @@ def finalize_step(settings: Settings, run_date: dt.date, steps: dict[str, Any]) 
 def _serving_models(wh: Warehouse, recs: Any) -> list[dict[str, Any]]:
     """``[{model_id, name, params}]`` of the models behind tonight's recommendations, so that the
     next night can tell a drift caused by a new model or a re-tune from one in the data."""
-    from recsys_core.evaluation.registry import ModelRegistry, UnknownModelError
+    from recsys_core.registry import ModelRegistry, UnknownModelError
 
     registry = ModelRegistry(wh.models_dir)
     out = []

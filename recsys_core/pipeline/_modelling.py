@@ -30,18 +30,17 @@ from recsys_core.config import Settings
 from recsys_core.embeddings import embed_catalog, load_embeddings
 from recsys_core.evaluation import (
     Decision,
-    ModelRegistry,
     compare_metrics,
     decide_promotion,
     evaluate,
     event_day,
-    make_model_id,
     temporal_split,
 )
 from recsys_core.io import Location, Warehouse, atomic_write_json, exists, read_json
 from recsys_core.models import get_model_class
 from recsys_core.pipeline._context import DataWindow, code_version, jsonable, load_window
 from recsys_core.pipeline._faults import maybe_fail
+from recsys_core.registry import ModelRegistry, make_model_id
 from recsys_core.tuning import pick_best
 
 __all__ = ["embed_step", "evaluate_step", "prepare_arms", "train_step"]

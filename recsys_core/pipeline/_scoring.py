@@ -14,10 +14,10 @@ from typing import Any
 import polars as pl
 
 from recsys_core.config import Settings
-from recsys_core.evaluation import ModelRegistry
 from recsys_core.ingest import load_catalog, load_clean_events
 from recsys_core.io import Warehouse, atomic_write_parquet, delete_tree, read_json, read_parquet
 from recsys_core.pipeline._faults import maybe_fail
+from recsys_core.registry import ModelRegistry
 from recsys_core.schema import RECOMMENDATIONS_SCHEMA
 
 __all__ = [

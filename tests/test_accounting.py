@@ -562,6 +562,7 @@ def test_a_failed_write_names_the_path(settings: Settings, monkeypatch, error, k
 
     put(settings.landing, "events", D1, "a.csv", csv(ev(D1, "10:00:00", "e1")))
     monkeypatch.setattr(pq, "write_table", full)
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", full)  # raw partitions: polars' writer
     target = Warehouse(settings.warehouse).raw("events", D1)
     with pytest.raises(kind) as err:
         ingest_step(settings, D1)

@@ -307,12 +307,53 @@ def test_long_ids_are_quarantined(landing: Path, wh: Warehouse) -> None:
         ("1767520800000", None),  # milliseconds are not seconds
         ("", None),
         (None, None),
+        # the quick paths' edges (whole seconds, plain UTC) give what the general ones give
+        ("2024-02-29T23:59:59Z", "2024-02-29T23:59:59"),
+        ("2026-02-30T00:00:00Z", None),
+        ("2026-01-04T10:00:60Z", "2026-01-04T10:01:00"),  # a leap second, as chrono reads it
+        ("2026-01-04T10:00:00z", "2026-01-04T10:00:00"),
+        ("2026-01-04T10:00:00ZZ", None),
+        ("253402300799", "9999-12-31T23:59:59"),
+        ("253402300800", None),
+        ("007", "1970-01-01T00:00:07"),
+        ("+1767520800", "2026-01-04T10:00:00"),
+        ("-1", "1969-12-31T23:59:59"),
+        ("\uff11\uff17\uff16\uff17\uff15\uff12\uff10\uff18\uff10\uff10", None),  # full-width digits
     ],
 )
 def test_timestamp_forms(text: str | None, expected: str | None) -> None:
     df = add_timestamp_us(pl.DataFrame({"t": [text]}, schema={"t": pl.String}), "t", "us")
     got = df.select(pl.from_epoch("us", time_unit="us")).item()
     assert (got.isoformat() if got is not None else None) == expected
+
+
+def test_timestamp_forms_mixed_in_one_column() -> None:
+    """Rows of every form in one column (quick paths for some rows, the general ones for the
+    rest, put back in place) parse as each does alone."""
+    forms = [
+        "2026-01-04T10:00:00Z",
+        "yesterday",
+        "1767520800",
+        "2026-01-04T12:00:00+02:00",
+        None,
+        "1767520800.25",
+        "2026-01-04",
+        "2026-02-30T00:00:00Z",
+    ] * 3
+    df = pl.DataFrame({"t": forms}, schema={"t": pl.String})
+    together = add_timestamp_us(df, "t", "us")["us"].to_list()
+    alone = [add_timestamp_us(df.slice(i, 1), "t", "us")["us"].item() for i in range(len(forms))]
+    assert together == alone
+    assert together[:8] == [
+        1767520800000000,
+        None,
+        1767520800000000,
+        1767520800000000,
+        None,
+        1767520800250000,
+        1767484800000000,
+        None,
+    ]
 
 
 def test_normalisation_keeps_ids_as_strings(landing: Path, wh: Warehouse) -> None:

@@ -19,6 +19,8 @@ or identical user, item, type, instant and value as an earlier row of the same p
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import polars as pl
 
@@ -70,6 +72,14 @@ def normalise_event_type(col: pl.Expr) -> pl.Expr:
     return base.replace(list(EVENT_TYPE_SYNONYMS), list(EVENT_TYPE_SYNONYMS.values()))
 
 
+def _per_value(df: pl.DataFrame, col: str, fn: Callable[[pl.Expr], pl.Expr]) -> pl.Expr:
+    """``fn(col)`` computed once per distinct value of ``col`` (a column of a few spellings
+    repeated millions of times) and mapped back; null stays null."""
+    keys = df.get_column(col).unique().drop_nulls()
+    values = keys.to_frame().select(fn(pl.col(col))).to_series()
+    return pl.col(col).replace_strict(keys, values, default=None, return_dtype=values.dtype)
+
+
 def _blank_to_null(col: pl.Expr) -> pl.Expr:
     s = col.str.strip_chars()
     return pl.when(s == "").then(None).otherwise(s)
@@ -81,7 +91,7 @@ def validate_events(raw: pl.DataFrame, config: CleanConfig) -> tuple[pl.DataFram
     df = raw.with_columns(
         pl.col("user_id").str.strip_chars().alias("_uid"),
         pl.col("item_id").str.strip_chars().alias("_iid"),
-        normalise_event_type(pl.col("event_type")).alias("_et"),
+        _per_value(raw, "event_type", normalise_event_type).alias("_et"),
         _blank_to_null(pl.col("value")).alias("_vs"),
         _blank_to_null(pl.col("event_id")).alias("_eid"),
     ).with_columns(pl.col("_vs").cast(pl.Float64, strict=False).alias("_val"))
@@ -169,7 +179,12 @@ def resolve_event_ids(
     different dates of ``valid`` never share an id (they are cleaned in separate passes).
     """
     df = valid.with_row_index("_rid")
-    ided = df.filter(pl.col("_eid").is_not_null())
+    # only ids seen twice on a date or seen on an earlier date need a reference: every other
+    # row is its own reference (kept, not a duplicate), so it is left out of the joins below
+    shared = pl.struct("_date", "_eid").is_duplicated()
+    if earlier is not None and earlier.height:
+        shared = shared | pl.col("_eid").is_in(earlier.get_column("_eid").implode())
+    ided = df.filter(pl.col("_eid").is_not_null()).filter(shared)
     ref_cols = ["_f_date", "_f_file", "_f_row", *[f"_f{c}" for c in CONTENT]]
     firsts = ided.filter(pl.col("_rid") == pl.col("_rid").min().over("_date", "_eid")).select(
         "_date",
@@ -252,20 +267,22 @@ def mark_duplicates(
             .with_columns((by_id & ~first_id).alias("_eid_dup"))
             .drop("_rid")
         )
-    content = [pl.when(~by_id).then(pl.col(c)).alias(f"_k{c}") for c in CONTENT]
-    df = valid.with_row_index("_rid").with_columns(*content)
-    key_cols = ["_date", *[f"_k{c}" for c in CONTENT]]
-    firsts = df.filter(~by_id).group_by(key_cols).agg(pl.col("_rid").min())["_rid"]
+    df = valid.with_row_index("_rid")
+    firsts = df.filter(~by_id).group_by("_date", *CONTENT).agg(pl.col("_rid").min())["_rid"]
     first = df.select(by_id & ~pl.col("_eid_dup")).to_series().to_numpy().copy()
     first[firsts.to_numpy()] = True
     near = np.zeros(df.height, dtype=bool)
     if window_seconds > 0 and df.height:
         kept = df.filter(pl.Series(first)).select(*KEY, "_ts", "_rid")
         near[_near_duplicates(kept, anchors, window_seconds * 1_000_000)] = True
-    status = np.where(~first, "exact", np.where(near, "near", "clean"))
-    return df.drop("_rid", "_eid_dup", *key_cols[1:]).with_columns(
-        pl.Series("_status", status, pl.String)
+    status = (
+        pl.when(~pl.Series(first))
+        .then(pl.lit("exact"))
+        .when(pl.Series(near))
+        .then(pl.lit("near"))
+        .otherwise(pl.lit("clean"))
     )
+    return df.drop("_rid", "_eid_dup").with_columns(status.alias("_status"))
 
 
 def _near_duplicates(
@@ -275,8 +292,16 @@ def _near_duplicates(
     frames = [kept.with_columns(pl.col("_rid").cast(pl.Int64))]
     if anchors is not None and anchors.height:
         frames.insert(0, anchors.select(*KEY, "_ts", pl.lit(-1, pl.Int64).alias("_rid")))
-    seq = pl.concat(frames).sort([*KEY, "_ts", "_rid"])
-    same = pl.all_horizontal([pl.col(c) == pl.col(c).shift(1) for c in KEY]).fill_null(False)
+    # each key as the position of its first row (one hashed grouping), so that the sort that
+    # brings a key's events together in time order compares integers, not three strings; the
+    # order of the keys does not matter, each key's run is judged on its own
+    seq = (
+        pl.concat(frames)
+        .with_row_index("_key")
+        .select(pl.col("_key").min().over(KEY), "_ts", "_rid")
+        .sort("_key", "_ts", "_rid")
+    )
+    same = (pl.col("_key") == pl.col("_key").shift(1)).fill_null(False)
     close = same & ((pl.col("_ts") - pl.col("_ts").shift(1)) <= window_us)
     cand = seq.select(close.fill_null(False)).to_series().to_numpy()
     t = seq["_ts"].to_numpy()

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from recsys_core.ingest._batch import read_partitions
 from recsys_core.ingest._errors import LandingLayoutError, LandingWarning, MissingPartitionError
-from recsys_core.ingest._load import write_partition
+from recsys_core.ingest._load import write_raw_partition
 from recsys_core.ingest._read import (
     KINDS,
     LandingFile,
@@ -339,7 +339,7 @@ def ingest_partitions(
                 )
                 read = read_partitions(plan.landing, kind, days)
                 targets = [warehouse.raw(kind, day) for day in days]
-                list(pool.map(write_partition, [df for df, _, _ in read], targets))
+                list(pool.map(write_raw_partition, [df for df, _, _ in read], targets))
                 records = [
                     _record(
                         warehouse,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -449,13 +450,21 @@ def _read_json(path: Path, rel: str) -> tuple[pl.DataFrame, list[int]]:
             data = [_parse_line(lines[n - 1], rel, n) for n in numbers]
         if len(data) != len(numbers):  # a line held two values ("{..}, {..}")
             data = [_parse_line(lines[n - 1], rel, n) for n in numbers]
-    columns: dict[str, None] = {}
-    for n, rec in zip(numbers, data, strict=True):
-        if not isinstance(rec, dict):
-            raise LandingReadError(
-                f"{rel} record {n}: is a JSON {type(rec).__name__}, expected an object"
-            )
-        columns.update(dict.fromkeys(rec))
+    if any(t is not dict for t in set(map(type, data))):
+        for n, rec in zip(numbers, data, strict=True):
+            if not isinstance(rec, dict):
+                raise LandingReadError(
+                    f"{rel} record {n}: is a JSON {type(rec).__name__}, expected an object"
+                )
+    columns = dict.fromkeys(itertools.chain.from_iterable(data))  # first-seen order
+    if columns and "true" not in text and "false" not in text:
+        # no JSON boolean anywhere (an id that is one is marked, below): every value is a
+        # string or null unless one is an object or array, which polars refuses
+        try:
+            schema = dict.fromkeys(columns, pl.String())
+            return pl.from_dicts(data, schema=schema, strict=True), numbers
+        except (TypeError, pl.exceptions.PolarsError):
+            pass
     series = []
     for key in columns:
         values = [rec.get(key) for rec in data]

@@ -422,6 +422,12 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the embedding step (EASE and ALS do not use the item vectors; the encoder "
         "runs on CPU at about 10-20 items/s on 2 cores)",
     )
+    p.add_argument(
+        "--flow-only",
+        action="store_true",
+        help="run only the flow nights of --prefect-sizes (Prefect's cost is measured inside "
+        "each flow process: its wall time less its own core steps')",
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--keep", action="store_true", help="keep the warehouses")
     p.add_argument("--profile", type=Path, help="write cProfile stats of each night here")
@@ -437,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [s.strip() for s in a.sizes.split(",") if s.strip()]
     flow_sizes = {s.strip() for s in a.prefect_sizes.split(",") if s.strip()}
     order = ([s for s in ("demo",) if s in flow_sizes and s not in sizes]) + sizes
+    if a.flow_only:
+        order = [s for s in order if s in flow_sizes]
     if a.profile:
         a.profile.mkdir(parents=True, exist_ok=True)
     print(f"PREFECT_API_URL={os.environ.get('PREFECT_API_URL') or '(unset: local mode)'}")
@@ -451,12 +459,20 @@ def main(argv: list[str] | None = None) -> int:
         if prof:
             prof.mkdir(exist_ok=True)
         common = (landing, model, a.tune_calls, a.embed, a.keep, prof, a.tune_max_users)
-        res["direct"] = nights("direct", *common)
+        if not a.flow_only:
+            res["direct"] = nights("direct", *common)
         if size in flow_sizes:
             res["flow"] = nights("flow", *common)
         results[label] = res
-        print_size(label, summary, model, *res["direct"])
+        if "direct" in res:
+            print_size(label, summary, model, *res["direct"])
+    if not a.flow_only:
+        print_direct_summary(results)
+    print_prefect(results)
+    return 0
 
+
+def print_direct_summary(results: dict[str, dict[str, Any]]) -> None:
     print("\n== summary (direct: core steps, each night in a fresh process)")
     print(
         f"{'size':6s} {'events':>11s} {'model':6s} {'cold s':>8s} {'warm s':>8s} "
@@ -480,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"growth {label} / {base} ({ev:.1f}x the events): cold {cost(c) / cost(bc):.1f}x, "
                 f"warm {cost(w) / cost(bw):.1f}x (goal at 10M / 1M: <= 12x)"
             )
+
+
+def print_prefect(results: dict[str, dict[str, Any]]) -> None:
+    """Prefect's cost per size and night; with ``--flow-only`` the direct columns are blank."""
     flows_run = [lb for lb in results if "flow" in results[lb]]
     if flows_run:
         print("\n== Prefect's cost: the same nights through the recsys-nightly flow")
@@ -488,15 +508,19 @@ def main(argv: list[str] | None = None) -> int:
             f"{'Prefect s':>9s} {'flow/own steps':>14s} {'import s':>9s} {'API start s':>11s} {'same recs':>9s}"
         )
         for label in flows_run:
-            for d, f in zip(results[label]["direct"], results[label]["flow"], strict=True):
+            directs = results[label].get("direct") or (None, None)
+            for d, f in zip(directs, results[label]["flow"], strict=True):
+                flow_s = f["steps"]["flow"]["seconds"]
                 print(
-                    f"{label:6s} {d['night']:5s} {cost(d):9.1f} {f['steps']['flow']['seconds']:8.1f}"
-                    f" {f['steps']['flow']['seconds'] / cost(d):11.2f}"
-                    f" {f['steps']['flow']['seconds'] - f['steps']['flow']['core_seconds']:9.1f}"
+                    f"{label:6s} {f['night']:5s} "
+                    + (f"{cost(d):9.1f} " if d else f"{'-':>9s} ")
+                    + f"{flow_s:8.1f} "
+                    + (f"{flow_s / cost(d):11.2f}" if d else f"{'-':>11s}")
+                    + f" {f['steps']['flow']['seconds'] - f['steps']['flow']['core_seconds']:9.1f}"
                     f" {f['steps']['flow']['seconds'] / f['steps']['flow']['core_seconds']:14.2f}"
                     f" {f['steps']['import_prefect']['seconds']:9.1f}"
                     f" {f['steps']['api_start']['seconds']:11.1f}"
-                    f" {str(d['recs_sha'] == f['recs_sha']):>9s}"
+                    f" {str(d['recs_sha'] == f['recs_sha']) if d else '-':>9s}"
                 )
         print(
             "flow s excludes the Prefect import and the local API start (columns beside it); "
@@ -504,7 +528,6 @@ def main(argv: list[str] | None = None) -> int:
             "(Prefect's overhead, free of the noise between processes); the goal is flow/direct "
             "<= 1.10x at 1M."
         )
-    return 0
 
 
 if __name__ == "__main__":

@@ -60,6 +60,23 @@ def test_importing_core_does_not_import_prefect():
     assert out.stdout.strip() == "False"
 
 
+def test_heavy_libraries_load_only_when_used():
+    """matplotlib and scikit-optimize cost seconds to import on a loaded machine: the flow, the
+    report digests the tasks publish and the tuning package load them only to draw or to search
+    (a warm night that reuses its tuning never imports scikit-optimize)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, flows.nightly, recsys_core.reporting, recsys_core.tuning;"
+        "print(sorted(m for m in ('matplotlib', 'skopt') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
 #: Packages from the innermost to the outermost; a package may import only those before it.
 LAYERS = ("recsys_core", "tasks", "flows", "deployments")
 

@@ -7,9 +7,6 @@ import datetime as dt
 import html
 from typing import Any
 
-from matplotlib.dates import DateFormatter
-from matplotlib.figure import Figure
-
 from recsys_core.reporting._digest import fmt
 from recsys_core.reporting._plots import _png
 
@@ -18,6 +15,9 @@ __all__ = ["abtest_png", "abtest_section", "gate_section"]
 
 def abtest_png(readout: dict[str, Any]) -> bytes:
     """Each arm's hit rate per night (line) with its Wilson 95% interval (band)."""
+    from matplotlib.dates import DateFormatter  # imported when drawn: seconds to import
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7, 3.5))
     ax = fig.add_subplot()
     nights = [n for n in readout.get("nights") or [] if (n.get("feedback_days") or 0) > 0]

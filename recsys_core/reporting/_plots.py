@@ -1,21 +1,27 @@
-"""The report's figures, as PNG bytes (matplotlib's Agg canvas; no pyplot global state)."""
+"""The report's figures, as PNG bytes (matplotlib's Agg canvas; no pyplot global state).
+
+matplotlib is imported when a figure is drawn, not with the package: importing it costs seconds
+on a loaded machine, and the digests that the tasks publish need none of it.
+"""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.dates import AutoDateLocator, DateFormatter
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["convergence_png", "metrics_over_time_png", "score_histogram_png"]
 
 
 def _png(fig: Figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
@@ -24,6 +30,9 @@ def _png(fig: Figure) -> bytes:
 
 def metrics_over_time_png(history: pl.DataFrame, metrics: Sequence[str], primary: str) -> bytes:
     """Challenger's ``metrics`` per run date (solid) and the champion's ``primary`` (dashed)."""
+    from matplotlib.dates import AutoDateLocator, DateFormatter
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7, 3.5))
     ax = fig.add_subplot()
     for metric in metrics:
@@ -57,6 +66,9 @@ def metrics_over_time_png(history: pl.DataFrame, metrics: Sequence[str], primary
 
 def convergence_png(trials: dict[str, Sequence[float]], direction: str = "max") -> bytes:
     """Objective value of each tuning call (dots) and the best so far (line), one colour per model."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     fig = Figure(figsize=(7, 3.5))
     ax = fig.add_subplot()
     for name, values in trials.items():
@@ -78,6 +90,8 @@ def convergence_png(trials: dict[str, Sequence[float]], direction: str = "max") 
 
 def score_histogram_png(scores: np.ndarray, bins: int = 50) -> bytes:
     """Histogram of tonight's recommendation scores."""
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7, 3.0))
     ax = fig.add_subplot()
     s = np.asarray(scores, dtype=np.float64)

@@ -207,17 +207,29 @@ def _synthetic_id() -> pl.Expr:
 
 
 def _clean_ids_before(
-    warehouse: Warehouse, first: dt.date, last: dt.date, skip: set[dt.date]
+    warehouse: Warehouse,
+    first: dt.date,
+    last: dt.date,
+    skip: set[dt.date],
+    *,
+    columns: Iterable[str] = (),
+    ids: pl.Series | None = None,
 ) -> pl.DataFrame:
-    """Clean events (source event ids only) of the on-disk dates in ``[first, last)`` not in
-    ``skip``, with ``_date``."""
+    """Clean events with a source event id (one of ``ids`` if given) of the on-disk dates in
+    ``[first, last)`` not in ``skip``: ``event_id``, lineage, ``columns`` and ``_date``. Only
+    those columns are read (a month of clean events is most of the warehouse)."""
     on_disk = set(warehouse.clean_dates("events"))  # one listing
     files = {
         d: warehouse.clean("events", d)
         for k in range((last - first).days)
         if (d := first + dt.timedelta(days=k)) not in skip and d in on_disk
     }
-    return read_dated_parquet(files, CLEAN_EVENTS_SCHEMA, "_date").filter(~_synthetic_id())
+    wanted = ("event_id", SOURCE_FILE, SOURCE_ROW, *columns)
+    schema = {c: t for c, t in CLEAN_EVENTS_SCHEMA.items() if c in wanted}
+    df = read_dated_parquet(files, schema, "_date")
+    if ids is not None:  # first: a hash probe is cheaper than the lineage check
+        df = df.filter(pl.col("event_id").is_in(ids.implode()))
+    return df.filter(~_synthetic_id())
 
 
 def _shared_id_dates(
@@ -231,7 +243,9 @@ def _shared_id_dates(
         _strip_ids(pl.col("event_id")).alias("_eid"), "_date"
     )
     first = min(days) - dt.timedelta(days=horizon)
-    disk = _clean_ids_before(warehouse, first, max(days), set(days)).select(
+    # an id on disk matters only if one of these dates holds it too
+    ids = raw.get_column("_eid").drop_nulls().unique()
+    disk = _clean_ids_before(warehouse, first, max(days), set(days), ids=ids).select(
         pl.col("event_id").alias("_eid"), "_date"
     )
     ids = (
@@ -281,7 +295,7 @@ def _clean_pass(
     good_ev, bad_ev = validate_events(raw_ev, config)
     good_ev, conflicts = resolve_event_ids(
         good_ev,
-        _earlier_ids(warehouse, days[0], config.event_id_horizon_days),
+        _earlier_ids(warehouse, days[0], config.event_id_horizon_days, good_ev["_eid"]),
         config.event_id_horizon_days,
     )
     good_ev = mark_duplicates(
@@ -394,14 +408,19 @@ def _quarantine_rows(bad: pl.DataFrame, kind: str) -> pl.DataFrame:
     ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
 
 
-def _earlier_ids(warehouse: Warehouse, first: dt.date, horizon: int) -> pl.DataFrame | None:
-    """Reference rows for :func:`resolve_event_ids`: clean events with a source event id of the
-    on-disk dates in ``[first - horizon, first)``."""
+def _earlier_ids(
+    warehouse: Warehouse, first: dt.date, horizon: int, ids: pl.Series
+) -> pl.DataFrame | None:
+    """Reference rows for :func:`resolve_event_ids`: clean events with a source event id among
+    ``ids`` (the pass's) of the on-disk dates in ``[first - horizon, first)``. The ids are read
+    first; the other columns only when one of them is seen again."""
     if horizon <= 0:
         return None
-    prev = _clean_ids_before(warehouse, first - dt.timedelta(days=horizon), first, set())
-    if not prev.height:
+    ids = ids.drop_nulls().unique()
+    start = first - dt.timedelta(days=horizon)
+    if not ids.len() or not _clean_ids_before(warehouse, start, first, set(), ids=ids).height:
         return None
+    prev = _clean_ids_before(warehouse, start, first, set(), columns=CLEAN_EVENTS_SCHEMA, ids=ids)
     return prev.select(
         pl.col("event_id").alias("_eid"),
         pl.col("_date").alias("_f_date"),

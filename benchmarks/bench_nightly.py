@@ -292,11 +292,11 @@ def worker(mode: str, config: Path, day: dt.date, out: Path, profile: Path | Non
 
 def _search_users(config: Path, train: dict[str, Any]) -> dict[str, str]:
     """Per candidate: ``"<search users>/<training users>"`` from its ``best.json``."""
-    from flows.runtime import resolve_settings
+    from flows.parameters import RunOptions
     from recsys_core.io import Warehouse
     from recsys_core.tuning import load_best
 
-    tuning = Warehouse(resolve_settings(config).warehouse).tuning_dir
+    tuning = Warehouse(RunOptions(config_path=str(config)).settings().warehouse).tuning_dir
     out = {}
     for c in train.get("candidates", []):
         best = load_best(tuning / c["model"]) or {}

@@ -163,9 +163,11 @@ class StepMeter:
         self._stop.set()
 
 
-def run_direct(settings: Any, day: dt.date, meter: StepMeter) -> dict[str, Any]:
-    """The nightly's steps as ``flows.nightly.run_pipeline`` wires them, without Prefect."""
+def run_direct(settings: Any, day: dt.date, meter: StepMeter) -> Any:
+    """The nightly's steps as ``flows.nightly.run_pipeline`` wires them, without Prefect; the
+    night's :class:`~recsys_core.results.RunSummary`."""
     from recsys_core import pipeline
+    from recsys_core.results import RunSteps
 
     steps: dict[str, Any] = {}
 
@@ -179,17 +181,16 @@ def run_direct(settings: Any, day: dt.date, meter: StepMeter) -> dict[str, Any]:
     steps["clean"] = timed("clean", pipeline.clean_step, settings, day)
     steps["embed"] = timed("embed", pipeline.embed_step, settings, day)
     steps["train"] = timed("train", pipeline.train_step, settings, day)
-    challenger = steps["train"]["challenger"]
+    challenger = steps["train"].challenger
     steps["evaluate"] = timed("evaluate", pipeline.evaluate_step, settings, day, challenger)
     meter.start()
     shard = pipeline.score_shard(settings, day, 0, 1)
     steps["score"] = pipeline.merge_scores(settings, day, [shard])
     meter.stop("score")
-    steps["report"] = timed("report", pipeline.finalize_step, settings, day, steps)
-    return steps
+    return timed("report", pipeline.finalize_step, settings, day, RunSteps(**steps))
 
 
-def run_flow(config: Path, day: dt.date, meter: StepMeter) -> dict[str, Any]:
+def run_flow(config: Path, day: dt.date, meter: StepMeter) -> Any:
     """The ``recsys-nightly`` flow, timed as one step (``flow``) after ``import_prefect`` and
     ``api_start`` (an empty flow: the local API's start when ``PREFECT_API_URL`` is unset)."""
     from prefect import flow
@@ -208,12 +209,12 @@ def run_flow(config: Path, day: dt.date, meter: StepMeter) -> dict[str, Any]:
     meter.stop("api_start")
     inner = _time_core_steps()
     meter.start()
-    steps = nightly(run_date=day, options=RunOptions(config_path=str(config)))
+    summary = nightly(run_date=day, options=RunOptions(config_path=str(config)))
     meter.stop("flow")
     inner.close()
     meter.rows["flow"]["core_seconds"] = sum(r["seconds"] for r in inner.rows.values())
     meter.rows.update({f"core:{k}": v for k, v in inner.rows.items()})
-    return steps
+    return summary
 
 
 def _time_core_steps() -> StepMeter:
@@ -263,34 +264,39 @@ def worker(mode: str, config: Path, day: dt.date, out: Path, profile: Path | Non
         warnings.simplefilter("ignore")
         if mode == "direct":
             settings = RunOptions(config_path=str(config)).settings()
-            steps = run_direct(settings, day, meter)
+            summary = run_direct(settings, day, meter)
         else:
-            steps = run_flow(config, day, meter)
+            summary = run_flow(config, day, meter)
     if prof is not None:
         prof.disable()
         prof.dump_stats(str(profile))
     total = time.perf_counter() - t0
     meter.close()
-    train = steps.get("train", {})
+    steps = summary.steps
+    train = steps.train
     doc = {
         "mode": mode,
         "run_date": day.isoformat(),
         "steps": meter.rows,
         "total_seconds": total,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "events_cleaned": steps.get("clean", {}).get("events", {}),
-        "dates_cleaned": len(steps.get("clean", {}).get("dates_cleaned", [])),
-        "challenger": train.get("challenger"),
-        "tuning_reused": [c["reused"] for c in train.get("candidates", [])],
+        "events_cleaned": steps.clean.events.model_dump(),
+        "dates_cleaned": len(steps.clean.dates_cleaned),
+        "challenger": train.challenger,
+        "tuning_reused": [c.reused for c in train.candidates],
         "search_users": _search_users(config, train),
-        "embed": {k: v for k, v in steps.get("embed", {}).items() if isinstance(v, int | str)},
-        "recommendations": steps.get("score", {}).get("rows"),
+        "embed": {
+            k: v
+            for k, v in (steps.embed.model_dump() if steps.embed else {}).items()
+            if isinstance(v, int | str)
+        },
+        "recommendations": steps.score.rows,
     }
     out.write_text(json.dumps(doc, indent=2, default=str))
     return 0
 
 
-def _search_users(config: Path, train: dict[str, Any]) -> dict[str, str]:
+def _search_users(config: Path, train: Any) -> dict[str, str]:
     """Per candidate: ``"<search users>/<training users>"`` from its ``best.json``."""
     from flows.parameters import RunOptions
     from recsys_core.io import Warehouse
@@ -298,9 +304,9 @@ def _search_users(config: Path, train: dict[str, Any]) -> dict[str, str]:
 
     tuning = Warehouse(RunOptions(config_path=str(config)).settings().warehouse).tuning_dir
     out = {}
-    for c in train.get("candidates", []):
-        best = load_best(tuning / c["model"]) or {}
-        out[c["model"]] = f"{best.get('search_users', '?')}/{best.get('train_users', '?')}"
+    for c in train.candidates:
+        best = load_best(tuning / c.model) or {}
+        out[c.model] = f"{best.get('search_users', '?')}/{best.get('train_users', '?')}"
     return out
 
 

@@ -20,6 +20,7 @@ from flows.runtime import (
     explain_startup_failure,
     with_task_runner,
 )
+from recsys_core.results import EmbedResult, RunSummary
 
 if TYPE_CHECKING:
     from recsys_core.config import Settings
@@ -202,8 +203,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     day = as_date(args.date)
     started = time.perf_counter()
     options = _flow_options(args, settings)
-    steps = with_task_runner(nightly, settings.runner)(run_date=day, options=options)
-    _print_summary(settings, day, steps, time.perf_counter() - started)
+    summary = with_task_runner(nightly, settings.runner)(run_date=day, options=options)
+    _print_summary(settings, day, summary, time.perf_counter() - started)
     return 0
 
 
@@ -235,55 +236,59 @@ def cmd_demo(args: argparse.Namespace) -> int:
     day = landing_dates(settings.landing, "events")[-1]
     started = time.perf_counter()
     options = _flow_options(args, settings)
-    steps = with_task_runner(nightly, settings.runner)(run_date=day, options=options)
-    _print_summary(settings, day, steps, time.perf_counter() - started)
+    summary = with_task_runner(nightly, settings.runner)(run_date=day, options=options)
+    _print_summary(settings, day, summary, time.perf_counter() - started)
     return 0
 
 
-def _print_summary(settings, day, steps: dict[str, Any], seconds: float) -> None:
+def _print_summary(settings, day, summary: RunSummary, seconds: float) -> None:
     from recsys_core.io import Warehouse
 
     wh = Warehouse(settings.warehouse)
-    clean = steps["clean"]
-    ev = steps["evaluate"]
-    d = ev["decision"]
-    cm = (ev.get("challenger_metrics") or {}).get("metrics") or {}
+    steps = summary.steps
+    clean, train, ev = steps.clean, steps.train, steps.evaluate
+    d = ev.decision
+    cm = ev.challenger_metrics.metrics if ev.challenger_metrics else {}
     lines = [
         f"recsys nightly {day} completed in {seconds:.1f}s",
-        f"  clean      {len(clean['dates_cleaned'])} date(s) cleaned; events {clean['events']}",
-        f"  embed      {_short(steps['embed'])}",
+        f"  clean      {len(clean.dates_cleaned)} date(s) cleaned; "
+        f"events {clean.events.model_dump()}",
+        f"  embed      {_short(steps.embed)}",
         "  candidates "
         + ", ".join(
-            f"{c['model']} {settings.train.metric}@{settings.k}={c['validation_score']:.4f}"
-            + (" (reused params)" if c.get("reused") else "")
-            for c in steps["train"].get("candidates", [])
+            f"{c.model} {settings.train.metric}@{settings.k}={c.validation_score:.4f}"
+            + (" (reused params)" if c.reused else "")
+            for c in train.candidates
         )
         + " (validation)",
-        f"  train      challenger {steps['train']['challenger']} params={steps['train']['params']}",
+        f"  train      challenger {train.challenger} params={train.params}",
         "  evaluate   "
         + ", ".join(
             f"{m}@{settings.k}={cm[m]:.4f}"
             for m in ("precision", "recall", "ndcg", "map")
             if m in cm
         ),
-        f"  decision   {'PROMOTED' if d.get('promote') else 'KEPT CHAMPION'}: {d.get('reason')}",
-        f"  score      {steps['score']['rows']} recommendations for {steps['score']['users']} users "
-        f"by {steps['score']['model_id']}",
+        f"  decision   {'PROMOTED' if d.promote else 'KEPT CHAMPION'}: {d.reason}",
+        f"  score      {steps.score.rows} recommendations for {steps.score.users} users "
+        f"by {steps.score.model_id}",
         "outputs:",
         f"  recommendations  {wh.recommendations(day)}",
-        f"  report           {steps['report']['report']}",
+        f"  report           {summary.report}",
         f"  manifest         {wh.manifest(day)}",
         f"  quarantine       {wh.quarantine(day)}",
         f"  models           {wh.models_dir}",
     ]
-    ingest = steps.get("ingest") or {}
-    for label, key in (("late files", "late"), ("unrecognised", "unrecognised")):
-        if ingest.get(key):  # named, so that nothing is picked up or skipped without a word
-            lines.insert(2, f"  {label:<10} {', '.join(ingest[key])}")
+    for label, paths in (
+        ("late files", steps.ingest.late),
+        ("unrecognised", steps.ingest.unrecognised),
+    ):
+        if paths:  # named, so that nothing is picked up or skipped without a word
+            lines.insert(2, f"  {label:<10} {', '.join(paths)}")
     print("\n".join(lines))
 
 
-def _short(d: dict[str, Any]) -> str:
+def _short(embed: EmbedResult | None) -> str:
+    d = embed.model_dump() if embed else {}
     keys = ("model_id", "n_items", "n_embedded", "n_reused", "n_truncated", "seconds", "skipped")
     return ", ".join(f"{k}={d[k]}" for k in keys if k in d)
 
@@ -357,25 +362,23 @@ def format_simulation(out: dict[str, Any]) -> str:
     """The read-out of a simulation as text (also shown in the README)."""
     r = out["readout"]
     lines = [
-        f"A/B read-out of {r['experiment']} as of {r['as_of']} "
-        f"({r['nights_with_feedback']} nights with feedback, unit = user):"
+        f"A/B read-out of {r.experiment} as of {r.as_of} "
+        f"({r.nights_with_feedback} nights with feedback, unit = user):"
     ]
-    for a in r["arms"]:
-        ci = a["ci"] or [0.0, 0.0]
-        rate = "-" if a["hit_rate"] is None else f"{a['hit_rate']:.3f}"
+    for a in r.arms:
+        ci = a.ci or (0.0, 0.0)
+        rate = "-" if a.hit_rate is None else f"{a.hit_rate:.3f}"
         lines.append(
-            f"  {a['name']:<10} {a['model']:<11} users {a['users']:>5}  hit rate {rate} "
+            f"  {a.name:<10} {a.model:<11} users {a.users:>5}  hit rate {rate} "
             f"(95% {ci[0]:.3f} to {ci[1]:.3f})"
         )
-    if r["difference"] is not None:
+    if r.difference is not None and r.ci is not None and r.p_value is not None:
         lines.append(
-            f"  {r['comparison']}: {r['difference']:+.3f} (95% interval {r['ci'][0]:+.3f} to "
-            f"{r['ci'][1]:+.3f}), p = {r['p_value']:.2g}"
+            f"  {r.comparison}: {r.difference:+.3f} (95% interval {r.ci[0]:+.3f} to "
+            f"{r.ci[1]:+.3f}), p = {r.p_value:.2g}"
         )
-    lines.append(
-        f"  sample-ratio check p = {r['srm_p_value']:.3f}{'  MISMATCH' if r['srm'] else ''}"
-    )
-    lines.append(f"  decision: {r['decision']}")
+    lines.append(f"  sample-ratio check p = {r.srm_p_value:.3f}{'  MISMATCH' if r.srm else ''}")
+    lines.append(f"  decision: {r.decision}")
     off = out["offline_validation"]
     if off:
         lines.append(
@@ -390,7 +393,7 @@ def format_simulation(out: dict[str, Any]) -> str:
         "planted truth, share of recommendations the user likes: "
         + ", ".join(f"{a} {v:.2f}" for a, v in out["liked_share_of_recommendations"].items())
     )
-    lines.append(f"read-out {r['path']}")
+    lines.append(f"read-out {r.path}")
     if out.get("report"):
         lines.append(f"report   {out['report']}")
     lines.append(f"({out['seconds']:.0f} s)")
@@ -402,7 +405,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     out = embed_step(settings, as_date(args.date), log=print)
-    print(json.dumps(out, indent=2, default=str))
+    print(json.dumps(out.model_dump(), indent=2, default=str))
     return 0
 
 

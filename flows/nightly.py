@@ -24,6 +24,7 @@ from flows.runtime import (
 from recsys_core.config import Settings
 from recsys_core.io import Warehouse
 from recsys_core.pipeline import backfill_plan
+from recsys_core.results import RunSteps, RunSummary
 from tasks.artifacts import backfill_rows, publish_backfill
 from tasks.steps import (
     abtest_task,
@@ -67,7 +68,7 @@ def backfill_name() -> str:
     return name
 
 
-def run_pipeline(settings: Settings, run_date: dt.date, force: bool = False) -> dict[str, Any]:
+def run_pipeline(settings: Settings, run_date: dt.date, force: bool = False) -> RunSummary:
     """Ingest → clean → embed → train → evaluate → score (sharded) → report, for one date."""
     r = settings.runner
     retry = {"retries": r.retries, "retry_delay_seconds": r.retry_delay_seconds}
@@ -83,7 +84,7 @@ def run_pipeline(settings: Settings, run_date: dt.date, force: bool = False) -> 
     steps["embed"] = embed_task.with_options(**retry)(settings, run_date)
     steps["train"] = train_task.with_options(**retry)(settings, run_date, force)
     steps["evaluate"] = evaluate_task.with_options(**retry)(
-        settings, run_date, steps["train"]["challenger"]
+        settings, run_date, steps["train"].challenger
     )
     n = n_shards(settings)
     futures = [
@@ -95,12 +96,11 @@ def run_pipeline(settings: Settings, run_date: dt.date, force: bool = False) -> 
         steps["sql"] = sql_task.with_options(**retry)(settings, run_date)
     if settings.abtest.experiment:
         steps["abtest"] = abtest_task.with_options(**retry)(settings, run_date)
-    steps["report"] = finalize_task.with_options(**retry)(settings, run_date, steps)
-    return steps
+    return finalize_task.with_options(**retry)(settings, run_date, RunSteps(**steps))
 
 
 @flow(name="recsys-nightly", flow_run_name=_nightly_name, persist_result=False)
-def nightly(run_date: dt.date | None = None, options: RunOptions = RunOptions()) -> dict[str, Any]:
+def nightly(run_date: dt.date | None = None, options: RunOptions = RunOptions()) -> RunSummary:
     """Run every step for one date: ingest, clean, embed, train, evaluate, score, report.
 
     Args:

@@ -30,6 +30,8 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 
+from recsys_core.results import AbtestResult, CleanResult, EvaluateResult, RunSummary, TrainResult
+
 __all__ = [
     "KEYS",
     "backfill_rows",
@@ -58,8 +60,8 @@ REPORT_BASE_URL_ENV = "RECSYS_REPORT_BASE_URL"
 REPORT_WAREHOUSE_ENV = "RECSYS_REPORT_WAREHOUSE"
 
 
-def publish_clean(run_date: dt.date, out: dict[str, Any]) -> None:
-    manifest = out.get("run_date_manifest") or {}
+def publish_clean(run_date: dt.date, out: CleanResult) -> None:
+    manifest = out.run_date_manifest or {}
     rows = []
     for kind in ("events", "items"):
         counts = manifest.get(kind)
@@ -82,25 +84,25 @@ def publish_clean(run_date: dt.date, out: dict[str, Any]) -> None:
         )
 
 
-def publish_train(run_date: dt.date, out: dict[str, Any]) -> None:
+def publish_train(run_date: dt.date, out: TrainResult) -> None:
     rows = [
         {
-            "model": c["model"],
-            "validation_score": round(float(c["validation_score"]), 5),
-            "tuned_on": c["tuned_on"],
-            "reused_params": c["reused"],
+            "model": c.model,
+            "validation_score": round(c.validation_score, 5),
+            "tuned_on": c.tuned_on,
+            "reused_params": c.reused,
         }
-        for c in out.get("candidates", [])
+        for c in out.candidates
     ]
     if rows:
         create_table_artifact(
             rows,
             key=KEYS["tuning"],
-            description=f"{run_date}: candidates; challenger {out['challenger']}",
+            description=f"{run_date}: candidates; challenger {out.challenger}",
         )
 
 
-def publish_evaluation(run_date: dt.date, out: dict[str, Any]) -> None:
+def publish_evaluation(run_date: dt.date, out: EvaluateResult) -> None:
     from recsys_core.reporting import markdown_summary, metrics_table
 
     rows = metrics_table(out)
@@ -118,9 +120,7 @@ def publish_evaluation(run_date: dt.date, out: dict[str, Any]) -> None:
     )
 
 
-def publish_night(
-    run_date: dt.date, summary: dict[str, Any], report: str, warehouse_root: str
-) -> str:
+def publish_night(run_date: dt.date, summary: RunSummary, warehouse_root: str) -> str:
     """The night's markdown headline and a link to its report; returns the report URL."""
     from recsys_core.reporting import night_markdown, report_link
 
@@ -128,7 +128,7 @@ def publish_night(
     served = os.environ.get(REPORT_WAREHOUSE_ENV)
     if base and served and served.rstrip("/") != warehouse_root.rstrip("/"):
         base = None  # that server publishes another warehouse's reports
-    url = report_link(report, warehouse_root, base)
+    url = report_link(str(summary.report), warehouse_root, base)
     create_link_artifact(
         url, link_text=f"report {run_date}", key=KEYS["report"], description=f"{run_date}: report"
     )
@@ -179,36 +179,36 @@ def publish_backfill(start: dt.date, end: dt.date, rows: list[dict[str, Any]]) -
     )
 
 
-def publish_abtest(run_date: dt.date, out: dict[str, Any]) -> None:
+def publish_abtest(run_date: dt.date, out: AbtestResult) -> None:
     """The experiment's read-out as markdown: decision first, then each arm and the difference."""
 
-    def pct(v: Any) -> str:
-        return "–" if v is None else f"{float(v):.2%}"
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{v:.2%}"
 
     lines = [
-        f"# A/B {out['experiment']} as of {run_date}: {out['decision']}",
+        f"# A/B {out.experiment} as of {run_date}: {out.decision}",
         "",
-        out["reason"],
+        out.reason,
         "",
         "| arm | model | assigned | exposed users | hit rate | 95% interval |",
         "|---|---|---:|---:|---:|---|",
     ]
-    for a in out["arms"]:
-        ci = a.get("ci") or [None, None]
+    for a in out.arms:
+        ci = a.ci or (None, None)
         lines.append(
-            f"| {a['name']} | {a['model']} | {a['assigned_users']} | {a['users']} | "
-            f"{pct(a['hit_rate'])} | {pct(ci[0])} to {pct(ci[1])} |"
+            f"| {a.name} | {a.model} | {a.assigned_users} | {a.users} | "
+            f"{pct(a.hit_rate)} | {pct(ci[0])} to {pct(ci[1])} |"
         )
-    if out.get("difference") is not None:
+    if out.difference is not None and out.ci is not None and out.p_value is not None:
         lines += [
             "",
-            f"{out['comparison']}: **{out['difference']:+.2%}** (95% interval "
-            f"{out['ci'][0]:+.2%} to {out['ci'][1]:+.2%}), p = {out['p_value']:.3g}; "
-            f"sample-ratio check p = {out['srm_p_value']:.3g}"
-            + (" — **MISMATCH**" if out.get("srm") else ""),
+            f"{out.comparison}: **{out.difference:+.2%}** (95% interval "
+            f"{out.ci[0]:+.2%} to {out.ci[1]:+.2%}), p = {out.p_value:.3g}; "
+            f"sample-ratio check p = {out.srm_p_value:.3g}"
+            + (" — **MISMATCH**" if out.srm else ""),
         ]
     create_markdown_artifact(
         "\n".join(lines),
         key=KEYS["abtest"],
-        description=f"A/B read-out of {out['experiment']} for {run_date}",
+        description=f"A/B read-out of {out.experiment} for {run_date}",
     )

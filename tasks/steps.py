@@ -1,7 +1,7 @@
 """Thin Prefect tasks: retries, logging and artifacts around one core function each.
 
-Tasks take the run's :class:`~recsys_core.config.Settings` and a date, and return a small
-JSON-able summary: never a DataFrame or a model. Caching is off (``NO_CACHE``): the core steps are
+Tasks take the run's :class:`~recsys_core.config.Settings` and a date, and return the core
+step's small frozen result (:mod:`recsys_core.results`): never a DataFrame or a model. Caching is off (``NO_CACHE``): the core steps are
 themselves incremental (embeddings by content hash, tuning by age) and every output is replaced
 atomically, so re-running a task is always safe.
 """
@@ -19,6 +19,20 @@ from recsys_core import pipeline
 from recsys_core.config import Settings
 from recsys_core.errors import is_transient
 from recsys_core.ingest import MissingPartitionError
+from recsys_core.results import (
+    AbtestResult,
+    CleanResult,
+    EmbedResult,
+    EvaluateResult,
+    IngestStepResult,
+    RunSteps,
+    RunSummary,
+    ScoreResult,
+    ShardResult,
+    Skipped,
+    SqlResult,
+    TrainResult,
+)
 from tasks.artifacts import (
     publish_abtest,
     publish_clean,
@@ -67,11 +81,11 @@ def _retry_ingest(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's si
 _COMMON = {**_NO_CACHE, "retry_condition_fn": _retry_if_transient}
 
 
-def _log_ingest(log: Any, out: dict[str, Any], run_date: dt.date) -> None:
+def _log_ingest(log: Any, out: IngestStepResult, run_date: dt.date) -> None:
     """What the ingest step did, for the run's log: rows, a catch-up's date range, late files,
     unrecognised and vanished landing paths."""
-    log.info("ingested %s", out.get("rows", out))
-    dates = sorted({d for ds in (out.get("dates") or {}).values() for d in ds})
+    log.info("ingested %s", out.rows)
+    dates = sorted({d for ds in out.dates.values() for d in ds})
     if len(dates) > 1 or (dates and dates[-1] != run_date.isoformat()):
         log.info(
             "catch-up: this night ingested %d landing date(s), %s to %s",
@@ -79,16 +93,16 @@ def _log_ingest(log: Any, out: dict[str, Any], run_date: dt.date) -> None:
             dates[0],
             dates[-1],
         )
-    if out.get("late"):
-        log.warning("late landing files picked up: %s", ", ".join(out["late"]))
-    if out.get("unrecognised"):
-        log.warning("unrecognised landing paths (not read): %s", ", ".join(out["unrecognised"]))
-    if out.get("vanished"):
-        log.warning("ingested partitions gone from landing: %s", ", ".join(out["vanished"]))
+    if out.late:
+        log.warning("late landing files picked up: %s", ", ".join(out.late))
+    if out.unrecognised:
+        log.warning("unrecognised landing paths (not read): %s", ", ".join(out.unrecognised))
+    if out.vanished:
+        log.warning("ingested partitions gone from landing: %s", ", ".join(out.vanished))
 
 
 @task(name="ingest", **{**_NO_CACHE, "retry_condition_fn": _retry_ingest})
-def ingest_task(settings: Settings, run_date: dt.date, force: bool = False) -> dict[str, Any]:
+def ingest_task(settings: Settings, run_date: dt.date, force: bool = False) -> IngestStepResult:
     log = get_run_logger()
     log.info("ingest %s from %s into %s", run_date, settings.landing, settings.warehouse)
     try:
@@ -101,9 +115,9 @@ def ingest_task(settings: Settings, run_date: dt.date, force: bool = False) -> d
 
 
 @task(name="clean", **_COMMON)
-def clean_task(settings: Settings, run_date: dt.date, force: bool = False) -> dict[str, Any]:
+def clean_task(settings: Settings, run_date: dt.date, force: bool = False) -> CleanResult:
     out = pipeline.clean_step(settings, run_date, force=force)
-    get_run_logger().info("cleaned %d date(s): %s", len(out["dates_cleaned"]), out["events"])
+    get_run_logger().info("cleaned %d date(s): %s", len(out.dates_cleaned), out.events.model_dump())
     publish_clean(run_date, out)
     return out
 
@@ -120,7 +134,7 @@ class _PrefectLogHandler(logging.Handler):
 
 
 @task(name="embed", **_COMMON)
-def embed_task(settings: Settings, run_date: dt.date) -> dict[str, Any]:
+def embed_task(settings: Settings, run_date: dt.date) -> EmbedResult:
     log = get_run_logger()
     core_logger = logging.getLogger("recsys_core.embeddings")
     handler = _PrefectLogHandler(log)
@@ -129,24 +143,22 @@ def embed_task(settings: Settings, run_date: dt.date) -> dict[str, Any]:
         out = pipeline.embed_step(settings, run_date, log=log.info)
     finally:
         core_logger.removeHandler(handler)
-    log.info("embeddings: %s", out)
+    log.info("embeddings: %s", out.model_dump())
     return out
 
 
 @task(name="train", **_COMMON)
-def train_task(settings: Settings, run_date: dt.date, force: bool = False) -> dict[str, Any]:
+def train_task(settings: Settings, run_date: dt.date, force: bool = False) -> TrainResult:
     out = pipeline.train_step(settings, run_date, force=force)
-    get_run_logger().info(
-        "challenger %s (%s) params=%s", out["challenger"], out["model"], out["params"]
-    )
+    get_run_logger().info("challenger %s (%s) params=%s", out.challenger, out.model, out.params)
     publish_train(run_date, out)
     return out
 
 
 @task(name="evaluate", **_COMMON)
-def evaluate_task(settings: Settings, run_date: dt.date, challenger_id: str) -> dict[str, Any]:
+def evaluate_task(settings: Settings, run_date: dt.date, challenger_id: str) -> EvaluateResult:
     out = pipeline.evaluate_step(settings, run_date, challenger_id)
-    get_run_logger().info("decision: %s", out["decision"].get("reason"))
+    get_run_logger().info("decision: %s", out.decision.reason)
     publish_evaluation(run_date, out)
     return out
 
@@ -154,47 +166,44 @@ def evaluate_task(settings: Settings, run_date: dt.date, challenger_id: str) -> 
 @task(name="score-shard", **_COMMON)
 def score_shard_task(
     settings: Settings, run_date: dt.date, shard: int, n_shards: int
-) -> dict[str, Any]:
+) -> ShardResult:
     out = pipeline.score_shard(settings, run_date, shard, n_shards)
     get_run_logger().info(
-        "shard %d/%d: %d users, %d rows", shard + 1, n_shards, out["users"], out["rows"]
+        "shard %d/%d: %d users, %d rows", shard + 1, n_shards, out.users, out.rows
     )
     return out
 
 
 @task(name="write-recommendations", **_COMMON)
-def merge_task(
-    settings: Settings, run_date: dt.date, shards: list[dict[str, Any]]
-) -> dict[str, Any]:
+def merge_task(settings: Settings, run_date: dt.date, shards: list[ShardResult]) -> ScoreResult:
     out = pipeline.merge_scores(settings, run_date, shards)
     get_run_logger().info(
-        "wrote %d recommendations for %d users to %s", out["rows"], out["users"], out["path"]
+        "wrote %d recommendations for %d users to %s", out.rows, out.users, out.path
     )
     return out
 
 
 @task(name="publish-sql", **_COMMON)
-def sql_task(settings: Settings, run_date: dt.date) -> dict[str, Any]:
+def sql_task(settings: Settings, run_date: dt.date) -> SqlResult | Skipped:
     out = pipeline.publish_sql(settings, run_date)
-    get_run_logger().info("serving database: %s", out)
+    get_run_logger().info("serving database: %s", out.model_dump())
     return out
 
 
 @task(name="abtest-readout", **_COMMON)
-def abtest_task(settings: Settings, run_date: dt.date) -> dict[str, Any]:
+def abtest_task(settings: Settings, run_date: dt.date) -> AbtestResult | Skipped:
     from recsys_core.abtest import readout_step
 
     out = readout_step(settings, run_date)
-    if not out.get("skipped"):
-        get_run_logger().info("A/B %s: %s", out["experiment"], out["reason"])
+    if isinstance(out, AbtestResult):
+        get_run_logger().info("A/B %s: %s", out.experiment, out.reason)
         publish_abtest(run_date, out)
     return out
 
 
 @task(name="report", **_COMMON)
-def finalize_task(settings: Settings, run_date: dt.date, steps: dict[str, Any]) -> dict[str, Any]:
+def finalize_task(settings: Settings, run_date: dt.date, steps: RunSteps) -> RunSummary:
     out = pipeline.finalize_step(settings, run_date, steps)
-    summary = {"run_date": run_date.isoformat(), "steps": steps, **out}
-    url = publish_night(run_date, summary, str(out["report"]), str(settings.warehouse))
+    url = publish_night(run_date, out, str(settings.warehouse))
     get_run_logger().info("report: %s", url)
     return out

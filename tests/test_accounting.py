@@ -33,6 +33,7 @@ from recsys_core.ingest import (
 from recsys_core.io import Warehouse
 from recsys_core.pipeline import clean_step, ingest_step
 from recsys_core.reporting import build_report
+from recsys_core.results import CleanResult, IngestStepResult, RunSummary
 
 REPO = Path(__file__).resolve().parents[1]
 D1, D2, D3, D4, D5 = (dt.date(2026, 1, 4) + dt.timedelta(days=k) for k in range(5))
@@ -62,13 +63,61 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(landing=tmp_path / "landing", warehouse=tmp_path / "wh")
 
 
-def night(settings: Settings, day: dt.date, *, force: bool = False) -> tuple[dict, dict]:
-    """The flow's first two steps for one run date; LandingWarnings are returned, not raised."""
+def night(
+    settings: Settings, day: dt.date, *, force: bool = False, warned: list[str] | None = None
+) -> tuple[IngestStepResult, CleanResult]:
+    """The flow's first two steps for one run date; LandingWarnings are collected in ``warned``,
+    not raised."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ingested = ingest_step(settings, day, force=force)
-    ingested["warnings"] = [str(w.message) for w in caught if w.category is LandingWarning]
+    if warned is not None:
+        warned += [str(w.message) for w in caught if w.category is LandingWarning]
     return ingested, clean_step(settings, day, force=force)
+
+
+def _summary_with(day: dt.date, ingested: IngestStepResult, cleaned: CleanResult) -> RunSummary:
+    """A night's summary around real ingest and clean results (the later steps are stand-ins)."""
+    model_id = f"popularity-{day}-00000000"
+    decision = {"promote": False, "reason": "test", "diff": None, "low": None, "high": None,
+                "challenger_score": 0.0, "champion_score": None}  # fmt: skip
+    stats = {"n_users": 0, "n_rows": 0, "n_items_recommended": 0, "coverage": 0.0,
+             "score_mean": None, "score_p50": None, "score_p90": None, "models": []}  # fmt: skip
+    return RunSummary.model_validate(
+        {
+            "run_date": day.isoformat(),
+            "code_version": "test",
+            "settings": {},
+            "drift": [],
+            "recommendation_stats": stats,
+            "steps": {
+                "ingest": ingested,
+                "clean": cleaned,
+                "train": {
+                    "challenger": model_id,
+                    "model": "popularity",
+                    "params": {},
+                    "fit_seconds": 0.0,
+                    "n_items": 1,
+                    "candidates": [],
+                },  # fmt: skip
+                "evaluate": {
+                    "run_date": day.isoformat(),
+                    "k": 10,
+                    "metric": "ndcg",
+                    "challenger": model_id,
+                    "champion_before": None,
+                    "champion_entry": None,
+                    "champion_after": None,
+                    "decision": decision,
+                    "challenger_metrics": None,
+                    "champion_metrics": None,
+                    "gate": {"holdout": [day.isoformat()] * 2, "same_recipe": False, "checks": []},
+                },  # fmt: skip
+                "score": {"path": "", "rows": 0, "users": 0, "items": 0, "model_id": model_id},
+            },
+        }
+    )
 
 
 def manifest(settings: Settings, day: dt.date) -> dict:
@@ -94,11 +143,12 @@ def test_a_late_file_is_picked_up_by_the_next_run_without_force(settings: Settin
     late = put(landing, "events", D1, "b.csv", csv(ev(D1, "12:00:00", "e3", user="v")))
     put(landing, "events", D3, "a.csv", csv(ev(D3, "10:00:00", "e4")))
 
-    ingested, cleaned = night(settings, D3)
-    assert ingested["late"] == ["events/date=2026-01-04/b.csv (new)"]
-    assert ingested["late_dates"] == {"events": ["2026-01-04"]}
-    assert any("late landing files picked up" in w and "b.csv" in w for w in ingested["warnings"])
-    assert "2026-01-04" in cleaned["dates_cleaned"]
+    warned: list[str] = []
+    ingested, cleaned = night(settings, D3, warned=warned)
+    assert ingested.late == ["events/date=2026-01-04/b.csv (new)"]
+    assert ingested.late_dates == {"events": ["2026-01-04"]}
+    assert any("late landing files picked up" in w and "b.csv" in w for w in warned)
+    assert "2026-01-04" in cleaned.dates_cleaned
     m1 = manifest(settings, D1)
     assert m1["events"] == {"ingested": 2, "clean": 2, "duplicates": 0, "quarantined": 0}
     assert m1["late_files"] == ["events/date=2026-01-04/b.csv (new)"]
@@ -117,12 +167,12 @@ def test_a_changed_file_is_re_read_not_double_counted(settings: Settings) -> Non
     a.write_text(csv(ev(D1, "10:00:00", "e1"), ev(D1, "11:00:00", "e2")), encoding="utf-8")
     put(settings.landing, "events", D2, "a.csv", csv(ev(D2, "10:00:00", "e9")))
     ingested, _ = night(settings, D2)
-    assert ingested["late"] == ["events/date=2026-01-04/a.csv (changed)"]
+    assert ingested.late == ["events/date=2026-01-04/a.csv (changed)"]
     assert manifest(settings, D1)["events"]["ingested"] == 2  # not 1 + 2
     a.unlink()
     put(settings.landing, "events", D1, "c.csv", csv(ev(D1, "12:00:00", "e5")))
     ingested, _ = night(settings, D2)
-    assert sorted(ingested["late"]) == [
+    assert sorted(ingested.late) == [
         "events/date=2026-01-04/a.csv (removed)",
         "events/date=2026-01-04/c.csv (new)",
     ]
@@ -138,12 +188,12 @@ def test_unchanged_landing_rewrites_nothing_and_a_touched_file_is_not_late(
     outputs = {p: b for p in wh.root.rglob("*") if p.is_file() for b in [p.read_bytes()]}
     before = mtimes(wh)
     ingested, cleaned = night(settings, D1)
-    assert ingested["late"] == [] and cleaned["dates_cleaned"] == []
+    assert ingested.late == [] and cleaned.dates_cleaned == []
     assert mtimes(wh) == before
     os.utime(a, ns=(a.stat().st_atime_ns, a.stat().st_mtime_ns + 10**9))  # same bytes, newer
     ingested, cleaned = night(settings, D1)
-    assert ingested["late"] == [] and ingested["dates"]["events"] == []
-    assert cleaned["dates_cleaned"] == []
+    assert ingested.late == [] and ingested.dates["events"] == []
+    assert cleaned.dates_cleaned == []
     assert {p: p.read_bytes() for p in outputs if not p.name.startswith("_landing")} == {
         p: b for p, b in outputs.items() if not p.name.startswith("_landing")
     }
@@ -164,8 +214,8 @@ def test_the_landing_index_is_only_a_cache_of_the_records(settings: Settings, da
         index.write_text(json.dumps({D1.isoformat(): [["events/date=2026-01-04/a.csv", 1, 1]]}))
     raw = wh.raw("events", D1).stat().st_mtime_ns
     ingested, cleaned = night(settings, D1)
-    assert ingested["late"] == [] and ingested["dates"]["events"] == []
-    assert cleaned["dates_cleaned"] == [] and wh.raw("events", D1).stat().st_mtime_ns == raw
+    assert ingested.late == [] and ingested.dates["events"] == []
+    assert cleaned.dates_cleaned == [] and wh.raw("events", D1).stat().st_mtime_ns == raw
     assert index.read_bytes() == good  # rebuilt from the records
 
 
@@ -185,8 +235,8 @@ def test_a_late_file_redoes_near_duplicates_on_the_following_date_only(
     put(landing, "events", D1, "late.csv", csv(ev(D1, "23:59:50", "e0")))
     put(landing, "events", D4, "a.csv", csv(ev(D4, "10:00:00", "e4")))
     _, cleaned = night(settings, D4)
-    assert cleaned["dates_cleaned"] == ["2026-01-04", "2026-01-05", "2026-01-07"]
-    assert cleaned["followers"] == ["2026-01-05"]
+    assert cleaned.dates_cleaned == ["2026-01-04", "2026-01-05", "2026-01-07"]
+    assert cleaned.followers == ["2026-01-05"]
     m2 = manifest(settings, D2)
     assert m2["duplicate_kinds"]["events_near"] == 1
     assert m2["events"] == {"ingested": 2, "clean": 1, "duplicates": 1, "quarantined": 0}
@@ -213,7 +263,7 @@ def test_a_late_event_id_requarantines_its_later_copy(settings: Settings) -> Non
     _, cleaned = night(settings, D4)
     # D3's id now conflicts; D4 (the next day) is re-cleaned too because D3's near-duplicate
     # anchors changed (its clean event is gone), and comes out the same
-    assert cleaned["followers"] == ["2026-01-06", "2026-01-07"]
+    assert cleaned.followers == ["2026-01-06", "2026-01-07"]
     assert manifest(settings, D3)["events"]["quarantined"] == 1
     q = quarantine(settings, D3)
     assert q["reason_category"].to_list() == ["conflicting_event_id"]
@@ -229,11 +279,7 @@ def test_the_report_names_late_files_and_unrecognised_paths(settings: Settings) 
     (settings.landing / "events" / "date=2026-1-5").mkdir()
     ingested, cleaned = night(settings, D1)
     wh = Warehouse(settings.warehouse)
-    summary = {
-        "run_date": D1.isoformat(),
-        "decision": {"promote": False, "reason": "test"},
-        "steps": {"ingest": ingested, "clean": cleaned},
-    }
+    summary = _summary_with(D1, ingested, cleaned)
     page = build_report(wh, D1, summary=summary).read_text(encoding="utf-8")
     assert "Late landing files" in page and "events/date=2026-01-04/b.csv (new)" in page
     assert "Unrecognised landing paths" in page and "events/date=2026-1-5/" in page
@@ -264,7 +310,7 @@ def test_an_unrecognised_landing_path_fails_the_run_naming_it(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ingested = ingest_step(settings, D1)
-    assert ingested["unrecognised"] == [stray]
+    assert ingested.unrecognised == [stray]
     assert any(stray in str(w.message) for w in caught if w.category is LandingWarning)
     clean_step(settings, D1)
     assert manifest(settings, D1)["unrecognised_paths"] == [stray]
@@ -274,7 +320,7 @@ def test_hidden_and_underscore_entries_are_not_strays(settings: Settings) -> Non
     put(settings.landing, "events", D1, "a.csv", csv(ev(D1, "10:00:00", "e1")))
     (settings.landing / "events" / "_SUCCESS").write_text("")
     (settings.landing / "events" / ".staging").mkdir()
-    assert ingest_step(settings, D1)["unrecognised"] == []
+    assert ingest_step(settings, D1).unrecognised == []
 
 
 # ---- 3. conflicting duplicates ------------------------------------------------------------------
@@ -354,7 +400,7 @@ def test_a_symlink_out_of_the_landing_root_is_refused_without_its_content(
     put(settings.landing, "events", D1, "a.csv", csv(ev(D1, "10:00:00", "e1")))
     inside = settings.landing / "events" / f"date={D1.isoformat()}" / "same.csv"
     inside.symlink_to(settings.landing / "events" / f"date={D1.isoformat()}" / "a.csv")
-    assert ingest_step(settings, D1)["files"] == 2  # a link inside the landing zone is fine
+    assert ingest_step(settings, D1).files == 2  # a link inside the landing zone is fine
     link = settings.landing / "events" / f"date={D2.isoformat()}" / "b.csv"
     link.parent.mkdir()
     link.symlink_to(secret)
@@ -750,16 +796,16 @@ def test_flow_names_late_files_and_a_killed_forced_rerun_leaves_the_date_incompl
     task_log = logging.getLogger("prefect.task_runs")  # Prefect's loggers do not propagate
     task_log.addHandler(handler)
     try:
-        steps = nightly(run_date=end, options=RunOptions(config_path=str(cfg)))  # no --force
+        summary = nightly(run_date=end, options=RunOptions(config_path=str(cfg)))  # no --force
     finally:
         task_log.removeHandler(handler)
     name = f"events/date={early.isoformat()}/late.csv (new)"
     assert f"late landing files picked up: {name}" in [r.getMessage() for r in logged]
-    assert steps["ingest"]["late"] == [name]
-    assert early.isoformat() in steps["clean"]["dates_cleaned"]
+    assert summary.steps.ingest.late == [name]
+    assert early.isoformat() in summary.steps.clean.dates_cleaned
     m = manifest(s, early)
     assert m["events"]["ingested"] == before + 3 and m["late_files"] == [name]
-    report = Path(steps["report"]["report"]).read_text(encoding="utf-8")
+    report = Path(summary.report).read_text(encoding="utf-8")
     assert "Late landing files" in report and name in report
     assert is_complete(s, end)
 

@@ -59,8 +59,8 @@ def test_dask_runner_matches_threads(prefect_harness, tmp_path):
     settings = options.settings()
     assert settings.runner.task_runner == "dask"
     on_dask = nightly.with_options(task_runner=build_task_runner(settings.runner))
-    steps = on_dask(run_date=END, options=options)
-    assert steps["score"]["rows"] > 0
+    night = on_dask(run_date=END, options=options)
+    assert night.steps.score.rows > 0
 
     a = pl.read_parquet(Warehouse(tmp_path / "threads" / "warehouse").recommendations(END))
     b = pl.read_parquet(Warehouse(tmp_path / "dask" / "warehouse").recommendations(END))
@@ -189,7 +189,7 @@ def test_dask_workers_share_no_disk_with_the_driver(
                 on_dask = nightly.with_options(
                     task_runner=DaskTaskRunner(address=cluster.scheduler_address)
                 )
-                steps = on_dask(
+                night = on_dask(
                     run_date=END,
                     options=RunOptions(
                         config_path=str(s3_cfg), task_runner=f"dask={cluster.scheduler_address}"
@@ -201,7 +201,7 @@ def test_dask_workers_share_no_disk_with_the_driver(
                 p.terminate()
             for p in procs:
                 p.wait(timeout=30)
-    assert steps["score"]["rows"] > 0
+    assert night.steps.score.rows > 0
     a = read_parquet(Warehouse(tmp_path / "local" / "warehouse").recommendations(END))
     b = read_parquet(Warehouse(f"{s3_bucket}/warehouse").recommendations(END))
     assert a.height == b.height > 0

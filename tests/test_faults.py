@@ -303,9 +303,9 @@ def test_rerun_after_failure_reuses_tuning_and_force_redoes_it(
     tuned = _mtimes(wh)
     monkeypatch.delenv("RECSYS_FAULT")
 
-    steps = nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
+    night = nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
     assert _mtimes(wh) == tuned  # the search was not run again
-    assert [c["tuned_on"] for c in steps["train"]["candidates"]] == [END.isoformat()] * len(MODELS)
+    assert [c.tuned_on for c in night.steps.train.candidates] == [END.isoformat()] * len(MODELS)
     _assert_same_outputs(wh, baseline)
 
     nightly(run_date=END, options=RunOptions(config_path=str(cfg), force=True))
@@ -333,9 +333,8 @@ def test_rerun_after_failure_does_not_embed_unchanged_items_again(
     assert n_vectors > 0
     monkeypatch.delenv("RECSYS_FAULT")
 
-    steps = nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
-    embed = steps["embed"]
-    assert (embed["n_embedded"], embed["n_reused"], embed["written"]) == (0, n_vectors, False)
+    embed = nightly(run_date=END, options=RunOptions(config_path=str(cfg))).steps.embed
+    assert (embed.n_embedded, embed.n_reused, embed.written) == (0, n_vectors, False)
     assert table.stat().st_mtime_ns == embedded_at
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -72,14 +73,14 @@ def test_nightly_end_to_end(prefect_harness, landing_env):
     from flows.nightly import nightly
 
     tmp, cfg = landing_env
-    steps = nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
+    night = nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
     wh = Warehouse(tmp / "warehouse")
 
     # every landing partition up to END was ingested and cleaned; counts reconcile per date
     for d in wh.clean_dates("events"):
         m = read_json(wh.manifest(d))["events"]
         assert m["ingested"] == m["clean"] + m["duplicates"] + m["quarantined"]
-    assert steps["clean"]["events"]["quarantined"] > 0  # the generator plants bad rows
+    assert night.steps.clean.events.quarantined > 0  # the generator plants bad rows
 
     recs = _recs(tmp, END)
     assert recs.columns == ["user_id", "item_id", "rank", "score", "model_id", "run_date", "reason"]
@@ -95,14 +96,16 @@ def test_nightly_end_to_end(prefect_harness, landing_env):
 
     # item-based champions explain each recommendation with a history item's title; on this
     # seeded data EASE beats popularity, so the check always runs (never skipped by the winner)
-    assert steps["score"]["model_id"].startswith("ease-")
+    assert night.steps.score.model_id.startswith("ease-")
     assert recs["reason"].drop_nulls().str.starts_with("because you interacted with").all()
     assert recs["reason"].null_count() < recs.height
 
     # the champion scored; the report and the completion marker exist
-    assert steps["score"]["model_id"] == steps["evaluate"]["champion_after"]
-    assert Path(steps["report"]["report"]).is_file()
+    assert night.steps.score.model_id == night.steps.evaluate.champion_after
+    assert Path(night.report).is_file()
     assert wh.run_marker(END).is_file()
+    # the run marker is the summary the flow returned
+    assert read_json(wh.run_marker(END)) == json.loads(json.dumps(night.model_dump()))
 
 
 def test_rerun_replaces_and_is_identical(prefect_harness, landing_env):
@@ -127,8 +130,8 @@ def test_recommendations_published_to_sql(prefect_harness, landing_env, monkeypa
     tmp, cfg = landing_env
     url = f"sqlite:///{tmp / 'serving.db'}"
     monkeypatch.setenv("RECSYS_SQL_URL", url)
-    steps = nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
-    assert steps["sql"]["rows"] == steps["score"]["rows"] > 0
+    night = nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
+    assert night.steps.sql.rows == night.steps.score.rows > 0
     served = read_recommendations_sql(url, END).sort(["user_id", "rank"])
     parquet = _recs(tmp, END).sort(["user_id", "rank"])
     assert served.select(parquet.columns).equals(parquet)

@@ -10,6 +10,7 @@ why).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from pathlib import Path
 
@@ -18,9 +19,10 @@ import pytest
 
 from recsys_core import pipeline
 from recsys_core.config import Settings
-from recsys_core.io import Warehouse, atomic_write_parquet, read_parquet
+from recsys_core.io import Warehouse, atomic_write_parquet, read_json, read_parquet
 from recsys_core.landing import generate_synthetic
 from recsys_core.registry import ModelRegistry
+from recsys_core.results import EvaluateResult, RunSteps, TrainResult
 
 END = dt.date(2026, 1, 31)
 D1, D2 = END - dt.timedelta(days=1), END
@@ -37,11 +39,11 @@ def _settings(root: Path) -> Settings:
     )
 
 
-def _night(settings: Settings, day: dt.date) -> tuple[dict, dict]:
+def _night(settings: Settings, day: dt.date) -> tuple[TrainResult, EvaluateResult]:
     pipeline.ingest_step(settings, day)
     pipeline.clean_step(settings, day)
     train = pipeline.train_step(settings, day)
-    return train, pipeline.evaluate_step(settings, day, train["challenger"])
+    return train, pipeline.evaluate_step(settings, day, train.challenger)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def first_night(tmp_path_factory) -> Path:
     generate_synthetic(root / "landing", users=300, items=150, days=16, seed=4, end_date=END)
     settings = _settings(root)
     _, ev = _night(settings, D1)
-    assert ev["decision"]["promote"] and ev["champion_before"] is None
+    assert ev.decision.promote and ev.champion_before is None
     return root
 
 
@@ -64,23 +66,25 @@ def test_good_night_same_recipe_is_a_regression_check(first_night, tmp_path):
     settings = _copy(first_night, tmp_path / "w")
     champion = ModelRegistry(Warehouse(settings.warehouse).models_dir).champion()
     train, ev = _night(settings, D2)
-    gate = ev["gate"]
-    assert train["challenger"] != champion["model_id"]
-    assert gate["same_recipe"] is True
-    assert "Same recipe as the serving champion" in gate["recipe_note"]
-    assert [c["check"] for c in gate["checks"]] == ["regression"]
-    assert gate["regression_days"] == [D2.isoformat(), D2.isoformat()]
+    gate = ev.gate
+    assert train.challenger != champion["model_id"]
+    assert gate.same_recipe is True
+    assert "Same recipe as the serving champion" in gate.recipe_note
+    assert [c.check for c in gate.checks] == ["regression"]
+    assert gate.regression_days == (D2.isoformat(), D2.isoformat())
     # the refit on the artifact's own window and unchanged data is the artifact: no difference
-    assert ev["decision"]["diff"] == pytest.approx(0.0, abs=1e-9)
-    assert ev["decision"]["promote"] is True
-    assert ev["champion_after"] == train["challenger"]
-    assert ev["champion_entry"]["name"] == "ease" and ev["champion_entry"]["params"]
+    assert ev.decision.diff == pytest.approx(0.0, abs=1e-9)
+    assert ev.decision.promote is True
+    assert ev.champion_after == train.challenger
+    assert ev.champion_entry.name == "ease" and ev.champion_entry.params
 
     # a re-run of the night: the challenger is now the champion and is not compared with itself
-    again = pipeline.evaluate_step(settings, D2, train["challenger"])
-    assert again["decision"]["promote"] is False
-    assert "IS the serving champion" in again["decision"]["reason"]
-    assert again["champion_metrics"] is None and "comparison" not in again
+    again = pipeline.evaluate_step(settings, D2, train.challenger)
+    assert again.decision.promote is False
+    assert "IS the serving champion" in again.decision.reason
+    assert again.champion_metrics is None and again.comparison is None
+    stored = read_json(Warehouse(settings.warehouse).evaluation(D2))  # metrics.json
+    assert stored == json.loads(json.dumps(again.model_dump())) and "comparison" not in stored
 
 
 def test_planted_bad_night_is_refused_and_the_report_says_why(first_night, tmp_path):
@@ -96,18 +100,20 @@ def test_planted_bad_night_is_refused_and_the_report_says_why(first_night, tmp_p
             atomic_write_parquet(
                 part.with_columns(shuffled.alias("item_id")), wh.clean("events", day)
             )
-    train, ev = _night(settings, D2)
-    d = ev["decision"]
-    assert d["promote"] is False
-    assert ev["champion_after"] == champion["model_id"] != train["challenger"]
-    assert d["diff"] < -settings.evaluation.tolerance
-    assert "Kept the champion" in d["reason"] and "Regression check" in d["reason"]
+    ingest, clean = pipeline.ingest_step(settings, D2), pipeline.clean_step(settings, D2)
+    train = pipeline.train_step(settings, D2)
+    ev = pipeline.evaluate_step(settings, D2, train.challenger)
+    d = ev.decision
+    assert d.promote is False
+    assert ev.champion_after == champion["model_id"] != train.challenger
+    assert d.diff < -settings.evaluation.tolerance
+    assert "Kept the champion" in d.reason and "Regression check" in d.reason
 
-    from recsys_core.reporting import build_report
-
-    html = build_report(
-        wh, D2, summary={"run_date": D2.isoformat(), "steps": {"train": train, "evaluate": ev}}
-    ).read_text()
+    score = pipeline.merge_scores(settings, D2, [pipeline.score_shard(settings, D2, 0, 1)])
+    steps = RunSteps(ingest=ingest, clean=clean, train=train, evaluate=ev, score=score)
+    summary = pipeline.finalize_step(settings, D2, steps)
+    assert score.model_id == champion["model_id"]  # the kept champion serves tonight
+    html = Path(summary.report).read_text()
     assert "Kept the champion" in html and "Regression check" in html
     assert "Same recipe as the serving champion" in html
     assert champion["model_id"] in html

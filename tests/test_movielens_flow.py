@@ -47,7 +47,7 @@ retries = 0
         encoding="utf-8",
     )
     first = dt.date(2018, 9, 20)
-    steps = nightly(run_date=first, options=RunOptions(config_path=str(cfg)))
+    night = nightly(run_date=first, options=RunOptions(config_path=str(cfg)))
     wh = Warehouse(tmp_path / "warehouse")
 
     # the first night loads every partition up to the run date, none after it
@@ -64,7 +64,7 @@ retries = 0
         pl.read_csv(shared_data / "ml-latest-small" / "movies.csv")["movieId"].cast(pl.String)
     )
     assert set(recs["item_id"].to_list()) <= movie_ids
-    assert steps["evaluate"]["challenger_metrics"]["n_users"] > 0
+    assert night.steps.evaluate.challenger_metrics.n_users > 0
 
     # 2018-09-21 has no rating: the replay lands an empty partition and the night still runs
     out = backfill(start=first, end=dt.date(2018, 9, 22), options=RunOptions(config_path=str(cfg)))

@@ -82,32 +82,120 @@ def test_tasks_retry_transient_errors_and_fail_fast_on_permanent_ones(
 
 
 # ---- the night's headline and the report link -----------------------------------------------------
-def _summary() -> dict:
-    return {
-        "run_date": "2026-01-06",
-        "drift": [
-            {"name": "coverage", "value": 0.12, "flagged": True, "rule": "|relative change| > 0.5"},
-            {"name": "score_mean", "value": 1.0, "flagged": False, "rule": "x"},
-        ],
-        "steps": {
-            "clean": {
-                "dates_cleaned": ["2026-01-05", "2026-01-06"],
-                "run_date_manifest": {
-                    "events": {"ingested": 1234, "clean": 1200, "duplicates": 20, "quarantined": 14}
+def _summary():
+    """A night's run marker (what finalize writes), read back as the typed summary."""
+    from recsys_core.results import RunSummary
+
+    def held(metrics: dict) -> dict:
+        return {
+            "k": 10,
+            "n_users": 9,
+            "metrics": metrics,
+            "coverage": None,
+            "novelty": None,
+            "arp": None,
+            "segments": {},
+        }
+
+    none = {"dates": {}, "rows": {}, "files": 0, "skipped": {}, "notes": [], "late": []}
+    return RunSummary.model_validate(
+        {
+            "run_date": "2026-01-06",
+            "code_version": "test",
+            "settings": {},
+            "drift": [
+                {
+                    "name": "coverage",
+                    "value": 0.12,
+                    "previous": 0.3,
+                    "change": -0.6,
+                    "flagged": True,
+                    "rule": "|relative change| > 0.5",
                 },
+                {
+                    "name": "score_mean",
+                    "value": 1.0,
+                    "previous": None,
+                    "change": None,
+                    "flagged": False,
+                    "rule": "x",
+                },
+            ],  # fmt: skip
+            "recommendation_stats": {
+                "n_users": 9,
+                "n_rows": 90,
+                "n_items_recommended": 6,
+                "coverage": 0.12,
+                "score_mean": 1.0,
+                "score_p50": 1.0,
+                "score_p90": 1.0,
+                "models": [],
+            },  # fmt: skip
+            "steps": {
+                "ingest": {
+                    **none,
+                    "late_dates": {},
+                    "unrecognised": [],
+                    "vanished": [],
+                    "swept_temporaries": 0,
+                    "completion_marker_withdrawn": False,
+                },  # fmt: skip
+                "clean": {
+                    "dates_cleaned": ["2026-01-05", "2026-01-06"],
+                    "followers": [],
+                    "events": {"ingested": 1, "clean": 1, "duplicates": 0, "quarantined": 0},
+                    "run_date_manifest": {
+                        "events": {
+                            "ingested": 1234,
+                            "clean": 1200,
+                            "duplicates": 20,
+                            "quarantined": 14,
+                        }
+                    },  # fmt: skip
+                },
+                "train": {
+                    "challenger": "ease-20260106-abc",
+                    "model": "ease",
+                    "params": {"reg": 5.0},
+                    "fit_seconds": 1.0,
+                    "n_items": 50,
+                    "candidates": [],
+                },  # fmt: skip
+                "evaluate": {
+                    "run_date": "2026-01-06",
+                    "challenger": "ease-20260106-abc",
+                    "champion_before": "popularity-20260105-def",
+                    "champion_entry": None,
+                    "champion_after": "ease-20260106-abc",
+                    "k": 10,
+                    "metric": "ndcg",
+                    "decision": {
+                        "promote": True,
+                        "reason": "ndcg +0.0420 (95% CI +0.01 to +0.07)",
+                        "diff": 0.042,
+                        "low": 0.01,
+                        "high": 0.07,
+                        "challenger_score": 0.3141,
+                        "champion_score": 0.2721,
+                    },  # fmt: skip
+                    "gate": {
+                        "holdout": ["2026-01-06", "2026-01-06"],
+                        "same_recipe": False,
+                        "checks": [],
+                    },  # fmt: skip
+                    "challenger_metrics": held({"ndcg": 0.3141, "recall": 0.25}),
+                    "champion_metrics": held({"ndcg": 0.2721, "recall": 0.2}),
+                },
+                "score": {
+                    "path": "p",
+                    "rows": 90,
+                    "users": 9,
+                    "items": 6,
+                    "model_id": "ease-20260106-abc",
+                },  # fmt: skip
             },
-            "train": {"challenger": "ease-20260106-abc", "model": "ease", "params": {"reg": 5.0}},
-            "evaluate": {
-                "challenger": "ease-20260106-abc",
-                "champion_before": "popularity-20260105-def",
-                "k": 10,
-                "metric": "ndcg",
-                "decision": {"promote": True, "reason": "ndcg +0.0420 (95% CI +0.01 to +0.07)"},
-                "challenger_metrics": {"metrics": {"ndcg": 0.3141, "recall": 0.25}},
-                "champion_metrics": {"metrics": {"ndcg": 0.2721, "recall": 0.2}},
-            },
-        },
-    }
+        }
+    )
 
 
 def test_night_markdown_has_decision_counts_metrics_drift_and_the_link():
@@ -316,16 +404,14 @@ def test_a_retune_or_new_model_is_named_as_the_likely_cause_of_output_drift():
 
 def _night(settings, day):
     from recsys_core import pipeline
+    from recsys_core.results import RunSteps
 
-    steps = {
-        "ingest": pipeline.ingest_step(settings, day),
-        "clean": pipeline.clean_step(settings, day),
-    }
-    steps["train"] = pipeline.train_step(settings, day)
-    steps["evaluate"] = pipeline.evaluate_step(settings, day, steps["train"]["challenger"])
-    shards = [pipeline.score_shard(settings, day, 0, 1)]
-    steps["score"] = pipeline.merge_scores(settings, day, shards)
-    return steps
+    ingest = pipeline.ingest_step(settings, day)
+    clean = pipeline.clean_step(settings, day)
+    train = pipeline.train_step(settings, day)
+    evaluate = pipeline.evaluate_step(settings, day, train.challenger)
+    score = pipeline.merge_scores(settings, day, [pipeline.score_shard(settings, day, 0, 1)])
+    return RunSteps(ingest=ingest, clean=clean, train=train, evaluate=evaluate, score=score)
 
 
 def test_coverage_is_over_the_catalog_and_its_drop_is_flagged(tmp_path, landing_master):
@@ -341,7 +427,7 @@ def test_coverage_is_over_the_catalog_and_its_drop_is_flagged(tmp_path, landing_
     settings = load_settings(cfg)
     first, second = END - dt.timedelta(days=1), END
     out = pipeline.finalize_step(settings, first, _night(settings, first))
-    coverage = out["recommendation_stats"]["coverage"]
+    coverage = out.recommendation_stats.coverage
     recs = read_parquet(Warehouse(settings.warehouse).recommendations(first))
     assert coverage == pytest.approx(recs["item_id"].n_unique() / 30)  # 30 catalog items
     assert coverage < 1.0
@@ -353,11 +439,11 @@ def test_coverage_is_over_the_catalog_and_its_drop_is_flagged(tmp_path, landing_
     collapsed = recs.filter(pl.col("item_id").is_in(top2))
     atomic_write_parquet(collapsed, wh.recommendations(second))  # a broken night's output
     out = pipeline.finalize_step(settings, second, steps)
-    signal = {s["name"]: s for s in out["drift"]}["coverage"]
-    assert signal["value"] == pytest.approx(2 / 30)
-    assert signal["previous"] == pytest.approx(coverage)
-    assert signal["flagged"] is True
-    html = Path(out["report"]).read_text(encoding="utf-8")
+    signal = {s.name: s for s in out.drift}["coverage"]
+    assert signal.value == pytest.approx(2 / 30)
+    assert signal.previous == pytest.approx(coverage)
+    assert signal.flagged is True
+    html = Path(out.report).read_text(encoding="utf-8")
     assert "<h3>Partition 2026-01-06</h3>" in html
     assert "<th>table</th><th>ingested</th><th>clean</th><th>duplicates</th>" in html
     assert "<code>events/date=2026-01-06/" in html  # the landing files read, by name

@@ -1,4 +1,4 @@
-"""Drift signals, the evaluation record, the HTML report and the Prefect digests."""
+"""Drift signals, the run history, the HTML report and the Prefect digests."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import re
 import polars as pl
 import pytest
 
+from recsys_core.evaluation import Decision
 from recsys_core.io import Warehouse, atomic_write_json, atomic_write_parquet
 from recsys_core.reporting import (
     build_report,
@@ -18,10 +19,23 @@ from recsys_core.reporting import (
     markdown_summary,
     metrics_history,
     metrics_table,
-    normalize_summary,
-    previous_stats,
+    night_markdown,
+    previous_run,
     recommendation_stats,
-    write_evaluation,
+    run_history,
+)
+from recsys_core.results import (
+    CleanResult,
+    EvaluateResult,
+    GateReport,
+    HoldoutMetrics,
+    IngestStepResult,
+    MetricComparison,
+    RunSteps,
+    RunSummary,
+    ScoreResult,
+    TrainResult,
+    TuningCandidate,
 )
 
 RUN = dt.date(2026, 1, 31)
@@ -106,51 +120,135 @@ def test_drift_signals_rules():
 
 
 # ---- report --------------------------------------------------------------------------------------
-def summary_for(run_date: dt.date, ndcg: float, promote: bool = True) -> dict:
-    return {
-        "run_date": run_date.isoformat(),
-        "k": 10,
-        "metric": "ndcg",
-        "decision": {
-            "promote": promote,
-            "reason": f"Promoted: challenger ndcg {ndcg:.4f} vs champion 0.2000 (test reason)",
-            "diff": ndcg - 0.2,
-            "low": 0.0123,
-            "high": 0.0456,
-        },
-        "challenger": {
-            "model_id": "ease-2026-01-31-1c4e0917",
-            "name": "ease",
-            "params": {"reg": 250.0},
-            "metrics": {"ndcg": ndcg, "recall": 0.4321, "coverage": 0.25},
-        },
-        "champion": {
-            "model_id": "popularity-2026-01-20-00000000",
-            "metrics": {"ndcg": 0.2, "recall": 0.3},
-        },
-        "comparison": [
+def _holdout(metrics: dict[str, float], segments: dict | None = None) -> HoldoutMetrics:
+    return HoldoutMetrics(
+        k=10,
+        n_users=20,
+        metrics=metrics,
+        coverage=None,
+        novelty=None,
+        arp=None,
+        segments=segments or {},
+    )
+
+
+def evaluate_for(run_date: dt.date, ndcg: float, promote: bool = True) -> EvaluateResult:
+    """The evaluate step's result of a night whose challenger scores ``ndcg`` (champion 0.2)."""
+    day = run_date.isoformat()
+    return EvaluateResult(
+        run_date=day,
+        k=10,
+        metric="ndcg",
+        challenger=f"ease-{day}-1c4e0917",
+        champion_before="popularity-2026-01-20-00000000",
+        champion_entry=None,
+        champion_after=f"ease-{day}-1c4e0917" if promote else "popularity-2026-01-20-00000000",
+        decision=Decision(
+            promote=promote,
+            reason=f"Promoted: challenger ndcg {ndcg:.4f} vs champion 0.2000 (test reason)",
+            diff=ndcg - 0.2,
+            low=0.0123,
+            high=0.0456,
+            challenger_score=ndcg,
+            champion_score=0.2,
+        ),
+        gate=GateReport(holdout=("2026-01-30", day), same_recipe=False, checks=[]),
+        challenger_metrics=_holdout(
+            {"ndcg": ndcg, "recall": 0.4321, "coverage": 0.25},
             {
-                "metric": "ndcg",
-                "challenger": ndcg,
-                "champion": 0.2,
-                "diff": ndcg - 0.2,
-                "low": 0.0123,
-                "high": 0.0456,
-                "p_worse": 0.0,
-            },
-        ],
-        "evaluation": {
-            "segments": {
                 "new_users": {"n_users": 17},
                 "cold_items": {"n_pairs": 5, "hit": 0.2, "recall": 0.1},
                 "heavy_users": {"n_users": 3, "metrics": {"ndcg": 0.5}},
-            }
+            },
+        ),
+        champion_metrics=_holdout({"ndcg": 0.2, "recall": 0.3}),
+        comparison=[
+            MetricComparison(
+                metric="ndcg",
+                challenger=ndcg,
+                champion=0.2,
+                diff=ndcg - 0.2,
+                low=0.0123,
+                high=0.0456,
+                p_worse=0.0,
+            )
+        ],
+    )
+
+
+def summary_for(
+    run_date: dt.date,
+    ndcg: float,
+    promote: bool = True,
+    *,
+    stats: dict | None = None,
+    trials_path: str | None = None,
+) -> RunSummary:
+    """A night's run summary as the finalize step writes it, with known figures."""
+    ev = evaluate_for(run_date, ndcg, promote)
+    stats = stats or {"new_user_share": 0.4, "score_mean": 2.0, "coverage": 0.25}
+    steps = RunSteps(
+        ingest=IngestStepResult(
+            dates={"events": [run_date.isoformat()]},
+            rows={"events": 1234},
+            files=1,
+            skipped={},
+            notes=[],
+            late=[],
+            late_dates={},
+            unrecognised=[],
+            vanished=[],
+            swept_temporaries=0,
+            completion_marker_withdrawn=False,
+        ),
+        clean=CleanResult(
+            dates_cleaned=[run_date.isoformat()],
+            followers=[],
+            events={"ingested": 1234, "clean": 1200, "duplicates": 30, "quarantined": 4},
+            run_date_manifest=None,
+        ),
+        train=TrainResult(
+            challenger=ev.challenger,
+            model="ease",
+            params={"reg": 250.0},
+            fit_seconds=1.0,
+            n_items=8,
+            candidates=[
+                TuningCandidate(
+                    model="ease",
+                    validation_score=0.31,
+                    tuned_on=run_date.isoformat(),
+                    reused=False,
+                    convergence_png=None,
+                    trials_path=trials_path,
+                )
+            ],
+        ),
+        evaluate=ev,
+        score=ScoreResult(path="recs.parquet", rows=2, users=2, items=2, model_id=ev.challenger),
+    )
+    return RunSummary(
+        run_date=run_date.isoformat(),
+        code_version="test",
+        settings={},
+        steps=steps,
+        recommendation_stats={
+            "n_users": 2,
+            "n_rows": 2,
+            "n_items_recommended": 2,
+            "coverage": 0.25,
+            "score_mean": 2.0,
+            "score_p50": 2.0,
+            "score_p90": 2.0,
+            "models": [],
         },
-        "stats": {"new_user_share": 0.4, "score_mean": 2.0, "coverage": 0.25},
-        "drift_threshold": 0.25,
-        "tuning": {"ease": {"trials": [0.1, 0.3, 0.2], "best_params": {"reg": 250.0}}},
-        "timings": {"train": 12.34},
-    }
+        drift=drift_signals(stats, None, 0.25),
+    )
+
+
+def write_marker(wh: Warehouse, summary: RunSummary) -> None:
+    """A completed night, as the finalize step leaves it."""
+    atomic_write_json(wh.run_marker(dt.date.fromisoformat(summary.run_date)), summary.model_dump())
 
 
 def images(html: str) -> list[bytes]:
@@ -178,12 +276,14 @@ def test_build_report_contains_the_numbers(tmp_path):
         wh.manifest(RUN),
         {"events": {"ingested": 1234, "clean": 1200, "duplicates": 30, "quarantined": 4}},
     )
-    write_evaluation(wh, RUN - dt.timedelta(days=1), summary_for(RUN - dt.timedelta(days=1), 0.22))
+    write_marker(wh, summary_for(RUN - dt.timedelta(days=1), 0.22))
     recs = pl.DataFrame(
         {"user_id": ["a", "b"], "item_id": ["x", "y"], "rank": [1, 1], "score": [0.5, 1.5]}
     )
     atomic_write_parquet(recs, wh.recommendations(RUN))
-    path = build_report(wh, RUN, summary=summary_for(RUN, 0.2468))
+    trials = tmp_path / "trials.parquet"
+    pl.DataFrame({"value": [0.1, 0.3, 0.2]}).write_parquet(trials)
+    path = build_report(wh, RUN, summary=summary_for(RUN, 0.2468, trials_path=str(trials)))
     assert path == wh.report_dir(RUN) / "report.html"
     html = path.read_text(encoding="utf-8")
     text = without_images(html)
@@ -195,139 +295,88 @@ def test_build_report_contains_the_numbers(tmp_path):
     assert ["ndcg", "0.2468", "0.2000", "0.0468", "0.0123", "0.0456"] in rows
     assert ["recall", "0.4321", "0.3000", "0.1321", "–", "–"] in rows
     assert ["events", "1,234", "1,200", "30", "4"] in rows  # ingested, clean, duplicates, quar.
+    assert ["dates cleaned tonight", "1"] in rows and ["quarantined", "4"] in rows  # the totals
     assert any(r[0].startswith("new users") and r[1:] == ["users", "17"] for r in rows), rows
     drift = next(r for r in rows if r[0] == "new_user_share")
     assert drift[1] == "0.4000" and drift[-1] == "FLAGGED"  # 0.4 > 0.25
-    assert ["train", "12.3"] in rows  # step timings
+    assert "<b>ease</b>: best validation objective 0.3100" in text
     pngs = images(html)
-    assert len(pngs) == 3  # metrics over dates, tuning, score histogram
+    assert len(pngs) == 3  # metrics over dates, tuning (from the trials file), score histogram
     assert all(p.startswith(PNG_MAGIC) for p in pngs)
     assert [p.name for p in path.parent.iterdir()] == ["report.html"]  # atomic: no temporaries
 
 
 def test_report_without_optional_parts_and_a_kept_champion(tmp_path):
     wh = Warehouse(tmp_path / "wh")
-    summary = {
-        "run_date": RUN.isoformat(),
-        "decision": {"promote": False, "reason": "worse by 0.0300"},
-        "champion": {"model_id": "ease-x"},
-    }
+    full = summary_for(RUN, 0.17, promote=False)
+    ev = full.steps.evaluate.model_copy(
+        update={
+            "decision": Decision(
+                promote=False,
+                reason="worse by 0.0300",
+                diff=None,
+                low=None,
+                high=None,
+                challenger_score=0.17,
+                champion_score=None,
+            ),
+            "challenger_metrics": None,
+            "champion_metrics": None,
+            "comparison": None,
+        }
+    )
+    train = full.steps.train.model_copy(update={"candidates": []})
+    steps = full.steps.model_copy(update={"evaluate": ev, "train": train})
+    summary = full.model_copy(update={"steps": steps, "drift": []})
     html = build_report(wh, RUN, summary=summary).read_text()
-    assert "Kept the champion ease-x" in html and "worse by 0.0300" in html
+    assert "Kept the champion popularity-2026-01-20-00000000" in html and "worse by 0.0300" in html
     assert "No manifest for 2026-01-31" in html and "No drift statistics" in html
+    assert "<h2>Metrics" not in html and "<h2>Hyperparameter tuning" not in html
     assert images(html) == []
 
 
-def test_drift_in_report_uses_previous_run_stats(tmp_path):
+def test_run_history_reads_the_completed_nights(tmp_path):
+    """One history: the run markers, oldest first; a damaged or foreign marker is left out."""
     wh = Warehouse(tmp_path / "wh")
-    prev = summary_for(RUN - dt.timedelta(days=1), 0.2)
-    prev["stats"] = {"score_mean": 1.0}
-    write_evaluation(wh, RUN - dt.timedelta(days=1), prev)
-    assert previous_stats(wh, RUN) == {"score_mean": 1.0}
-    assert previous_stats(wh, RUN - dt.timedelta(days=1)) is None
-    html = build_report(wh, RUN, summary=summary_for(RUN, 0.25)).read_text()
-    row = re.search(r"<td>score_mean</td>(.*?)</tr>", html).group(1)
-    assert "1.0000" in row and "FLAGGED" in row  # 1.0 -> 2.0 is +100%
-
-
-def test_metrics_history_reads_both_record_shapes(tmp_path):
-    wh = Warehouse(tmp_path / "wh")
-    write_evaluation(wh, dt.date(2026, 1, 29), summary_for(dt.date(2026, 1, 29), 0.21))
-    # the pipeline's evaluate-step output, stored as it is
-    atomic_write_json(
-        wh.evaluation(dt.date(2026, 1, 30)),
-        {
-            "run_date": "2026-01-30",
-            "k": 10,
-            "metric": "ndcg",
-            "challenger": "ease-2026-01-30-aaaaaaaa",
-            "champion_before": None,
-            "decision": {"promote": True, "reason": "first"},
-            "challenger_metrics": {"metrics": {"ndcg": 0.23}},
-            "champion_metrics": None,
-        },
-    )
-    damaged = wh.evaluation(dt.date(2026, 1, 31))
-    damaged.parent.mkdir(parents=True)
+    for day, ndcg in ((dt.date(2026, 1, 28), 0.21), (dt.date(2026, 1, 29), 0.23)):
+        write_marker(wh, summary_for(day, ndcg))
+    damaged = wh.run_marker(dt.date(2026, 1, 30))
     damaged.write_text("{not json")  # skipped, never fatal
+    atomic_write_json(wh.run_marker(dt.date(2026, 1, 31)), {"run_date": "2026-01-31"})
+    assert [s.run_date for s in run_history(wh)] == ["2026-01-28", "2026-01-29"]
+    assert [s.run_date for s in run_history(wh, until=dt.date(2026, 1, 28))] == ["2026-01-28"]
+    assert previous_run(wh, RUN).run_date == "2026-01-29"
+    assert previous_run(wh, dt.date(2026, 1, 28)) is None
     hist = metrics_history(wh)
     ndcg = hist.filter((pl.col("role") == "challenger") & (pl.col("metric") == "ndcg"))
     assert ndcg["value"].to_list() == [0.21, 0.23]
-    assert ndcg["model_id"].to_list()[1] == "ease-2026-01-30-aaaaaaaa"
+    assert ndcg["model_id"].to_list() == ["ease-2026-01-28-1c4e0917", "ease-2026-01-29-1c4e0917"]
+    champ = hist.filter(pl.col("role") == "champion")["model_id"].unique().to_list()
+    assert champ == ["popularity-2026-01-20-00000000"]
     assert (
-        metrics_history(wh, until=dt.date(2026, 1, 29)).filter(pl.col("metric") == "ndcg").height
-        == 2
+        metrics_history(wh, until=dt.date(2026, 1, 28)).filter(pl.col("metric") == "ndcg").height
+        == 2  # challenger and champion of one night
     )
 
 
-def test_pipeline_finalize_shape_is_understood(tmp_path):
-    steps = {
-        "clean": {
-            "dates_cleaned": ["2026-01-31"],
-            "events": {"ingested": 99, "clean": 90, "duplicates": 6, "quarantined": 3},
-        },
-        "train": {
-            "challenger": "ease-2026-01-31-aaaaaaaa",
-            "model": "ease",
-            "params": {"reg": 9.0},
-            "candidates": [
-                {
-                    "model": "ease",
-                    "validation_score": 0.31,
-                    "convergence_png": None,
-                    "trials_path": None,
-                }
-            ],
-        },
-        "evaluate": {
-            "run_date": "2026-01-31",
-            "k": 5,
-            "metric": "ndcg",
-            "challenger": "ease-2026-01-31-aaaaaaaa",
-            "champion_before": "ease-2026-01-30-bbbbbbbb",
-            "decision": {"promote": False, "reason": "Kept the champion: worse by 0.0777"},
-            "challenger_metrics": {
-                "metrics": {"ndcg": 0.1111},
-                "segments": {"new_users": {"n_users": 4}},
-            },
-            "champion_metrics": {"metrics": {"ndcg": 0.1888}},
-        },
-    }
-    summary = {
-        "run_date": "2026-01-31",
-        "steps": steps,
-        "recommendation_stats": {"score_mean": 1.0},
-        "drift": [],
-    }
-    norm = normalize_summary(summary)
-    assert norm["challenger"]["params"] == {"reg": 9.0} and norm["k"] == 5
-    assert norm["champion"]["model_id"] == "ease-2026-01-30-bbbbbbbb"
-    rows = metrics_table(summary)
-    assert rows == [
-        {
-            "metric": "ndcg",
-            "challenger": 0.1111,
-            "champion": 0.1888,
-            "difference": -0.0777,
-            "ci_low": None,
-            "ci_high": None,
-        }
-    ]
-    html = without_images(build_report(Warehouse(tmp_path), RUN, summary=summary).read_text())
-    assert "Kept the champion ease-2026-01-30-bbbbbbbb" in html and "worse by 0.0777" in html
-    rows = table_rows(html)
-    assert ["ingested", "99"] in rows and ["quarantined", "3"] in rows  # the clean step totals
-    assert "0.3100" in html  # the tuning's best value
+def test_run_marker_round_trips(tmp_path):
+    """What finalize writes is what the history reads back, field for field."""
+    wh = Warehouse(tmp_path / "wh")
+    summary = summary_for(RUN, 0.25)
+    write_marker(wh, summary)
+    assert run_history(wh) == [summary]
+    on_disk = json.loads(wh.run_marker(RUN).read_text())
+    assert on_disk["steps"]["evaluate"]["decision"]["reason"].startswith("Promoted: challenger")
+    assert "note" not in on_disk["steps"]["evaluate"]  # optional parts only when set
+    assert "sql" not in on_disk["steps"] and "abtest" not in on_disk["steps"]
 
 
 def test_markdown_and_table_digests():
-    s = summary_for(RUN, 0.2468)
-    s["drift"] = drift_signals(s["stats"], None, 0.25)
-    md = markdown_summary(s)
+    ev = evaluate_for(RUN, 0.2468)
+    md = markdown_summary(ev)
     assert md.startswith("## Run 2026-01-31: Promoted ease-2026-01-31-1c4e0917")
     assert "| ndcg | 0.2468 | 0.2000 | 0.0468 | 0.0123 to 0.0456 |" in md
-    assert "new_user_share = 0.4000" in md
-    rows = metrics_table(s)
+    rows = metrics_table(ev)
     assert [r["metric"] for r in rows] == ["ndcg", "recall", "coverage"]
     assert rows[1] == {
         "metric": "recall",
@@ -337,3 +386,7 @@ def test_markdown_and_table_digests():
         "ci_low": None,
         "ci_high": None,
     }
+    night = night_markdown(summary_for(RUN, 0.2468), "http://x/report.html")
+    assert night.startswith("## recsys 2026-01-31: Promoted ease-2026-01-31-1c4e0917")
+    assert "new_user_share = 0.4000" in night  # the flagged drift signal
+    assert night.rstrip().endswith("[Open the full report](http://x/report.html)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import polars as pl
@@ -15,6 +16,7 @@ from recsys_core.abtest._simulate import _START
 from recsys_core.config import Settings
 from recsys_core.io import Warehouse, read_json
 from recsys_core.landing import generate_synthetic
+from recsys_core.results import Skipped
 from recsys_core.schema import RECOMMENDATIONS_SCHEMA
 
 ARMS = {"control": "popularity", "treatment": "ease"}
@@ -60,7 +62,7 @@ def test_every_row_carries_its_arm_and_model_and_assignments_are_stable(world):
 def test_readout_shows_ease_ahead_and_is_written(world):
     r = world["readout"]
     saved = read_json(Path(world["warehouse"]) / "abtest" / "sim" / "readout.json")
-    assert saved["decision"] == r["decision"]
+    assert saved == json.loads(json.dumps(r.model_dump(exclude={"path"})))  # the file is the result
     assert [a["name"] for a in saved["arms"]] == ["control", "treatment"]
     assert saved["comparison"] == "treatment - control"
     assert saved["nights_with_feedback"] == DAYS
@@ -76,7 +78,7 @@ def test_readout_shows_ease_ahead_and_is_written(world):
 
 def test_no_feedback_yet_on_the_first_night(world):
     out = readout_step(_settings(world), _START)
-    assert out["decision"] == NO_FEEDBACK and out["p_value"] is None
+    assert out.decision == NO_FEEDBACK and out.p_value is None
 
 
 def test_arm_changed_mid_experiment_is_refused(world):
@@ -95,12 +97,12 @@ def test_assignments_published_to_sql(world, tmp_path):
     settings.scoring.sql_url = url
     out = pipeline.publish_sql(settings, day)
     assigned = pl.read_parquet(Warehouse(Path(world["warehouse"])).assignments("sim", day))
-    assert out["assignments"]["rows"] == assigned.height
+    assert out.assignments["rows"] == assigned.height
     back = read_assignments_sql(url, day)
     assert dict(back.select("user_id", "arm").iter_rows()) == dict(
         assigned.select("user_id", "arm").iter_rows()
     )
-    assert read_recommendations_sql(url, day).height == out["rows"]
+    assert read_recommendations_sql(url, day).height == out.rows
 
 
 def test_without_an_experiment_the_tables_are_as_before(tmp_path):
@@ -115,15 +117,17 @@ def test_without_an_experiment_the_tables_are_as_before(tmp_path):
     pipeline.ingest_step(settings, end)
     pipeline.clean_step(settings, end)
     train = pipeline.train_step(settings, end)
-    ev = pipeline.evaluate_step(settings, end, train["challenger"])
-    assert "arms" not in ev
+    ev = pipeline.evaluate_step(settings, end, train.challenger)
+    assert ev.arms is None and "arms" not in read_json(
+        Warehouse(settings.warehouse).evaluation(end)
+    )
     merged = pipeline.merge_scores(settings, end, [pipeline.score_shard(settings, end, 0, 1)])
-    recs = pl.read_parquet(merged["path"])
+    recs = pl.read_parquet(merged.path)
     assert recs.columns == list(RECOMMENDATIONS_SCHEMA)
-    assert merged["model_id"] == train["challenger"]
-    assert readout_step(settings, end) == {
-        "skipped": "no experiment configured (abtest.experiment)"
-    }
+    assert merged.model_id == train.challenger
+    assert readout_step(settings, end) == Skipped(
+        skipped="no experiment configured (abtest.experiment)"
+    )
     assert not (tmp_path / "warehouse" / "abtest").exists()
 
 
@@ -202,14 +206,14 @@ attribution_days = 1
         encoding="utf-8",
     )
     first = nightly(run_date=end - dt.timedelta(days=1), options=RunOptions(config_path=str(cfg)))
-    assert first["abtest"]["decision"] == NO_FEEDBACK
-    steps = nightly(run_date=end, options=RunOptions(config_path=str(cfg)))
-    ab = steps["abtest"]
-    assert ab["nights_with_feedback"] == 1 and ab["experiment"] == "flow-test"
-    assert sum(a["assigned_users"] for a in ab["arms"]) > 0
+    assert first.steps.abtest.decision == NO_FEEDBACK
+    summary = nightly(run_date=end, options=RunOptions(config_path=str(cfg)))
+    ab = summary.steps.abtest
+    assert ab.nights_with_feedback == 1 and ab.experiment == "flow-test"
+    assert sum(a.assigned_users for a in ab.arms) > 0
     recs = pl.read_parquet(Warehouse(tmp_path / "warehouse").recommendations(end))
     assert set(recs["arm"]) == {"control", "treatment"}
-    html = Path(steps["report"]["report"]).read_text()
+    html = Path(summary.report).read_text()
     assert "A/B experiment flow-test" in html
     art = Artifact.get("recsys-abtest")
     assert art is not None and "flow-test" in str(art.data)
@@ -229,12 +233,12 @@ def test_winner_is_promoted_only_when_asked(world, tmp_path):
 
     off = _settings(world, min_users_per_arm=50).model_copy(update={"warehouse": wh.root})
     out = readout_step(off, day)
-    assert out["winner"] == "treatment" and out["promoted"] is None
+    assert out.winner == "treatment" and out.promoted is None
     assert registry.champion()["model_id"] == arms["control"]["model_id"]
 
     on = _settings(world, min_users_per_arm=50, promote_winner=True)
     out = readout_step(on.model_copy(update={"warehouse": wh.root}), day)
-    assert out["promoted"] == arms["treatment"]["model_id"]
+    assert out.promoted == arms["treatment"]["model_id"]
     champion = registry.champion()
     assert champion["model_id"] == arms["treatment"]["model_id"]
     assert "A/B experiment sim" in champion["promotion_reason"]
@@ -255,7 +259,7 @@ def test_aa_through_the_whole_loop(tmp_path):
         log=None,
     )
     r = out["readout"]
-    assert r["ci"][0] < 0 < r["ci"][1] and r["p_value"] > 0.05
-    assert r["winner"] is None and not r["srm"]
+    assert r.ci[0] < 0 < r.ci[1] and r.p_value > 0.05
+    assert r.winner is None and not r.srm
     liked = out["liked_share_of_recommendations"]
     assert abs(liked["a"] - liked["b"]) < 0.1

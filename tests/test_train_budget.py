@@ -65,10 +65,10 @@ def test_budgets_and_fixed_params_apply_per_model_and_a_change_retunes_only_that
     # reg and time_weight pinned (plain EASE): nothing left to search, one evaluation
     assert ease.height == 1 and best_params(root, "ease")["reg"] == 50.0
     # whichever model wins, the challenger is fit with that model's tuned (or pinned) parameters
-    assert first["params"] == best_params(root, first["model"])
+    assert first.params == best_params(root, first.model)
 
     again = train_step(s, END)
-    assert [c["reused"] for c in again["candidates"]] == [True, True]
+    assert [c.reused for c in again.candidates] == [True, True]
 
     changed = settings(
         root,
@@ -76,7 +76,7 @@ def test_budgets_and_fixed_params_apply_per_model_and_a_change_retunes_only_that
         model_params={"ease": {"reg": 500.0, "time_weight": 0.0}},
     )
     third = train_step(changed, END)
-    assert [c["reused"] for c in third["candidates"]] == [True, False]
+    assert [c.reused for c in third.candidates] == [True, False]
     assert best_params(root, "ease")["reg"] == 500.0
 
     budget = settings(
@@ -84,7 +84,7 @@ def test_budgets_and_fixed_params_apply_per_model_and_a_change_retunes_only_that
         model_tune_calls={"popularity": 3},
         model_params={"ease": {"reg": 500.0, "time_weight": 0.0}},
     )
-    assert [c["reused"] for c in train_step(budget, END)["candidates"]] == [False, True]
+    assert [c.reused for c in train_step(budget, END).candidates] == [False, True]
     assert trials(root, "popularity").height == 3
 
 
@@ -112,13 +112,13 @@ def test_the_search_runs_on_a_capped_user_sample_and_the_challenger_on_every_use
     assert json.loads((wh.tuning_dir / "ease" / "best.json").read_text())["sampled"] is False
     capped = settings(root, tune_max_users=20)
     result = train_step(capped, END)
-    assert [c["reused"] for c in result["candidates"]] == [False, False]  # a new cap re-tunes
+    assert [c.reused for c in result.candidates] == [False, False]  # a new cap re-tunes
     assert trials(root, "ease")["search_users"].unique().to_list() == [20]
     best = json.loads((wh.tuning_dir / "ease" / "best.json").read_text())
     assert (best["sampled"], best["search_users"], best["train_users"]) == (True, 20, n_users)
     state = json.loads((wh.tuning_dir / "ease" / "state.json").read_text())
     assert state["search_users"] == 20 and state["tune_max_users"] == 20
     # the chosen parameters are refit on every user, not on the sample
-    model = ModelRegistry(wh.models_dir).load_model(result["challenger"])
+    model = ModelRegistry(wh.models_dir).load_model(result.challenger)
     assert model.interactions_.n_users >= n_users >= 40
-    assert [c["reused"] for c in train_step(capped, END)["candidates"]] == [True, True]
+    assert [c.reused for c in train_step(capped, END).candidates] == [True, True]

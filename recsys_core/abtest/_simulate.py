@@ -28,6 +28,7 @@ import polars as pl
 
 from recsys_core.config import Settings
 from recsys_core.io import Warehouse, read_parquet
+from recsys_core.results import AbtestResult, EmbedResult, RunSteps
 
 __all__ = ["simulate"]
 
@@ -109,23 +110,22 @@ def simulate(
     item_index = {iid: i for i, iid in enumerate(catalog.item_ids)}
     truth: dict[str, list[float]] = {a: [] for a in arms}
 
-    def night(day: dt.date) -> dict[str, Any]:
-        steps: dict[str, Any] = {}
-        steps["ingest"] = pipeline.ingest_step(settings, day)
-        steps["clean"] = pipeline.clean_step(settings, day)
-        steps["embed"] = {"skipped": "embedding disabled in config"}
-        steps["train"] = pipeline.train_step(settings, day)
-        steps["evaluate"] = pipeline.evaluate_step(settings, day, steps["train"]["challenger"])
-        steps["score"] = pipeline.merge_scores(
-            settings, day, [pipeline.score_shard(settings, day, 0, 1)]
+    def night(day: dt.date) -> RunSteps:
+        ingest = pipeline.ingest_step(settings, day)
+        clean = pipeline.clean_step(settings, day)
+        train = pipeline.train_step(settings, day)
+        return RunSteps(
+            ingest=ingest,
+            clean=clean,
+            embed=EmbedResult(skipped="embedding disabled in config"),
+            train=train,
+            evaluate=pipeline.evaluate_step(settings, day, train.challenger),
+            score=pipeline.merge_scores(settings, day, [pipeline.score_shard(settings, day, 0, 1)]),
+            abtest=readout_step(settings, day),
         )
-        steps["abtest"] = readout_step(settings, day)
-        return steps
 
     steps = night(_START)
-    say(
-        f"night 0 ({_START}): {steps['score']['rows']} recommendations, arms {steps['score']['arms']}"
-    )
+    say(f"night 0 ({_START}): {steps.score.rows} recommendations, arms {steps.score.arms}")
     for t in range(1, days + 1):
         day = _START + dt.timedelta(days=t)
         prev = day - dt.timedelta(days=1)
@@ -148,27 +148,32 @@ def simulate(
             truth[a].append(liked.get(a, float("nan")))
         _write_day(settings.landing, day, events)
         steps = night(day)
-        ab = steps["abtest"]
+        ab = steps.abtest
+        if not isinstance(ab, AbtestResult):  # the settings name an experiment: never skipped
+            raise RuntimeError(f"the read-out of {day} was skipped: {ab}")
         say(
             f"day {t:>2} ({day}): {events.height} events; "
             + ", ".join(
-                f"{r['name']} hit rate {r['hit_rate']:.3f} ({r['users']} users)"
-                if r["hit_rate"] is not None
-                else f"{r['name']} -"
-                for r in ab["arms"]
+                f"{r.name} hit rate {r.hit_rate:.3f} ({r.users} users)"
+                if r.hit_rate is not None
+                else f"{r.name} -"
+                for r in ab.arms
             )
-            + f"; {ab['decision']}"
+            + f"; {ab.decision}"
         )
-    if report:
-        steps["report"] = pipeline.finalize_step(settings, _START + dt.timedelta(days=days), steps)
-    offline = {c["model"]: c["validation_score"] for c in steps["train"].get("candidates", [])}
+    summary = (
+        pipeline.finalize_step(settings, _START + dt.timedelta(days=days), steps)
+        if report
+        else None
+    )
+    offline = {c.model: c.validation_score for c in steps.train.candidates}
     result = {
-        "readout": steps["abtest"],
+        "readout": steps.abtest,
         "offline_validation": offline,
         "metric": settings.train.metric,
         "liked_share_of_recommendations": {a: float(np.nanmean(v)) for a, v in truth.items()},
         "seconds": round(time.perf_counter() - started, 1),
-        "report": (steps.get("report") or {}).get("report"),
+        "report": summary.report if summary else None,
         "warehouse": str(settings.warehouse),
         "landing": str(settings.landing),
     }
@@ -179,10 +184,10 @@ def simulate(
 def _orderings_agree(result: dict[str, Any], arms: Mapping[str, str]) -> bool | None:
     """Whether the arms' online hit rates rank their models as the offline validation does."""
     offline = result["offline_validation"]
-    rows = [r for r in result["readout"]["arms"] if r["hit_rate"] is not None]
-    if len(rows) < 2 or any(arms[r["name"]] not in offline for r in rows):
+    rows = [r for r in result["readout"].arms if r.hit_rate is not None]
+    if len(rows) < 2 or any(arms[r.name] not in offline for r in rows):
         return None
-    online = [arms[r["name"]] for r in sorted(rows, key=lambda r: -r["hit_rate"])]
+    online = [arms[r.name] for r in sorted(rows, key=lambda r: -r.hit_rate)]
     return online == sorted(online, key=lambda m: -offline[m])
 
 

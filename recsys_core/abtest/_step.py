@@ -19,6 +19,7 @@ from recsys_core.io import (
     read_json,
     read_parquet,
 )
+from recsys_core.results import AbtestResult, Skipped
 
 __all__ = ["readout_step"]
 
@@ -39,13 +40,13 @@ def _exposures(wh: Warehouse, experiment: str, dates: list[dt.date]) -> pl.DataF
     return pl.concat(frames).select([pl.col(c).cast(t) for c, t in schema.items()])
 
 
-def readout_step(settings: Settings, run_date: dt.date) -> dict[str, Any]:
+def readout_step(settings: Settings, run_date: dt.date) -> AbtestResult | Skipped:
     """The experiment's read-out as of ``run_date`` (events up to it, nights before it)."""
     from recsys_core.ingest import load_catalog, load_clean_events
 
     cfg = settings.abtest
     if not cfg.experiment:
-        return {"skipped": "no experiment configured (abtest.experiment)"}
+        return Skipped(skipped="no experiment configured (abtest.experiment)")
     wh = Warehouse(settings.warehouse)
     exp = cfg.experiment
     try:
@@ -109,7 +110,7 @@ def readout_step(settings: Settings, run_date: dt.date) -> dict[str, Any]:
     out["promoted"] = _maybe_promote(settings, wh, out, run_date) if cfg.promote_winner else None
     atomic_write_parquet(nights, wh.abtest_nights(exp))
     atomic_write_json(wh.abtest_readout(exp), out)
-    return {**out, "path": str(wh.abtest_readout(exp))}
+    return AbtestResult(**out, path=str(wh.abtest_readout(exp)))
 
 
 def _with_bands(nights: pl.DataFrame) -> pl.DataFrame:

@@ -16,13 +16,14 @@ of resamples where the challenger is worse) are reported beside it to show how s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from recsys_core.metrics import METRIC_NAMES
+from recsys_core.results import Decision
 
 __all__ = [
     "BootstrapResult",
@@ -109,26 +110,6 @@ def align_per_user(
         .with_columns(pl.col("_a").fill_null(0.0), pl.col("_b").fill_null(0.0))
     )
     return joined["user_id"].to_list(), joined["_a"].to_numpy(), joined["_b"].to_numpy()
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Outcome of the gate; ``diff``/``low``/``high`` are of ``challenger - champion``."""
-
-    promote: bool
-    reason: str
-    diff: float | None
-    low: float | None
-    high: float | None
-    challenger_score: float
-    champion_score: float | None
-    metric: str = "ndcg"
-    tolerance: float = 0.0
-    p_worse: float | None = None
-    n_users: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def decide_promotion(

@@ -1,5 +1,6 @@
-"""The pipeline's steps as plain functions: each takes Settings and a run date, returns a small
-JSON-able summary. Prefect tasks wrap them one to one; a notebook can call them directly."""
+"""The pipeline's steps as plain functions: each takes Settings and a run date and returns a small
+frozen result (:mod:`recsys_core.results`). Prefect tasks wrap them one to one; a notebook can
+call them directly."""
 
 from recsys_core.pipeline._data import clean_step, ingest_step
 from recsys_core.pipeline._faults import InjectedFault, maybe_fail

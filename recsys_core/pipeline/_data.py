@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from recsys_core.config import Settings
 from recsys_core.ingest import clean_with_followers, ingest, pending_clean_dates, scan_landing
@@ -11,11 +10,12 @@ from recsys_core.io import Warehouse, exists, read_json, sweep_temporaries
 from recsys_core.pipeline._context import jsonable
 from recsys_core.pipeline._faults import maybe_fail
 from recsys_core.pipeline._finalize import withdraw_completion
+from recsys_core.results import CleanResult, IngestStepResult
 
 __all__ = ["clean_step", "ingest_step"]
 
 
-def ingest_step(settings: Settings, run_date: dt.date, *, force: bool = False) -> dict[str, Any]:
+def ingest_step(settings: Settings, run_date: dt.date, *, force: bool = False) -> IngestStepResult:
     """Copy every landing partition dated on or before ``run_date`` that the warehouse lacks.
 
     Raises :class:`recsys_core.ingest.MissingPartitionError` when ``run_date``'s events partition is
@@ -37,13 +37,12 @@ def ingest_step(settings: Settings, run_date: dt.date, *, force: bool = False) -
         force=force,
         unrecognised=settings.ingest.unrecognised_paths,
     )
-    out = jsonable(result)
-    out["swept_temporaries"] = swept
-    out["completion_marker_withdrawn"] = withdrawn
-    return out
+    return IngestStepResult(
+        **jsonable(result), swept_temporaries=swept, completion_marker_withdrawn=withdrawn
+    )
 
 
-def clean_step(settings: Settings, run_date: dt.date, *, force: bool = False) -> dict[str, Any]:
+def clean_step(settings: Settings, run_date: dt.date, *, force: bool = False) -> CleanResult:
     """Clean every raw partition up to ``run_date`` that has no manifest yet or was re-ingested
     (late files), in date order (the near-duplicate rule looks at the previous day), then the
     already-clean later dates those can change (``followers``). ``force`` re-cleans ``run_date``.
@@ -75,9 +74,9 @@ def clean_step(settings: Settings, run_date: dt.date, *, force: bool = False) ->
     today = manifests.get(run_date.isoformat())
     if today is None and exists(wh.manifest(run_date)):
         today = read_json(wh.manifest(run_date))
-    return {
-        "dates_cleaned": [d.isoformat() for d in ordered],
-        "followers": [d.isoformat() for d in followers],
-        "events": totals,
-        "run_date_manifest": today,
-    }
+    return CleanResult(
+        dates_cleaned=[d.isoformat() for d in ordered],
+        followers=[d.isoformat() for d in followers],
+        events=totals,
+        run_date_manifest=today,
+    )

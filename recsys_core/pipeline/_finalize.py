@@ -10,6 +10,7 @@ from recsys_core.ingest import load_clean_events
 from recsys_core.io import Warehouse, atomic_write_json, delete, exists, read_parquet
 from recsys_core.pipeline._context import code_version
 from recsys_core.pipeline._faults import maybe_fail
+from recsys_core.results import DriftSignal, RecommendationStats, RunSteps, RunSummary
 
 __all__ = ["backfill_plan", "finalize_step", "is_complete", "withdraw_completion"]
 
@@ -42,46 +43,44 @@ def backfill_plan(
     return [d for d in days if d not in done], [d for d in days if d in done]
 
 
-def _previous_stats(wh: Warehouse, run_date: dt.date) -> dict[str, Any] | None:
-    earlier = [d for d in wh.completed_run_dates() if d < run_date]
-    if not earlier:
-        return None
-    from recsys_core.io import read_json
-
-    marker = read_json(wh.run_marker(earlier[-1]))
-    return marker.get("recommendation_stats")
-
-
-def finalize_step(settings: Settings, run_date: dt.date, steps: dict[str, Any]) -> dict[str, Any]:
-    """Write the HTML report and the run marker (last, atomically) from the steps' summaries."""
+def finalize_step(settings: Settings, run_date: dt.date, steps: RunSteps) -> RunSummary:
+    """Write the HTML report and the run marker (last, atomically) from the steps' results;
+    return the night's summary (the marker's content)."""
     wh = Warehouse(settings.warehouse)
     maybe_fail(settings, "report")
-    from recsys_core.reporting import build_report, data_stats, drift_signals, recommendation_stats
+    from recsys_core.reporting import (
+        build_report,
+        data_stats,
+        drift_signals,
+        previous_run,
+        recommendation_stats,
+    )
 
     recs = read_parquet(wh.recommendations(run_date))
     tonight = load_clean_events(wh, until=run_date, since=run_date)
     before = load_clean_events(wh, until=run_date - dt.timedelta(days=1))
     # coverage is over the whole catalog as of tonight (the train step's item vocabulary: catalog
     # items and items with events), not over the items recommended (which would always give 1.0)
-    n_items = int(steps["train"]["n_items"]) or 1
+    n_items = steps.train.n_items or 1
     stats = {**recommendation_stats(recs, n_items), "models": _serving_models(wh, recs)}
+    previous = previous_run(wh, run_date)
     drift = drift_signals(
         {**stats, **data_stats(tonight, before)},
-        _previous_stats(wh, run_date),
+        previous.recommendation_stats.model_dump() if previous else None,
         settings.evaluation.drift_threshold,
     )
-    summary = {
-        "run_date": run_date.isoformat(),
-        "code_version": code_version(),
-        "settings": _redacted(settings),
-        "steps": steps,
-        "recommendation_stats": stats,
-        "drift": drift,
-    }
+    summary = RunSummary(
+        run_date=run_date.isoformat(),
+        code_version=code_version(),
+        settings=_redacted(settings),
+        steps=steps,
+        recommendation_stats=RecommendationStats(**stats),
+        drift=[DriftSignal(**s) for s in drift],
+    )
     report = build_report(wh, run_date, summary=summary)
-    summary["report"] = str(report)
-    atomic_write_json(wh.run_marker(run_date), summary)
-    return {"report": str(report), "drift": drift, "recommendation_stats": stats}
+    summary = summary.model_copy(update={"report": str(report)})
+    atomic_write_json(wh.run_marker(run_date), summary.model_dump())
+    return summary
 
 
 def _serving_models(wh: Warehouse, recs: Any) -> list[dict[str, Any]]:

@@ -41,25 +41,38 @@ from recsys_core.models import get_model_class
 from recsys_core.pipeline._context import DataWindow, code_version, jsonable, load_window
 from recsys_core.pipeline._faults import maybe_fail
 from recsys_core.registry import ModelRegistry, make_model_id
+from recsys_core.results import (
+    ArmModel,
+    ArmsPlan,
+    ChampionEntry,
+    EmbedResult,
+    EvaluateResult,
+    GateCheck,
+    GateReport,
+    HoldoutMetrics,
+    MetricComparison,
+    TrainResult,
+    TuningCandidate,
+)
 from recsys_core.tuning import pick_best
 
 __all__ = ["embed_step", "evaluate_step", "prepare_arms", "train_step"]
 
 
 # ---- embed ----------------------------------------------------------------------------------------
-def embed_step(settings: Settings, run_date: dt.date, *, log: Any = None) -> dict[str, Any]:
+def embed_step(settings: Settings, run_date: dt.date, *, log: Any = None) -> EmbedResult:
     """Embed the text of every catalog item that is new or changed (incremental)."""
     wh = Warehouse(settings.warehouse)
     maybe_fail(settings, "embed")
     if not settings.embedding.enabled:
-        return {"skipped": "embedding disabled in config"}
+        return EmbedResult(skipped="embedding disabled in config")
     from recsys_core.ingest import load_catalog
 
     catalog = load_catalog(wh, as_of=run_date)
     if catalog.height == 0:
-        return {"skipped": f"no item catalog on or before {run_date}", "n_items": 0}
+        return EmbedResult(skipped=f"no item catalog on or before {run_date}", n_items=0)
     summary = embed_catalog(catalog, wh.item_embeddings, settings.embedding, log=log)
-    return jsonable(summary)
+    return EmbedResult(**jsonable(summary))
 
 
 def _embeddings_for(settings: Settings, names: list[str]) -> pl.DataFrame | None:
@@ -96,7 +109,7 @@ def _reusable_tuning(settings: Settings, name: str, run_date: dt.date, force: bo
     return state if fresh and same_budget and same_metric else None
 
 
-def train_step(settings: Settings, run_date: dt.date, *, force: bool = False) -> dict[str, Any]:
+def train_step(settings: Settings, run_date: dt.date, *, force: bool = False) -> TrainResult:
     """Search (or reuse) every candidate's hyperparameters, pick the best, fit and register it."""
     wh = Warehouse(settings.warehouse)
     maybe_fail(settings, "train")
@@ -137,24 +150,24 @@ def train_step(settings: Settings, run_date: dt.date, *, force: bool = False) ->
         embedding_model_id=_embedding_model_id(embeddings),
         run_date=run_date,
     )
-    return {
-        "challenger": model_id,
-        "model": name,
-        "params": params,
-        "fit_seconds": round(fit_seconds, 3),
-        "n_items": len(window.item_ids),  # the catalog as of run_date: coverage's denominator
-        "candidates": [
-            {
-                "model": c["model"],
-                "validation_score": c["best_score"],
-                "tuned_on": c["run_date"],
-                "reused": bool(c.get("_reused", False)),
-                "convergence_png": c.get("convergence_png"),
-                "trials_path": c.get("trials_path"),
-            }
+    return TrainResult(
+        challenger=model_id,
+        model=name,
+        params=params,
+        fit_seconds=round(fit_seconds, 3),
+        n_items=len(window.item_ids),  # the catalog as of run_date: coverage's denominator
+        candidates=[
+            TuningCandidate(
+                model=c["model"],
+                validation_score=c["best_score"],
+                tuned_on=c["run_date"],
+                reused=bool(c.get("_reused", False)),
+                convergence_png=c.get("convergence_png"),
+                trials_path=c.get("trials_path"),
+            )
             for c in candidates
         ],
-    }
+    )
 
 
 def _tune_one(
@@ -262,7 +275,7 @@ def _gate_decision(
     )
 
 
-def evaluate_step(settings: Settings, run_date: dt.date, challenger_id: str) -> dict[str, Any]:
+def evaluate_step(settings: Settings, run_date: dt.date, challenger_id: str) -> EvaluateResult:
     """Tonight's challenger against the *serving* champion; promote or keep, and say why.
 
     Two checks, each run only when it compares two different things (see the module docstring
@@ -391,44 +404,56 @@ def evaluate_step(settings: Settings, run_date: dt.date, challenger_id: str) -> 
             lead = next((c for c in checks if c["check"] == basis), None)
             if lead is not None:
                 ch_eval, champ_eval = lead["challenger_eval"], lead["champion_eval"]
-                results["comparison"] = compare_metrics(
-                    ch_eval.per_user,
-                    champ_eval.per_user,
-                    samples=settings.evaluation.bootstrap_samples,
-                    seed=settings.seed,
-                )
+                results["comparison"] = [
+                    MetricComparison(**row)
+                    for row in compare_metrics(
+                        ch_eval.per_user,
+                        champ_eval.per_user,
+                        samples=settings.evaluation.bootstrap_samples,
+                        seed=settings.seed,
+                    )
+                ]
             gate["checks"] = [
-                {k: jsonable(v) for k, v in c.items() if not k.endswith("_eval")} for c in checks
+                GateCheck(check=c["check"], label=c["label"], decision=c["decision"])
+                for c in checks
             ]
     if decision.promote:
         registry.promote(challenger_id, decision.reason)
-    summary = {
-        "run_date": run_date.isoformat(),
-        "k": settings.k,
-        "metric": metric,
-        "challenger": challenger_id,
-        "champion_before": champion["model_id"] if champion else None,
-        "champion_entry": (
-            {
-                "model_id": champion["model_id"],
-                "name": champion["name"],
-                "params": champion["params"],
-                "trained_until": champion["run_date"],
-            }
+    after = registry.champion()
+    summary = EvaluateResult(
+        run_date=run_date.isoformat(),
+        k=settings.k,
+        metric=metric,
+        challenger=challenger_id,
+        champion_before=champion["model_id"] if champion else None,
+        champion_entry=(
+            ChampionEntry(
+                model_id=champion["model_id"],
+                name=champion["name"],
+                params=champion["params"],
+                trained_until=champion["run_date"],
+            )
             if champion
             else None
         ),
-        "champion_after": registry.champion()["model_id"],
-        "decision": jsonable(decision),
-        "gate": gate,
-        "challenger_metrics": jsonable(ch_eval) if ch_eval is not None else None,
-        "champion_metrics": jsonable(champ_eval) if champ_eval is not None else None,
-        **results,
-    }
-    if settings.abtest.experiment:
-        summary["arms"] = prepare_arms(settings, run_date, challenger_id)
-    atomic_write_json(wh.evaluation(run_date), summary)
+        champion_after=after["model_id"] if after else None,
+        decision=decision,
+        gate=GateReport(**gate),
+        challenger_metrics=_holdout(ch_eval),
+        champion_metrics=_holdout(champ_eval),
+        note=results.get("note"),
+        comparison=results.get("comparison"),
+        arms=prepare_arms(settings, run_date, challenger_id)
+        if settings.abtest.experiment
+        else None,
+    )
+    atomic_write_json(wh.evaluation(run_date), summary.model_dump())
     return summary
+
+
+def _holdout(ev: Any) -> HoldoutMetrics | None:
+    """An :class:`~recsys_core.evaluation.EvalResult` without its per-user rows."""
+    return None if ev is None else HoldoutMetrics(**jsonable(ev))
 
 
 def _run_checks(
@@ -518,7 +543,7 @@ def _params_text(params: dict[str, Any]) -> str:
 
 
 # ---- A/B arms -------------------------------------------------------------------------------------
-def prepare_arms(settings: Settings, run_date: dt.date, challenger_id: str) -> dict[str, Any]:
+def prepare_arms(settings: Settings, run_date: dt.date, challenger_id: str) -> ArmsPlan:
     """Resolve each arm to a registered model for tonight and write ``abtest/<exp>/arms/``.
 
     ``champion`` is the champion after tonight's gate, ``challenger`` tonight's challenger, and a
@@ -533,7 +558,7 @@ def prepare_arms(settings: Settings, run_date: dt.date, challenger_id: str) -> d
     pin_experiment(wh, cfg, run_date)
     registry = ModelRegistry(wh.models_dir)
     champion = registry.champion()
-    resolved: dict[str, dict[str, str]] = {}
+    resolved: dict[str, ArmModel] = {}
     window: DataWindow | None = None
     for arm, spec in cfg.arms.items():
         if spec == "challenger":
@@ -545,16 +570,16 @@ def prepare_arms(settings: Settings, run_date: dt.date, challenger_id: str) -> d
         else:
             window = window or load_window(settings, run_date)
             model_id = _fit_arm_model(settings, window, spec, run_date, registry)
-        resolved[arm] = {"model": spec, "model_id": model_id}
-    doc = {
-        "experiment": cfg.experiment,
-        "run_date": run_date.isoformat(),
-        "arms": resolved,
-        "shares": cfg.arm_shares(),
-        "salt": salt_of(cfg),
-    }
-    atomic_write_json(wh.abtest_arms(str(cfg.experiment), run_date), doc)
-    return doc
+        resolved[arm] = ArmModel(model=spec, model_id=model_id)
+    plan = ArmsPlan(
+        experiment=str(cfg.experiment),
+        run_date=run_date.isoformat(),
+        arms=resolved,
+        shares=cfg.arm_shares(),
+        salt=salt_of(cfg),
+    )
+    atomic_write_json(wh.abtest_arms(str(cfg.experiment), run_date), plan.model_dump())
+    return plan
 
 
 def _fit_arm_model(

@@ -18,6 +18,7 @@ from recsys_core.ingest import load_catalog, load_clean_events
 from recsys_core.io import Warehouse, atomic_write_parquet, delete_tree, read_json, read_parquet
 from recsys_core.pipeline._faults import maybe_fail
 from recsys_core.registry import ModelRegistry
+from recsys_core.results import ScoreResult, ShardResult, Skipped, SqlResult
 from recsys_core.schema import RECOMMENDATIONS_SCHEMA
 
 __all__ = [
@@ -44,7 +45,7 @@ def active_users(settings: Settings, run_date: dt.date, known: set[str]) -> list
     return sorted(set(ev["user_id"].to_list()) & known)
 
 
-def score_shard(settings: Settings, run_date: dt.date, shard: int, n_shards: int) -> dict[str, Any]:
+def score_shard(settings: Settings, run_date: dt.date, shard: int, n_shards: int) -> ShardResult:
     """Recommend for users ``shard, shard + n_shards, ...`` of the sorted active users.
 
     With an experiment configured, each user is scored by their arm's model (see
@@ -68,13 +69,13 @@ def score_shard(settings: Settings, run_date: dt.date, shard: int, n_shards: int
     maybe_fail(settings, "score", point="shard-written")
     path = _staging(wh, run_date) / f"shard-{shard:05d}-of-{n_shards:05d}.parquet"
     atomic_write_parquet(recs, path)
-    return {
-        "shard": shard,
-        "users": len(users),
-        "rows": recs.height,
-        "path": str(path),
-        "model_id": champion["model_id"],
-    }
+    return ShardResult(
+        shard=shard,
+        users=len(users),
+        rows=recs.height,
+        path=str(path),
+        model_id=champion["model_id"],
+    )
 
 
 def _recommend(
@@ -101,7 +102,7 @@ def _score_shard_arms(
     n_shards: int,
     wh: Warehouse,
     registry: ModelRegistry,
-) -> dict[str, Any]:
+) -> ShardResult:
     from recsys_core.abtest import assign_arms
 
     experiment = str(settings.abtest.experiment)
@@ -147,31 +148,29 @@ def _score_shard_arms(
     atomic_write_parquet(recs, path)
     apath = stem.with_name(stem.name + "-assignments.parquet")
     atomic_write_parquet(assigned, apath)
-    return {
-        "shard": shard,
-        "users": len(users),
-        "rows": recs.height,
-        "path": str(path),
-        "assignments_path": str(apath),
-        "model_id": "arms",
-        "arms": {arm: a["model_id"] for arm, a in arms["arms"].items()},
-    }
+    return ShardResult(
+        shard=shard,
+        users=len(users),
+        rows=recs.height,
+        path=str(path),
+        assignments_path=str(apath),
+        model_id="arms",
+        arms={arm: a["model_id"] for arm, a in arms["arms"].items()},
+    )
 
 
-def merge_scores(
-    settings: Settings, run_date: dt.date, shards: list[dict[str, Any]]
-) -> dict[str, Any]:
+def merge_scores(settings: Settings, run_date: dt.date, shards: list[ShardResult]) -> ScoreResult:
     """Merge shard files into the run date's partition (atomic) and clear the staging folder."""
     wh = Warehouse(settings.warehouse)
     if settings.abtest.experiment:
         return _merge_arms(settings, run_date, shards, wh)
-    model_ids = {s["model_id"] for s in shards}
+    model_ids = {s.model_id for s in shards}
     if len(model_ids) != 1:
         raise RuntimeError(
             f"shards were scored by different models {sorted(model_ids)}; re-run score"
         )
     model_id = model_ids.pop()
-    frames = [read_parquet(s["path"]) for s in sorted(shards, key=lambda s: s["shard"])]
+    frames = [read_parquet(s.path) for s in sorted(shards, key=lambda s: s.shard)]
     recs = pl.concat(frames) if frames else pl.DataFrame()
     n = recs.height
     recs = (
@@ -188,13 +187,13 @@ def merge_scores(
     maybe_fail(settings, "score", point="merge")
     out = atomic_write_parquet(recs, wh.recommendations(run_date))
     delete_tree(_staging(wh, run_date))
-    return {
-        "path": str(out),
-        "rows": n,
-        "users": recs["user_id"].n_unique() if n else 0,
-        "items": recs["item_id"].n_unique() if n else 0,
-        "model_id": model_id,
-    }
+    return ScoreResult(
+        path=str(out),
+        rows=n,
+        users=recs["user_id"].n_unique() if n else 0,
+        items=recs["item_id"].n_unique() if n else 0,
+        model_id=model_id,
+    )
 
 
 #: Columns of the recommendations partition while an experiment runs (the schema plus ``arm``).
@@ -209,13 +208,13 @@ ASSIGNMENTS_SCHEMA: dict[str, pl.DataType] = {
 
 
 def _merge_arms(
-    settings: Settings, run_date: dt.date, shards: list[dict[str, Any]], wh: Warehouse
-) -> dict[str, Any]:
-    arms = [s.get("arms") for s in shards]
+    settings: Settings, run_date: dt.date, shards: list[ShardResult], wh: Warehouse
+) -> ScoreResult:
+    arms = [s.arms for s in shards]
     if any(a != arms[0] for a in arms):
         raise RuntimeError(f"shards were scored with different arm models {arms}; re-run score")
-    ordered = sorted(shards, key=lambda s: s["shard"])
-    recs = pl.concat([read_parquet(s["path"]) for s in ordered], how="diagonal_relaxed")
+    ordered = sorted(shards, key=lambda s: s.shard)
+    recs = pl.concat([read_parquet(s.path) for s in ordered], how="diagonal_relaxed")
     recs = (
         recs.with_columns(pl.lit(run_date).alias("run_date"))
         .select([pl.col(c).cast(t) for c, t in ARM_RECOMMENDATIONS_SCHEMA.items()])
@@ -223,7 +222,7 @@ def _merge_arms(
     )
     experiment = str(settings.abtest.experiment)
     assigned = (
-        pl.concat([read_parquet(s["assignments_path"]) for s in ordered])
+        pl.concat([read_parquet(s.assignments_path) for s in ordered])
         .with_columns(pl.lit(experiment).alias("experiment"), pl.lit(run_date).alias("run_date"))
         .select([pl.col(c).cast(t) for c, t in ASSIGNMENTS_SCHEMA.items()])
         .sort("user_id")
@@ -235,26 +234,26 @@ def _merge_arms(
     delete_tree(_staging(wh, run_date))
     n = recs.height
     per_arm = dict(assigned.group_by("arm").len().sort("arm").iter_rows())
-    return {
-        "path": str(out),
-        "rows": n,
-        "users": recs["user_id"].n_unique() if n else 0,
-        "items": recs["item_id"].n_unique() if n else 0,
-        "model_id": ",".join(f"{a}={m}" for a, m in (arms[0] or {}).items()),
-        "experiment": experiment,
-        "arms": arms[0],
-        "assigned_users": per_arm,
-        "assignments": str(wh.assignments(experiment, run_date)),
-    }
+    return ScoreResult(
+        path=str(out),
+        rows=n,
+        users=recs["user_id"].n_unique() if n else 0,
+        items=recs["item_id"].n_unique() if n else 0,
+        model_id=",".join(f"{a}={m}" for a, m in (arms[0] or {}).items()),
+        experiment=experiment,
+        arms=arms[0],
+        assigned_users=per_arm,
+        assignments=str(wh.assignments(experiment, run_date)),
+    )
 
 
-def publish_sql(settings: Settings, run_date: dt.date) -> dict[str, Any]:
+def publish_sql(settings: Settings, run_date: dt.date) -> SqlResult | Skipped:
     """Load the date's partition into the serving database (one transaction), if one is set."""
     from recsys_core.scoring import load_partition_to_sql, resolve_sql_url
 
     url = resolve_sql_url(settings.scoring.sql_url)
     if url is None:
-        return {"skipped": "no sql_url configured (RECSYS_SQL_URL)"}
+        return Skipped(skipped="no sql_url configured (RECSYS_SQL_URL)")
     maybe_fail(settings, "sql")
     out = load_partition_to_sql(settings.warehouse, run_date, url)
     if settings.abtest.experiment:
@@ -263,7 +262,7 @@ def publish_sql(settings: Settings, run_date: dt.date) -> dict[str, Any]:
         wh = Warehouse(settings.warehouse)
         assigned = read_parquet(wh.assignments(settings.abtest.experiment, run_date))
         out["assignments"] = write_assignments_sql(assigned, url, run_date)
-    return out
+    return SqlResult(**out)
 
 
 def _with_reasons(recs: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame:

@@ -1,4 +1,5 @@
-"""The nightly report: HTML for people, Markdown/table digests for Prefect, drift signals."""
+"""The nightly report: HTML for people, Markdown/table digests for Prefect, drift signals, and
+the earlier nights read back from their run markers."""
 
 from recsys_core.reporting._digest import markdown_summary, metrics_table, night_markdown
 from recsys_core.reporting._drift import (
@@ -9,14 +10,13 @@ from recsys_core.reporting._drift import (
     recommendation_stats,
 )
 from recsys_core.reporting._history import (
-    evaluation_record,
+    metrics_frame,
     metrics_history,
-    previous_stats,
-    write_evaluation,
+    previous_run,
+    run_history,
 )
 from recsys_core.reporting._links import report_link
 from recsys_core.reporting._report import build_report
-from recsys_core.reporting._summary import normalize_summary
 
 __all__ = [
     "RELATIVE_SIGNALS",
@@ -24,14 +24,13 @@ __all__ = [
     "build_report",
     "data_stats",
     "drift_signals",
-    "evaluation_record",
     "markdown_summary",
+    "metrics_frame",
     "metrics_history",
     "metrics_table",
     "night_markdown",
-    "normalize_summary",
-    "previous_stats",
+    "previous_run",
     "recommendation_stats",
     "report_link",
-    "write_evaluation",
+    "run_history",
 ]

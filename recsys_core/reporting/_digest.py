@@ -1,14 +1,13 @@
-"""Small digests of a run summary for Prefect artifacts: a metrics table and a Markdown note.
-
-``summary`` is the run summary described in :mod:`recsys_core.reporting._report`.
-"""
+"""Small digests for Prefect artifacts: the gate's metrics table and decision (from the evaluate
+step's :class:`~recsys_core.results.EvaluateResult`) and the night's headline (from the
+:class:`~recsys_core.results.RunSummary`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from recsys_core.metrics import METRIC_NAMES
-from recsys_core.reporting._summary import normalize_summary
+from recsys_core.results import DriftSignal, EvaluateResult, RunSummary
 
 __all__ = ["headline", "markdown_summary", "metrics_table", "night_markdown"]
 
@@ -29,26 +28,25 @@ def _round(value: Any) -> Any:
     return round(float(value), 4) if isinstance(value, int | float) and value is not None else None
 
 
-def metrics_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
+def metrics_table(ev: EvaluateResult) -> list[dict[str, Any]]:
     """Rows ``metric, challenger, champion, difference, ci_low, ci_high`` (4 decimals, None if
-    unknown): from ``summary["comparison"]`` when present, else from the two metrics dicts."""
-    summary = normalize_summary(summary)
-    challenger = (summary.get("challenger") or {}).get("metrics") or {}
-    champion = (summary.get("champion") or {}).get("metrics") or {}
+    unknown): from the paired comparison when a check ran, else from the two models' metrics."""
+    challenger = ev.challenger_metrics.metrics if ev.challenger_metrics else {}
+    champion = ev.champion_metrics.metrics if ev.champion_before and ev.champion_metrics else {}
     rows: list[dict[str, Any]] = []
     done: set[str] = set()
-    for row in summary.get("comparison") or []:
+    for row in ev.comparison or ():
         rows.append(
             {
-                "metric": row["metric"],
-                "challenger": _round(row.get("challenger")),
-                "champion": _round(row.get("champion")),
-                "difference": _round(row.get("diff")),
-                "ci_low": _round(row.get("low")),
-                "ci_high": _round(row.get("high")),
+                "metric": row.metric,
+                "challenger": _round(row.challenger),
+                "champion": _round(row.champion),
+                "difference": _round(row.diff),
+                "ci_low": _round(row.low),
+                "ci_high": _round(row.high),
             }
         )
-        done.add(row["metric"])
+        done.add(row.metric)
     order = [*METRIC_NAMES, "coverage", "novelty", "arp"]
     names = [m for m in order if m in challenger] + sorted(set(challenger) - set(order))
     for m in names:
@@ -69,17 +67,14 @@ def metrics_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def headline(summary: dict[str, Any]) -> tuple[bool, str, str]:
-    """(promoted?, one-line title, reason) of a normalised summary."""
-    decision = summary.get("decision") or {}
-    note = f" Note: {summary['note']}." if summary.get("note") else ""
-    if not decision:
-        return False, "No promotion decision was recorded for this run", note.strip()
-    promote = bool(decision.get("promote"))
-    challenger = (summary.get("challenger") or {}).get("model_id") or "the challenger"
-    champion = (summary.get("champion") or {}).get("model_id")
+def headline(ev: EvaluateResult) -> tuple[bool, str, str]:
+    """(promoted?, one-line title, reason) of the gate's decision."""
+    note = f" Note: {ev.note}." if ev.note else ""
+    promote = ev.decision.promote
+    challenger = ev.challenger or "the challenger"
+    champion = ev.champion_before
     title = f"Promoted {challenger}" if promote else f"Kept the champion {champion or ''}".rstrip()
-    return promote, title, str(decision.get("reason", "")) + note
+    return promote, title, ev.decision.reason + note
 
 
 def _metrics_lines(rows: list[dict[str, Any]], k: Any) -> list[str]:
@@ -99,37 +94,32 @@ def _metrics_lines(rows: list[dict[str, Any]], k: Any) -> list[str]:
     return [*lines, ""]
 
 
-def _drift_lines(drift: list[dict[str, Any]] | None) -> list[str]:
+def _drift_lines(drift: list[DriftSignal]) -> list[str]:
     """The flagged drift signals in one line, each with its likely cause when one is known."""
-    flagged = [s for s in drift or [] if s.get("flagged")]
+    flagged = [s for s in drift if s.flagged]
     if flagged:
         return [
             "**Drift flagged:** "
             + "; ".join(
-                f"{s['name']} = {fmt(s['value'])} ({s['rule']}"
-                + (f"; {s['cause']}" if s.get("cause") else "")
-                + ")"
+                f"{s.name} = {fmt(s.value)} ({s.rule}" + (f"; {s.cause}" if s.cause else "") + ")"
                 for s in flagged
             )
         ]
-    return ["No drift signal flagged."] if drift is not None else []
+    return ["No drift signal flagged."]
 
 
-def markdown_summary(summary: dict[str, Any]) -> str:
-    """A short Markdown digest (decision, metrics table, flagged drift) for a Prefect artifact."""
-    summary = normalize_summary(summary)
-    _, title, reason = headline(summary)
-    lines = [f"## Run {summary['run_date']}: {title}", "", reason, ""]
-    lines += _metrics_lines(metrics_table(summary), summary.get("k"))
-    lines += _drift_lines(summary.get("drift"))
+def markdown_summary(ev: EvaluateResult) -> str:
+    """A short Markdown digest of the gate (decision, metrics table) for a Prefect artifact."""
+    _, title, reason = headline(ev)
+    lines = [f"## Run {ev.run_date}: {title}", "", reason, ""]
+    lines += _metrics_lines(metrics_table(ev), ev.k)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _counts_line(summary: dict[str, Any]) -> str | None:
+def _counts_line(summary: RunSummary) -> str | None:
     """``ingested N events: C clean, D duplicates, Q quarantined`` for the run date's manifest."""
-    steps = summary.get("steps") or {}
-    clean = steps.get("clean") or {}
-    manifest = clean.get("run_date_manifest") or {}
+    clean = summary.steps.clean
+    manifest = clean.run_date_manifest or {}
     parts = []
     for kind in ("events", "items"):
         c = manifest.get(kind)
@@ -141,24 +131,24 @@ def _counts_line(summary: dict[str, Any]) -> str | None:
             )
     if not parts:
         return None
-    dates = clean.get("dates_cleaned") or []
+    dates = clean.dates_cleaned
     extra = f" ({len(dates)} dates cleaned tonight)" if len(dates) > 1 else ""
     return "; ".join(parts) + extra
 
 
-def night_markdown(summary: dict[str, Any], report_url: str | None = None) -> str:
+def night_markdown(summary: RunSummary, report_url: str | None = None) -> str:
     """The night's headline for people who open the Prefect UI: the decision and why, key metrics
     against the champion, counts in / clean / duplicates / quarantined, drift flags and a link to
     the full HTML report."""
-    summary = normalize_summary(summary)
-    _, title, reason = headline(summary)
-    lines = [f"## recsys {summary['run_date']}: {title}", "", reason or "", ""]
+    ev = summary.steps.evaluate
+    _, title, reason = headline(ev)
+    lines = [f"## recsys {summary.run_date}: {title}", "", reason or "", ""]
     counts = _counts_line(summary)
     if counts:
         lines += [f"**Data:** {counts}", ""]
-    rows = [r for r in metrics_table(summary) if r["metric"] in METRIC_NAMES][:4]
-    lines += _metrics_lines(rows, summary.get("k"))
-    lines += _drift_lines(summary.get("drift"))
+    rows = [r for r in metrics_table(ev) if r["metric"] in METRIC_NAMES][:4]
+    lines += _metrics_lines(rows, ev.k)
+    lines += _drift_lines(summary.drift)
     lines.append("")
     if report_url:
         lines.append(f"[Open the full report]({report_url})")

@@ -1,34 +1,10 @@
 """The nightly HTML report: one self-contained page for someone who never opens the code.
 
-The run ``summary`` (a plain JSON-able dict the pipeline assembles) has this shape; only
-``run_date`` and ``decision`` are required, every other part is drawn when present::
-
-    {
-      "run_date": "2026-01-31",
-      "k": 10,
-      "metric": "ndcg",                          # primary metric of the gate
-      "decision": Decision.to_dict(),            # promote, reason, diff, low, high,
-                                                 # challenger_score, champion_score, ...
-      "challenger": {"model_id": str, "name": str, "params": {...}, "metrics": {name: float}},
-      "champion": {"model_id": str, "metrics": {...}} | None,   # champion before tonight
-      "comparison": compare_metrics(...),        # rows metric, challenger, champion, diff,
-                                                 # low, high, p_worse (table with intervals)
-      "evaluation": EvalResult.to_dict(),        # challenger's coverage, novelty, segments
-      "ingest_dates": ["2026-01-31"],            # manifests to show (default: [run_date])
-      "ingest_totals": {"ingested": int, ...},   # counts over every partition cleaned tonight
-      "stats": {**data_stats(...), **recommendation_stats(...)},  # tonight's drift inputs
-      "drift": drift_signals(...),               # default: computed from "stats" and the
-      "drift_threshold": 0.25,                   #   previous run's metrics.json "stats"
-      "tuning": {model_name: {"trials": [objective per call], "direction": "max" | "min",
-                              "plot": "convergence.png", "trials_path": "trials.parquet",
-                              "best_params": {...}, "best_value": float}},
-      "recommendations": "path/to/recs.parquet", # default: warehouse.recommendations(run_date)
-      "timings": {step: seconds},
-      "note": "free text shown under the decision",
-    }
-
-A trials Parquet file is read for the convergence plot when ``trials`` is absent: its first column
-among ``value``, ``objective``, ``score``, ``loss``, in row order.
+It is drawn from the night's :class:`~recsys_core.results.RunSummary` (the steps' results, the
+recommendation statistics and the drift signals), the date's manifest, the earlier nights' run
+markers (the metrics over run dates) and tonight's recommendations (the score histogram).
+A convergence plot is a model's own PNG when the tuning wrote one, else drawn from its trials
+Parquet file (its first column among ``value``, ``objective``, ``score``, ``loss``, in row order).
 """
 
 from __future__ import annotations
@@ -46,7 +22,6 @@ from recsys_core.io import (
     Warehouse,
     atomic_write_text,
     exists,
-    location,
     read_bytes,
     read_json,
     read_parquet,
@@ -54,16 +29,22 @@ from recsys_core.io import (
 from recsys_core.metrics import METRIC_NAMES
 from recsys_core.reporting._abtest import abtest_section, gate_section
 from recsys_core.reporting._digest import fmt, headline, metrics_table
-from recsys_core.reporting._drift import drift_signals
-from recsys_core.reporting._history import evaluation_record, metrics_history, previous_stats
+from recsys_core.reporting._history import metrics_frame, metrics_history
 from recsys_core.reporting._plots import (
     convergence_png,
     metrics_over_time_png,
     score_histogram_png,
 )
-from recsys_core.reporting._summary import normalize_summary
+from recsys_core.results import (
+    AbtestResult,
+    CleanResult,
+    HoldoutMetrics,
+    IngestStepResult,
+    RunSummary,
+    TrainResult,
+)
 
-__all__ = ["build_report", "metrics_history_from_summary"]
+__all__ = ["build_report"]
 
 _CSS = """
 body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222;line-height:1.4}
@@ -122,10 +103,10 @@ def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return []
 
 
-def _section_ingest(warehouse: Warehouse, summary: dict[str, Any], run_date: dt.date) -> str:
-    dates = [dt.date.fromisoformat(str(d)) for d in summary.get("ingest_dates") or [run_date]]
+def _section_ingest(warehouse: Warehouse, summary: RunSummary, run_date: dt.date) -> str:
+    ingest, clean = summary.steps.ingest, summary.steps.clean
     parts = ["<h2>Ingest and cleaning</h2>"]
-    for d in dates:
+    for d in [run_date]:
         path = warehouse.manifest(d)
         try:
             manifest = read_json(path)
@@ -136,12 +117,12 @@ def _section_ingest(warehouse: Warehouse, summary: dict[str, Any], run_date: dt.
             parts.append(f"<p class=flag>{html.escape(str(exc))}</p>")
             continue
         parts.append(_manifest_tables(d, manifest))
-    if summary.get("ingest_totals"):
-        parts.append(
-            "<p>Totals over the partitions cleaned tonight:</p>"
-            + _table(["count", "value"], _flatten(summary["ingest_totals"]))
-        )
-    parts += _landing_notes(summary)
+    totals = {"dates cleaned tonight": len(clean.dates_cleaned), **clean.events.model_dump()}
+    parts.append(
+        "<p>Totals over the partitions cleaned tonight:</p>"
+        + _table(["count", "value"], _flatten(totals))
+    )
+    parts += _landing_notes(ingest, clean)
     return "\n".join(parts)
 
 
@@ -177,58 +158,51 @@ def _manifest_tables(day: dt.date, manifest: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _landing_notes(summary: dict[str, Any]) -> list[str]:
+def _landing_notes(ingest: IngestStepResult, clean: CleanResult) -> list[str]:
     """Late files, unrecognised landing paths and vanished partitions, each named (from the
-    ingest and clean steps' summaries)."""
-    steps = summary.get("steps") or {}
-    ingest, clean = steps.get("ingest") or {}, steps.get("clean") or {}
+    ingest and clean steps' results)."""
     notes = [
-        ("Late landing files picked up tonight (their dates re-ingested and re-cleaned)", "late"),
-        ("Unrecognised landing paths (not read)", "unrecognised"),
-        ("Ingested partitions no longer in the landing zone (raw kept)", "vanished"),
+        (
+            "Late landing files picked up tonight (their dates re-ingested and re-cleaned)",
+            ingest.late,
+        ),
+        ("Unrecognised landing paths (not read)", ingest.unrecognised),
+        ("Ingested partitions no longer in the landing zone (raw kept)", ingest.vanished),
     ]
     out = []
-    for title, key in notes:
-        if ingest.get(key):
-            items = "".join(f"<li>{html.escape(str(p))}</li>" for p in ingest[key])
+    for title, paths in notes:
+        if paths:
+            items = "".join(f"<li>{html.escape(str(p))}</li>" for p in paths)
             out.append(f"<p class=flag>{html.escape(title)}:</p><ul>{items}</ul>")
-    if clean.get("followers"):
-        dates = ", ".join(html.escape(str(d)) for d in clean["followers"])
+    if clean.followers:
+        dates = ", ".join(html.escape(str(d)) for d in clean.followers)
         out.append(f"<p>Later dates re-cleaned because an earlier date changed: {dates}</p>")
     return out
 
 
-def _section_drift(warehouse: Warehouse, summary: dict[str, Any], run_date: dt.date) -> str:
-    signals = summary.get("drift")
-    if signals is None and summary.get("stats"):
-        signals = drift_signals(
-            summary["stats"],
-            previous_stats(warehouse, run_date),
-            float(summary.get("drift_threshold", 0.25)),
-        )
+def _section_drift(summary: RunSummary) -> str:
+    signals = summary.drift
     if not signals:
         return "<h2>Drift</h2><p class=muted>No drift statistics were recorded.</p>"
     rows = [
         [
-            s["name"],
-            s["value"],
-            s["previous"],
-            s["change"],
-            s["rule"],
-            ("FLAGGED" if s["flagged"] else "ok")
-            + (f" (likely cause: {s['cause']})" if s.get("cause") else ""),
+            s.name,
+            s.value,
+            s.previous,
+            s.change,
+            s.rule,
+            ("FLAGGED" if s.flagged else "ok") + (f" (likely cause: {s.cause})" if s.cause else ""),
         ]
         for s in signals
     ]
-    n = sum(bool(s["flagged"]) for s in signals)
+    n = sum(s.flagged for s in signals)
     lead = f'<p class="{"flag" if n else "muted"}">{n} of {len(signals)} signals flagged.</p>'
     table = _table(["signal", "tonight", "previous run", "change", "flagged when", "status"], rows)
     return "<h2>Drift</h2>" + lead + table
 
 
-def _section_segments(summary: dict[str, Any]) -> str:
-    ev = summary.get("evaluation") or {}
-    seg = ev.get("segments") or {}
+def _section_segments(challenger: HoldoutMetrics | None) -> str:
+    seg = challenger.segments if challenger else {}
     if not seg:
         return ""
     rows: list[list[Any]] = []
@@ -254,19 +228,13 @@ def _section_segments(summary: dict[str, Any]) -> str:
     return "<h2>Segments (challenger)</h2>" + _table(["segment", "measure", "value"], rows)
 
 
-def build_report(warehouse: Warehouse, run_date: dt.date, *, summary: dict[str, Any]) -> Path:
-    """Write ``<warehouse>/reports/run_date=D/report.html`` (self-contained, plots embedded).
-
-    ``summary`` is described in the module docstring (the pipeline's evaluate/finalize step
-    outputs are accepted too, see :func:`normalize_summary`). Returns the report's path.
-    """
-    summary = normalize_summary(summary)
-    run_date = (
-        dt.date.fromisoformat(str(run_date)) if not isinstance(run_date, dt.date) else run_date
-    )
-    promote, title, reason = headline(summary)
-    metric = summary.get("metric") or "ndcg"
-    k = summary.get("k")
+def build_report(warehouse: Warehouse, run_date: dt.date, *, summary: RunSummary) -> Path:
+    """Write ``<warehouse>/reports/run_date=D/report.html`` (self-contained, plots embedded) from
+    the night's ``summary``. Returns the report's path."""
+    ev, train = summary.steps.evaluate, summary.steps.train
+    promote, title, reason = headline(ev)
+    metric = ev.metric or "ndcg"
+    k = ev.k
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>recsys {run_date}</title>"
         f"<style>{_CSS}</style></head><body>",
@@ -274,30 +242,24 @@ def build_report(warehouse: Warehouse, run_date: dt.date, *, summary: dict[str, 
         f'<div class="{"promote" if promote else "keep"}"><b>{html.escape(title)}</b><br>'
         f"{html.escape(reason)}</div>",
     ]
-    ch = summary.get("challenger") or {}
-    champ = summary.get("champion") or {}
+    champ = ev.champion_entry if ev.champion_before else None
     parts.append(
         "<h2>Models</h2>"
         + _table(
             ["role", "model id", "model", "parameters"],
             [
-                [
-                    "challenger (tonight)",
-                    ch.get("model_id"),
-                    ch.get("name"),
-                    _params(ch.get("params")),
-                ],
+                ["challenger (tonight)", ev.challenger, train.model, _params(train.params)],
                 [
                     "champion (before tonight)",
-                    champ.get("model_id"),
-                    champ.get("name"),
-                    _params(champ.get("params")),
+                    ev.champion_before,
+                    champ.name if champ else None,
+                    _params(champ.params if champ else None),
                 ],
             ],
         )
     )
-    parts.append(gate_section(summary.get("gate"), summary.get("champion_entry")))
-    rows = metrics_table(summary)
+    parts.append(gate_section(ev.gate, ev.champion_entry))
+    rows = metrics_table(ev)
     if rows:
         parts.append(
             f"<h2>Metrics{f' at k = {k}' if k else ''}</h2>"
@@ -319,70 +281,33 @@ def build_report(warehouse: Warehouse, run_date: dt.date, *, summary: dict[str, 
             )
             + _glossary([r["metric"] for r in rows])
         )
-    parts.append(abtest_section(summary.get("abtest") or {}, _img))
-    parts.append(_section_segments(summary))
+    abtest = summary.steps.abtest
+    parts.append(abtest_section(abtest if isinstance(abtest, AbtestResult) else None, _img))
+    parts.append(_section_segments(ev.challenger_metrics))
     parts.append(_section_ingest(warehouse, summary, run_date))
 
     history = metrics_history(warehouse, until=run_date)
-    if summary.get("challenger") and run_date not in set(history["run_date"].to_list()):
-        tonight = metrics_history_from_summary(summary)
-        history = pl.concat([history, tonight]).sort("run_date", "role", "metric")
+    if run_date not in set(history["run_date"].to_list()):  # tonight's marker comes last
+        history = pl.concat([history, metrics_frame([summary])]).sort("run_date", "role", "metric")
     if history.height:
         shown = [m for m in METRIC_NAMES if m in set(history["metric"].to_list())]
         parts.append(
             "<h2>Metrics over run dates</h2>"
             + _img(metrics_over_time_png(history, shown, metric), "metrics over run dates")
         )
-    parts.append(_section_tuning(summary))
-    rec_path = location(summary.get("recommendations") or warehouse.recommendations(run_date))
+    parts.append(_section_tuning(train))
+    rec_path = warehouse.recommendations(run_date)
     if exists(rec_path):
         scores = read_parquet(rec_path, columns=["score"])["score"].to_numpy()
         parts.append(
             "<h2>Tonight's recommendations</h2>"
             + _img(score_histogram_png(scores), "score histogram")
         )
-    parts.append(_section_drift(warehouse, summary, run_date))
-    if summary.get("timings"):
-        parts.append(
-            "<h2>Step timings (seconds)</h2>"
-            + _table(
-                ["step", "seconds"], [[s, f"{float(v):.1f}"] for s, v in summary["timings"].items()]
-            )
-        )
+    parts.append(_section_drift(summary))
     parts.append("</body></html>")
     target = warehouse.report_dir(run_date) / "report.html"
     atomic_write_text(target, "\n".join(p for p in parts if p))
     return target
-
-
-def metrics_history_from_summary(summary: dict[str, Any]) -> pl.DataFrame:
-    """Tonight's rows of :func:`metrics_history`, taken from the summary itself."""
-    rec = evaluation_record(summary)
-    rows = []
-    for role in ("challenger", "champion"):
-        part = rec.get(role) or {}
-        for m, v in (part.get("metrics") or {}).items():
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                rows.append(
-                    (
-                        dt.date.fromisoformat(rec["run_date"]),
-                        role,
-                        part.get("model_id"),
-                        m,
-                        float(v),
-                    )
-                )
-    return pl.DataFrame(
-        rows,
-        schema={
-            "run_date": pl.Date,
-            "role": pl.String,
-            "model_id": pl.String,
-            "metric": pl.String,
-            "value": pl.Float64,
-        },
-        orient="row",
-    )
 
 
 def _glossary(metrics: list[str]) -> str:
@@ -403,10 +328,7 @@ def _params(params: Any) -> str:
 _TRIAL_COLUMNS = ("value", "objective", "score", "loss")
 
 
-def _trial_values(t: dict[str, Any]) -> list[float] | None:
-    if t.get("trials"):
-        return [float(v) for v in t["trials"]]
-    path = t.get("trials_path")
+def _trial_values(path: str | None) -> list[float] | None:
     if not path or not exists(path):
         return None
     try:
@@ -417,31 +339,23 @@ def _trial_values(t: dict[str, Any]) -> list[float] | None:
     return None if col is None else frame[col].cast(pl.Float64).drop_nulls().to_list()
 
 
-def _section_tuning(summary: dict[str, Any]) -> str:
+def _section_tuning(train: TrainResult) -> str:
     """A model's own convergence PNG when there is one, else one plot drawn from the trials."""
-    tuning = summary.get("tuning") or {}
-    if not tuning:
+    if not train.candidates:
         return ""
     parts = ["<h2>Hyperparameter tuning</h2>"]
     to_draw: dict[str, list[float]] = {}
-    direction = "max"
-    for name, t in tuning.items():
-        label = html.escape(name)
-        best = t.get("best_value")
-        text = f"<p><b>{label}</b>"
-        if best is not None:
-            text += f": best validation objective {fmt(best)}"
-        if t.get("best_params"):
-            text += f" with {html.escape(_params(t['best_params']))}"
-        parts.append(text + "</p>")
-        plot = t.get("plot")
-        if plot and exists(plot):
-            parts.append(_img(read_bytes(plot), f"{name} convergence"))
+    for c in train.candidates:
+        parts.append(
+            f"<p><b>{html.escape(c.model)}</b>: best validation objective "
+            f"{fmt(c.validation_score)}</p>"
+        )
+        if c.convergence_png and exists(c.convergence_png):
+            parts.append(_img(read_bytes(c.convergence_png), f"{c.model} convergence"))
             continue
-        values = _trial_values(t)
+        values = _trial_values(c.trials_path)
         if values:
-            to_draw[name] = values
-            direction = t.get("direction", direction)
+            to_draw[c.model] = values
     if to_draw:
-        parts.append(_img(convergence_png(to_draw, direction), "tuning convergence"))
+        parts.append(_img(convergence_png(to_draw, "max"), "tuning convergence"))
     return "\n".join(parts)

@@ -47,6 +47,7 @@ __all__ = [
     "ServingModel",
     "ShardResult",
     "Skipped",
+    "SqlAssignments",
     "SqlResult",
     "TrainResult",
     "TuningCandidate",
@@ -325,8 +326,17 @@ class ScoreResult(Result):
     assignments: str | None = None
 
 
+class SqlAssignments(Result):
+    """The night's A/B assignments written to the serving database."""
+
+    rows: int
+    table: str
+    experiments: list[str]
+
+
 class SqlResult(Result):
-    """The partition loaded into the serving database (and the assignments, with an experiment)."""
+    """The partition loaded into the serving database (and the assignments, with an experiment);
+    ``url`` has the password hidden."""
 
     omit_none: ClassVar[frozenset[str]] = frozenset({"assignments"})
     rows: int
@@ -335,7 +345,7 @@ class SqlResult(Result):
     dialect: str
     run_date: str
     url: str
-    assignments: dict[str, Any] | None = None
+    assignments: SqlAssignments | None = None
 
 
 # ---- A/B read-out --------------------------------------------------------------------------------

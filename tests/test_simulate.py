@@ -97,7 +97,7 @@ def test_assignments_published_to_sql(world, tmp_path):
     settings.scoring.sql_url = url
     out = pipeline.publish_sql(settings, day)
     assigned = pl.read_parquet(Warehouse(Path(world["warehouse"])).assignments("sim", day))
-    assert out.assignments["rows"] == assigned.height
+    assert out.assignments.rows == assigned.height
     back = read_assignments_sql(url, day)
     assert dict(back.select("user_id", "arm").iter_rows()) == dict(
         assigned.select("user_id", "arm").iter_rows()

@@ -213,6 +213,28 @@ def test_night_markdown_has_decision_counts_metrics_drift_and_the_link():
     )
 
 
+def test_cli_prints_the_night_from_its_summary(tmp_path, capsys):
+    """``recsys run``'s closing summary reads the flow's RunSummary (every line a step wrote)."""
+    from deployments.cli import _print_summary
+    from recsys_core.config import Settings
+
+    night = _summary()
+    steps = night.steps.model_copy(
+        update={"ingest": night.steps.ingest.model_copy(update={"late": ["events/x.csv (new)"]})}
+    )
+    night = night.model_copy(update={"steps": steps, "report": "/r/report.html"})
+    _print_summary(Settings(warehouse=tmp_path / "wh"), END, night, 12.0)
+    out = capsys.readouterr().out
+    assert out.startswith("recsys nightly 2026-01-06 completed in 12.0s\n")
+    assert "  late files events/x.csv (new)" in out
+    assert "2 date(s) cleaned; events {'ingested': 1, 'clean': 1," in out
+    assert "train      challenger ease-20260106-abc params={'reg': 5.0}" in out
+    assert "evaluate   recall@10=0.2500, ndcg@10=0.3141\n" in out
+    assert "decision   PROMOTED: ndcg +0.0420 (95% CI +0.01 to +0.07)" in out
+    assert "score      90 recommendations for 9 users by ease-20260106-abc" in out
+    assert "report           /r/report.html" in out
+
+
 def test_report_link_uses_the_served_base_else_a_file_url(tmp_path):
     wh = tmp_path / "wh"
     report = wh / "reports" / "run_date=2026-01-06" / "report.html"

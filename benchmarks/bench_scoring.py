@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recsys_core.interactions import Interactions  # noqa: E402
 from recsys_core.models._base import Recommender, topk_block  # noqa: E402
-from recsys_core.scoring import write_recommendations_sql  # noqa: E402
+from recsys_core.serving import write_recommendations_sql  # noqa: E402
 
 RUN_DATE = dt.date(2024, 1, 1)
 OURS = "ours: recommend"

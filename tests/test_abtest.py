@@ -280,7 +280,7 @@ def test_arm_changed_mid_experiment_is_refused_unless_renamed(tmp_path):
 
 
 def test_assignments_round_trip_through_sql(tmp_path):
-    from recsys_core.scoring import read_assignments_sql, write_assignments_sql
+    from recsys_core.serving import read_assignments_sql, write_assignments_sql
 
     url = f"sqlite:///{tmp_path / 'serve.db'}"
     frame = assign_arms(["u1", "u2", "u3"], SHARES, "s").with_columns(

@@ -66,6 +66,15 @@ def test_three_deployments_with_one_schedule_and_queueing_limits(deployments_by_
     )
 
 
+def test_every_flow_has_its_own_name():
+    """The CLI's in-process backfill and the deployment's backfill are different flows: one name
+    each, so the UI never mixes their runs."""
+    from flows.nightly import backfill, nightly
+
+    names = [f.name for f in (nightly, backfill, backfill_via_deployments)]
+    assert names == ["recsys-nightly", "recsys-backfill-local", "recsys-backfill"]
+
+
 def test_cron_and_timezone_are_configurable(tmp_path):
     nightly = build_deployments(cron="30 4 * * *", timezone="Europe/Paris")[0]
     cron = nightly.schedules[0].schedule

@@ -125,7 +125,7 @@ def test_rerun_replaces_and_is_identical(prefect_harness, landing_env):
 def test_recommendations_published_to_sql(prefect_harness, landing_env, monkeypatch):
     """RECSYS_SQL_URL loads the night's partition into the serving table, equal to the Parquet."""
     from flows.nightly import nightly
-    from recsys_core.scoring import read_recommendations_sql
+    from recsys_core.serving import read_recommendations_sql
 
     tmp, cfg = landing_env
     url = f"sqlite:///{tmp / 'serving.db'}"

@@ -89,7 +89,7 @@ def test_arm_changed_mid_experiment_is_refused(world):
 
 
 def test_assignments_published_to_sql(world, tmp_path):
-    from recsys_core.scoring import read_assignments_sql, read_recommendations_sql
+    from recsys_core.serving import read_assignments_sql, read_recommendations_sql
 
     url = f"sqlite:///{tmp_path / 'serve.db'}"
     day = _START + dt.timedelta(days=DAYS)

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from recsys_core.io import Warehouse, atomic_write_parquet
 from recsys_core.schema import RECOMMENDATIONS_SCHEMA
-from recsys_core.scoring import (
+from recsys_core.serving import (
     _sql,
     load_partition_to_sql,
     read_recommendations_sql,

@@ -249,7 +249,7 @@ def _merge_arms(
 
 def publish_sql(settings: Settings, run_date: dt.date) -> SqlResult | Skipped:
     """Load the date's partition into the serving database (one transaction), if one is set."""
-    from recsys_core.scoring import load_partition_to_sql, resolve_sql_url
+    from recsys_core.serving import load_partition_to_sql, resolve_sql_url
 
     url = resolve_sql_url(settings.scoring.sql_url)
     if url is None:
@@ -257,7 +257,7 @@ def publish_sql(settings: Settings, run_date: dt.date) -> SqlResult | Skipped:
     maybe_fail(settings, "sql")
     out = load_partition_to_sql(settings.warehouse, run_date, url)
     if settings.abtest.experiment:
-        from recsys_core.scoring import write_assignments_sql
+        from recsys_core.serving import write_assignments_sql
 
         wh = Warehouse(settings.warehouse)
         assigned = read_parquet(wh.assignments(settings.abtest.experiment, run_date))

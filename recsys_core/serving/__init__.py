@@ -1,6 +1,8 @@
-"""Batch scoring outputs: sinks that publish the recommendation partitions (SQL)."""
+"""The serving database: each night's recommendations (and A/B assignments) published to SQL, and
+read back. (Scoring itself is the models' ``recommend``, run in shards by the pipeline's score
+step; the Parquet partitions are written by the warehouse.)"""
 
-from recsys_core.scoring._sql import (
+from recsys_core.serving._sql import (
     ASSIGNMENTS_TABLE,
     SQL_URL_ENV,
     load_partition_to_sql,

@@ -110,7 +110,7 @@ def clean_days(
                 f"{d}); ingest the landing partition for {d} before cleaning it"
             )
     sizes = {d: sum(raw[k][d][0] for k in ("events", "items") if d in raw[k]) for d in days}
-    breaks = _shared_id_dates(warehouse, days, ev_files, config.event_id_horizon_days)
+    breaks, shared = _shared_id_dates(warehouse, days, ev_files, config.event_id_horizon_days)
     manifests: list[dict[str, Any]] = []
     for batch in _batches(days, sizes, int(config.batch_mib * 2**20), breaks):
         manifests += _clean_pass(
@@ -120,6 +120,7 @@ def clean_days(
             {d: it_files[d] for d in batch if d in it_files},
             config,
             extra or {},
+            shared,
         )
     return manifests
 
@@ -234,11 +235,14 @@ def _clean_ids_before(
 
 def _shared_id_dates(
     warehouse: Warehouse, days: list[dt.date], ev_files: dict[dt.date, Path], horizon: int
-) -> set[dt.date]:
-    """Dates of ``days`` holding an event id that an earlier date at most ``horizon`` days before
-    also holds (raw ids of ``days``, clean ids of the other dates on disk): each starts a pass."""
+) -> tuple[set[dt.date], pl.Series]:
+    """``(dates, ids)``: the dates of ``days`` holding an event id that an earlier date at most
+    ``horizon`` days before also holds (raw ids of ``days``, clean ids of the other dates on
+    disk), each of which starts a pass; and every id held by two dates or more. Only those ids
+    can have a reference on an earlier date, so the passes look up no other (see
+    :func:`_earlier_ids`): a pass does not re-read a month of clean ids to find none."""
     if horizon <= 0 or not ev_files:
-        return set()
+        return set(), pl.Series("_eid", [], pl.String)
     raw = read_dated_parquet(ev_files, {"event_id": pl.String()}, "_date").select(
         _strip_ids(pl.col("event_id")).alias("_eid"), "_date"
     )
@@ -248,16 +252,19 @@ def _shared_id_dates(
     disk = _clean_ids_before(warehouse, first, max(days), set(days), ids=ids).select(
         pl.col("event_id").alias("_eid"), "_date"
     )
-    ids = (
+    pairs = (
         pl.concat([raw, disk])
         .filter(pl.col("_eid").is_not_null())
         .filter(pl.col("_eid").is_duplicated())  # (hashed) the few ids seen twice, then sorted
         .unique()
-        .sort("_eid", "_date")
+    )
+    shared = pairs.filter(pl.col("_eid").is_duplicated()).get_column("_eid").unique()
+    ids = (
+        pairs.sort("_eid", "_date")
         .with_columns(pl.col("_date").shift(1).over("_eid").alias("_prev"))
         .filter((pl.col("_date") - pl.col("_prev")).dt.total_days() <= horizon)
     )
-    return set(ids["_date"].to_list()) & set(days)
+    return set(ids["_date"].to_list()) & set(days), shared
 
 
 def _batches(
@@ -286,8 +293,10 @@ def _clean_pass(
     it_files: dict[dt.date, Path],
     config: CleanConfig,
     extra: dict[str, Any],
+    shared: pl.Series,
 ) -> list[dict[str, Any]]:
-    """One vectorised pass over ``days`` (sorted; their raw files given), writing every output."""
+    """One vectorised pass over ``days`` (sorted; their raw files given), writing every output.
+    ``shared``: the event ids held by two dates or more (:func:`_shared_id_dates`)."""
     order = ["_date", SOURCE_FILE, SOURCE_ROW]
     raw_ev = _in_order(read_dated_parquet(ev_files, _raw_schema(_EVENT_COLS), "_date"), order)
     raw_it = _in_order(read_dated_parquet(it_files, _raw_schema(_ITEM_COLS), "_date"), order)
@@ -295,7 +304,12 @@ def _clean_pass(
     good_ev, bad_ev = validate_events(raw_ev, config)
     good_ev, conflicts = resolve_event_ids(
         good_ev,
-        _earlier_ids(warehouse, days[0], config.event_id_horizon_days, good_ev["_eid"]),
+        _earlier_ids(
+            warehouse,
+            days[0],
+            config.event_id_horizon_days,
+            good_ev.get_column("_eid").filter(good_ev.get_column("_eid").is_in(shared.implode())),
+        ),
         config.event_id_horizon_days,
     )
     good_ev = mark_duplicates(
@@ -412,8 +426,9 @@ def _earlier_ids(
     warehouse: Warehouse, first: dt.date, horizon: int, ids: pl.Series
 ) -> pl.DataFrame | None:
     """Reference rows for :func:`resolve_event_ids`: clean events with a source event id among
-    ``ids`` (the pass's) of the on-disk dates in ``[first - horizon, first)``. The ids are read
-    first; the other columns only when one of them is seen again."""
+    ``ids`` (the pass's ids that another date holds too) of the on-disk dates in
+    ``[first - horizon, first)``. The ids are read first; the other columns only when one of
+    them is seen again; nothing is read without such ids."""
     if horizon <= 0:
         return None
     ids = ids.drop_nulls().unique()

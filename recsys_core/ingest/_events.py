@@ -243,9 +243,9 @@ def resolve_event_ids(
         )
         .drop("_rid", *ref_cols, "_f_rid")
     )
-    kept = df.with_columns(pl.Series("_eid_dup", dup)).filter(
-        ~pl.col("_rid").is_in(conflict_rids.implode())
-    )
+    kept = df.with_columns(pl.Series("_eid_dup", dup))
+    if conflict_rids.len():
+        kept = kept.filter(~pl.col("_rid").is_in(conflict_rids.implode()))
     return kept.drop("_rid"), conflicts
 
 

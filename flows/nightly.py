@@ -17,6 +17,7 @@ from flows.runtime import (
     as_date,
     default_run_date,
     n_shards,
+    n_workers,
     shared_task_runner,
     with_deployment_defaults,
     with_task_runner,
@@ -32,6 +33,9 @@ from tasks.steps import (
     embed_task,
     evaluate_task,
     finalize_task,
+    ingest_commit_task,
+    ingest_plan_task,
+    ingest_slice_task,
     ingest_task,
     merge_task,
     score_shard_task,
@@ -79,7 +83,18 @@ def run_pipeline(settings: Settings, run_date: dt.date, force: bool = False) -> 
         else r.retry_delay_seconds,
     }
     steps: dict[str, Any] = {}
-    steps["ingest"] = ingest_task.with_options(**late)(settings, run_date, force)
+    workers = n_workers(settings)
+    if workers > 1:  # the pending dates' partitions, one slice per worker
+        planned = ingest_plan_task.with_options(**late)(settings, run_date, force)
+        parts = [
+            ingest_slice_task.with_options(**retry).submit(settings, planned, part)
+            for part in planned.slices(workers)
+        ]
+        steps["ingest"] = ingest_commit_task.with_options(**retry)(
+            settings, run_date, planned, [f.result() for f in parts]
+        )
+    else:  # one task: its partitions are written by a thread pool in the task
+        steps["ingest"] = ingest_task.with_options(**late)(settings, run_date, force)
     steps["clean"] = clean_task.with_options(**retry)(settings, run_date, force)
     steps["embed"] = embed_task.with_options(**retry)(settings, run_date)
     steps["train"] = train_task.with_options(**retry)(settings, run_date, force)

@@ -26,6 +26,7 @@ __all__ = [
     "configure_environment",
     "default_run_date",
     "n_shards",
+    "n_workers",
     "shared_task_runner",
     "with_deployment_defaults",
     "with_task_runner",
@@ -107,10 +108,16 @@ def with_deployment_defaults(options: RunOptions) -> RunOptions:
     return options.over(defaults.get("options"))
 
 
+def n_workers(settings: Settings) -> int:
+    """Worker processes the task runner has: ``runner.dask_workers`` on Dask, else 1 (the
+    thread runner shares one process; the core steps use threads themselves)."""
+    return settings.runner.dask_workers if settings.runner.task_runner == "dask" else 1
+
+
 def n_shards(settings: Settings) -> int:
     if settings.scoring.shards:
         return settings.scoring.shards
-    return settings.runner.dask_workers if settings.runner.task_runner == "dask" else 1
+    return n_workers(settings)
 
 
 def build_task_runner(runner: RunnerConfig) -> Any:

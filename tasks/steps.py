@@ -18,7 +18,8 @@ from prefect.cache_policies import NO_CACHE
 from recsys_core import pipeline
 from recsys_core.config import Settings
 from recsys_core.errors import is_transient
-from recsys_core.ingest import MissingPartitionError
+from recsys_core.ingest import IngestedSlice, MissingPartitionError
+from recsys_core.pipeline import PlannedIngest
 from recsys_core.results import (
     AbtestResult,
     CleanResult,
@@ -47,6 +48,9 @@ __all__ = [
     "embed_task",
     "evaluate_task",
     "finalize_task",
+    "ingest_commit_task",
+    "ingest_plan_task",
+    "ingest_slice_task",
     "ingest_task",
     "merge_task",
     "score_shard_task",
@@ -101,7 +105,10 @@ def _log_ingest(log: Any, out: IngestStepResult, run_date: dt.date) -> None:
         log.warning("ingested partitions gone from landing: %s", ", ".join(out.vanished))
 
 
-@task(name="ingest", **{**_NO_CACHE, "retry_condition_fn": _retry_ingest})
+_INGEST = {**_NO_CACHE, "retry_condition_fn": _retry_ingest}
+
+
+@task(name="ingest", **_INGEST)
 def ingest_task(settings: Settings, run_date: dt.date, force: bool = False) -> IngestStepResult:
     log = get_run_logger()
     log.info("ingest %s from %s into %s", run_date, settings.landing, settings.warehouse)
@@ -111,6 +118,37 @@ def ingest_task(settings: Settings, run_date: dt.date, force: bool = False) -> I
         log.warning("late data: %s", exc)
         raise
     _log_ingest(log, out, run_date)
+    return out
+
+
+@task(name="ingest-plan", **_INGEST)
+def ingest_plan_task(settings: Settings, run_date: dt.date, force: bool = False) -> PlannedIngest:
+    log = get_run_logger()
+    log.info("ingest %s from %s into %s", run_date, settings.landing, settings.warehouse)
+    try:
+        planned = pipeline.plan_ingest_step(settings, run_date, force=force)
+    except MissingPartitionError as exc:
+        log.warning("late data: %s", exc)
+        raise
+    log.info("ingest plan: %d landing partition(s) to write", len(planned.plan.todo))
+    return planned
+
+
+@task(name="ingest-dates", **_COMMON)
+def ingest_slice_task(
+    settings: Settings, planned: PlannedIngest, part: tuple[tuple[str, dt.date], ...]
+) -> IngestedSlice:
+    out = pipeline.ingest_slice_step(settings, planned, part)
+    get_run_logger().info("wrote %d raw partition(s), %s to %s", len(part), part[0][1], part[-1][1])
+    return out
+
+
+@task(name="ingest-commit", **_COMMON)
+def ingest_commit_task(
+    settings: Settings, run_date: dt.date, planned: PlannedIngest, slices: list[IngestedSlice]
+) -> IngestStepResult:
+    out = pipeline.commit_ingest_step(settings, planned, slices)
+    _log_ingest(get_run_logger(), out, run_date)
     return out
 
 

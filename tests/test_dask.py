@@ -59,13 +59,53 @@ def test_dask_runner_matches_threads(prefect_harness, tmp_path):
     settings = options.settings()
     assert settings.runner.task_runner == "dask"
     on_dask = nightly.with_options(task_runner=build_task_runner(settings.runner))
-    night = on_dask(run_date=END, options=options)
+    state = on_dask(run_date=END, options=options, return_state=True)
+    night = state.result()
     assert night.steps.score.rows > 0
 
     a = pl.read_parquet(Warehouse(tmp_path / "threads" / "warehouse").recommendations(END))
     b = pl.read_parquet(Warehouse(tmp_path / "dask" / "warehouse").recommendations(END))
     assert a.height == b.height > 0
     assert a.equals(b)
+
+    # ingest fanned the pending dates out, one slice per worker, into the same raw partitions
+    assert _task_names(state.state_details.flow_run_id).count("ingest-dates") == 2
+    assert night.steps.ingest == _threads_ingest(tmp_path)
+    for sub in ("raw", "clean", "quarantine"):
+        assert _tree(tmp_path / "dask" / "warehouse" / sub) == _tree(
+            tmp_path / "threads" / "warehouse" / sub
+        )
+
+
+def _task_names(flow_run_id) -> list[str]:
+    """The task names (without their run suffix) of one flow run's task runs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return [r.name.rsplit("-", 1)[0] for r in runs]
+
+
+def _threads_ingest(tmp_path: Path):
+    """The threads run's ingest result, from its run marker."""
+    from recsys_core.io import read_json
+    from recsys_core.results import RunSummary
+
+    marker = read_json(Warehouse(tmp_path / "threads" / "warehouse").run_marker(END))
+    return RunSummary.model_validate(marker).steps.ingest
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (bytes), but the records of landing files (the two landings were
+    written at different times: their mtimes differ)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith((".", "_landing_"))
+    }
 
 
 # ---- workers that share no disk with the driver -----------------------------------------------

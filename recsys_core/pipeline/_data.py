@@ -3,16 +3,47 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from recsys_core.config import Settings
-from recsys_core.ingest import clean_with_followers, ingest, pending_clean_dates, scan_landing
+from recsys_core.ingest import (
+    IngestedSlice,
+    IngestPlan,
+    clean_with_followers,
+    commit_ingest,
+    ingest_partitions,
+    pending_clean_dates,
+    plan_ingest,
+    scan_landing,
+)
 from recsys_core.io import Warehouse, exists, read_json, sweep_temporaries
 from recsys_core.pipeline._context import jsonable
 from recsys_core.pipeline._faults import maybe_fail
 from recsys_core.pipeline._finalize import withdraw_completion
 from recsys_core.results import CleanResult, IngestStepResult
 
-__all__ = ["clean_step", "ingest_step"]
+__all__ = [
+    "PlannedIngest",
+    "clean_step",
+    "commit_ingest_step",
+    "ingest_slice_step",
+    "ingest_step",
+    "plan_ingest_step",
+]
+
+
+@dataclass(frozen=True)
+class PlannedIngest:
+    """The first part of the ingest step: what to write (``plan``), and what was done before
+    planning (the completion marker withdrawn, temporaries swept)."""
+
+    plan: IngestPlan
+    swept_temporaries: int
+    completion_marker_withdrawn: bool
+
+    def slices(self, n: int) -> list[tuple[tuple[str, dt.date], ...]]:
+        """The partitions to write, cut into at most ``n`` independent slices (by date)."""
+        return self.plan.slices(n)
 
 
 def ingest_step(settings: Settings, run_date: dt.date, *, force: bool = False) -> IngestStepResult:
@@ -25,20 +56,51 @@ def ingest_step(settings: Settings, run_date: dt.date, *, force: bool = False) -
     date's outputs, and only :func:`~recsys_core.pipeline.finalize_step` writes it again, so a run
     stopped at any point leaves the date not complete. Late landing files (new or changed since
     their date was ingested) are re-ingested and listed under ``late``.
+
+    It is :func:`plan_ingest_step`, :func:`ingest_slice_step` of every pending partition and
+    :func:`commit_ingest_step`; a flow on several workers runs the slices apart (one per worker).
     """
+    planned = plan_ingest_step(settings, run_date, force=force)
+    parts = [ingest_slice_step(settings, planned, part) for part in planned.slices(1)]
+    return commit_ingest_step(settings, planned, parts)
+
+
+def plan_ingest_step(
+    settings: Settings, run_date: dt.date, *, force: bool = False
+) -> PlannedIngest:
+    """Withdraw ``run_date``'s completion marker, sweep temporaries left by killed runs, and plan
+    the ingest (raises, before writing anything, as :func:`ingest_step` does)."""
     wh = Warehouse(settings.warehouse)
     withdrawn = withdraw_completion(settings, run_date)
     swept = sweep_temporaries(wh.root)
     maybe_fail(settings, "ingest")
-    result = ingest(
+    plan = plan_ingest(
         settings.landing,
         wh,
         run_date,
         force=force,
         unrecognised=settings.ingest.unrecognised_paths,
     )
+    return PlannedIngest(plan=plan, swept_temporaries=swept, completion_marker_withdrawn=withdrawn)
+
+
+def ingest_slice_step(
+    settings: Settings, planned: PlannedIngest, part: tuple[tuple[str, dt.date], ...]
+) -> IngestedSlice:
+    """Write one slice of the planned raw partitions (from the landing zone into the warehouse:
+    on any machine that reaches both)."""
+    return ingest_partitions(planned.plan, Warehouse(settings.warehouse), part)
+
+
+def commit_ingest_step(
+    settings: Settings, planned: PlannedIngest, slices: list[IngestedSlice]
+) -> IngestStepResult:
+    """After every slice: the landing index, the warnings, and the step's result."""
+    result = commit_ingest(planned.plan, Warehouse(settings.warehouse), slices)
     return IngestStepResult(
-        **jsonable(result), swept_temporaries=swept, completion_marker_withdrawn=withdrawn
+        **jsonable(result),
+        swept_temporaries=planned.swept_temporaries,
+        completion_marker_withdrawn=planned.completion_marker_withdrawn,
     )
 
 

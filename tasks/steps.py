@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -108,15 +110,22 @@ def _log_ingest(log: Any, out: IngestStepResult, run_date: dt.date) -> None:
 _INGEST = {**_NO_CACHE, "retry_condition_fn": _retry_ingest}
 
 
-@task(name="ingest", **_INGEST)
-def ingest_task(settings: Settings, run_date: dt.date, force: bool = False) -> IngestStepResult:
-    log = get_run_logger()
+@contextmanager
+def _late_data_logged(log: Any, settings: Settings, run_date: dt.date) -> Iterator[None]:
+    """Log where ingest reads and writes, and a missing landing partition as late data."""
     log.info("ingest %s from %s into %s", run_date, settings.landing, settings.warehouse)
     try:
-        out = pipeline.ingest_step(settings, run_date, force=force)
+        yield
     except MissingPartitionError as exc:
         log.warning("late data: %s", exc)
         raise
+
+
+@task(name="ingest", **_INGEST)
+def ingest_task(settings: Settings, run_date: dt.date, force: bool = False) -> IngestStepResult:
+    log = get_run_logger()
+    with _late_data_logged(log, settings, run_date):
+        out = pipeline.ingest_step(settings, run_date, force=force)
     _log_ingest(log, out, run_date)
     return out
 
@@ -124,12 +133,8 @@ def ingest_task(settings: Settings, run_date: dt.date, force: bool = False) -> I
 @task(name="ingest-plan", **_INGEST)
 def ingest_plan_task(settings: Settings, run_date: dt.date, force: bool = False) -> PlannedIngest:
     log = get_run_logger()
-    log.info("ingest %s from %s into %s", run_date, settings.landing, settings.warehouse)
-    try:
+    with _late_data_logged(log, settings, run_date):
         planned = pipeline.plan_ingest_step(settings, run_date, force=force)
-    except MissingPartitionError as exc:
-        log.warning("late data: %s", exc)
-        raise
     log.info("ingest plan: %d landing partition(s) to write", len(planned.plan.todo))
     return planned
 

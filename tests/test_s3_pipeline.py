@@ -236,3 +236,67 @@ def test_two_concurrent_runs_of_one_date_on_s3(local_baseline, landing_master, s
     assert result["state"].is_completed(), result["state"].message
     _assert_same(wh, local_baseline)
     _no_leftovers(wh)
+
+
+def test_a_run_that_lost_its_lock_publishes_nothing_for_its_date(
+    landing_master, s3_bucket, tmp_path, monkeypatch
+):
+    """Run A holds the date's lock while it waits for late data; meanwhile another holder takes
+    the lock over. Once the data arrives A stops at its first commit point with LeaseLostError
+    naming the lock URL and the new holder: nothing of the date is published (no raw, clean,
+    manifest, model promotion, recommendations or completion marker), and the new holder's lock
+    object is left in place."""
+    import shutil
+
+    from flows.nightly import nightly
+    from recsys_core.io import LeaseLostError, read_versioned, write_if_match
+
+    monkeypatch.setenv("RECSYS_LOCK_LEASE_SECONDS", "2")  # a heartbeat every 0.67 s
+    landing = tmp_path / "landing"
+    shutil.copytree(landing_master, landing)
+    cfg = _config(
+        tmp_path / "recsys.toml",
+        str(landing),
+        f"{s3_bucket}/warehouse",
+        late_data_retries=40,
+        late_data_delay_seconds=0.25,
+    )
+    wh = Warehouse(f"{s3_bucket}/warehouse")
+    held = []
+    for kind in ("items", "events"):
+        part = landing / kind / f"date={END.isoformat()}"
+        aside = tmp_path / "held" / kind
+        aside.parent.mkdir(exist_ok=True)
+        part.rename(aside)
+        held.append((aside, part))
+    result: dict[str, object] = {}
+    run = threading.Thread(
+        target=lambda: result.update(
+            state=nightly(run_date=END, config_path=str(cfg), return_state=True)
+        )
+    )
+    run.start()
+    lock = wh.root / "_locks" / f"run_date={END.isoformat()}.lock"
+    try:
+        deadline = time.monotonic() + 120
+        while (current := read_versioned(lock)) is None:
+            assert time.monotonic() < deadline and run.is_alive(), "run A never took the lock"
+            time.sleep(0.05)
+        other = {"holder": "pid 4242 on other-host", "token": "other", "acquired_at": "now",
+                 "expires_at": "2999-01-01T00:00:00+00:00"}  # fmt: skip
+        write_if_match(lock, json.dumps(other).encode(), current[1])
+        time.sleep(2.5)  # > the lease: A's heartbeat found it lost (or its lease ran out)
+    finally:
+        for aside, part in held:
+            aside.rename(part)
+        run.join()
+    state = result["state"]
+    assert state.is_failed()
+    with pytest.raises(LeaseLostError) as err:
+        state.result()
+    assert f"lost the lock {lock}" in str(err.value)
+    assert "pid 4242 on other-host" in str(err.value)
+    day = f"date={END.isoformat()}"
+    published = [f for f in files_under(wh.root) if not f.startswith("_locks/")]
+    assert not [f for f in published if day in f or "champion" in f], published
+    assert json.loads(read_versioned(lock)[0])["holder"] == "pid 4242 on other-host"

@@ -1,8 +1,10 @@
-"""recsys_core.io on local disk and on a real S3-compatible server (moto_server on 127.0.0.1).
+"""recsys_core.io on local disk and on real object-store servers on 127.0.0.1: an S3-compatible
+server (moto_server), a GCS emulator (fake-gcs-server) and an Azure Blob emulator (Azurite).
 
-The same operations on both backends: atomic writes (a reader sees the old or the new object),
-create-if-absent and compare-and-swap (If-None-Match / If-Match), the leased lock (held: a message
-naming the holder; a SIGKILLed holder's lease expires), the model registry's pointer protocol, and
+The same operations on every backend: atomic writes (a reader sees the old or the new object),
+create-if-absent and compare-and-swap (If-None-Match / If-Match on S3 and Azure, ifGenerationMatch
+on GCS), the leased lock (held: a message naming the holder; a SIGKILLed holder's lease expires;
+a holder that lost its lease publishes nothing more), the model registry's pointer protocol, and
 faults: a missing bucket, wrong credentials, a network error in the middle of a write, an object
 that disappears between listing and reading.
 """
@@ -33,6 +35,7 @@ from recsys_core.io import (
     atomic_path,
     atomic_write_json,
     atomic_write_parquet,
+    delete,
     exists,
     files_under,
     is_remote,
@@ -48,13 +51,22 @@ from recsys_core.io import (
 D1, D2 = dt.date(2026, 1, 1), dt.date(2026, 1, 2)
 
 
-@pytest.fixture(params=["local", "s3"])
+_BUCKETS = {"s3": "s3_bucket", "gcs": "gcs_bucket", "azure": "azure_container"}
+
+
+@pytest.fixture(params=["local", "s3", "gcs", "azure"])
 def root(request, tmp_path):
     """A warehouse root on each backend."""
     if request.param == "local":
         return tmp_path / "wh"
-    bucket = request.getfixturevalue("s3_bucket")
+    bucket = request.getfixturevalue(_BUCKETS[request.param])
     return f"{bucket}/wh"
+
+
+@pytest.fixture(params=["s3", "gcs", "azure"])
+def remote_root(request):
+    """A warehouse root on each object store."""
+    return f"{request.getfixturevalue(_BUCKETS[request.param])}/wh"
 
 
 def _frame(n: int) -> pl.DataFrame:
@@ -71,14 +83,13 @@ def test_location_kinds(tmp_path):
     assert (s3 / "x.parquet").name == "x.parquet"
 
 
-def test_missing_backend_package_is_one_clear_line():
-    pytest.importorskip("upath")
-    try:
-        import gcsfs  # noqa: F401
+def test_missing_backend_package_is_one_clear_line(monkeypatch):
+    import fsspec.registry  # noqa: F401 - the module (fsspec.registry is also a mapping)
 
-        pytest.skip("gcsfs is installed here")
-    except ImportError:
-        pass
+    registry = sys.modules["fsspec.registry"]._registry  # classes imported so far
+    monkeypatch.setitem(sys.modules, "gcsfs", None)  # as if not installed: import fails
+    for proto in ("gs", "gcs"):
+        monkeypatch.delitem(registry, proto, raising=False)
     with pytest.raises(StorageError) as err:
         resolve_location("gs://some-bucket/wh")
     msg = str(err.value)
@@ -131,6 +142,30 @@ def test_put_if_absent_and_compare_and_swap(root):
     with pytest.raises(PreconditionFailed):
         write_if_match(target, b"four", version)  # stale version: another writer won
     assert read_versioned(target)[0] == b"three"
+
+
+def test_versions_come_from_the_writes_and_deletes_are_conditional(root):
+    """create/replace return the version a later read sees; a delete at a stale version loses."""
+    target = location(root) / "pointer.json"
+    v1 = put_if_absent(target, b"one")
+    assert read_versioned(target) == (b"one", v1)
+    v2 = write_if_match(target, b"two", v1)
+    assert v2 != v1 and read_versioned(target) == (b"two", v2)
+    if not is_remote(target):
+        return  # local disk: the caller holds flock; deletes are not conditional there
+    if target.protocol == "gs":
+        pytest.skip(
+            "fake-gcs-server ignores ifGenerationMatch on DELETE (GCS honours it); the "
+            "conditional create and replace above are checked on the emulator"
+        )
+    with pytest.raises(PreconditionFailed):
+        delete(target, version=v1)
+    assert read_versioned(target) == (b"two", v2)
+    delete(target, version=v2)
+    assert read_versioned(target) is None
+    with pytest.raises(PreconditionFailed):
+        write_if_match(target, b"three", v2)  # compare-and-swap on a deleted object loses
+    assert not exists(target)
 
 
 def test_put_if_absent_has_exactly_one_winner(root):
@@ -201,6 +236,109 @@ def test_s3_lock_of_a_killed_holder_expires(s3_bucket, tmp_path):
     assert not exists(wh.root / "_locks" / "d.lock")
 
 
+def _lock_body(holder: str, expires: dt.datetime) -> bytes:
+    return json.dumps(
+        {
+            "holder": holder,
+            "token": "someone-else",
+            "acquired_at": "2026-01-01T00:00:00+00:00",
+            "expires_at": expires.isoformat(timespec="seconds"),
+        }
+    ).encode()
+
+
+def test_expired_lock_is_taken_over_live_one_is_not(remote_root):
+    wh = Warehouse(remote_root)
+    lock = wh.root / "_locks" / "d.lock"
+    now = dt.datetime.now(dt.UTC)
+    put_if_absent(lock, _lock_body("pid 7 on live-host", now + dt.timedelta(hours=1)))
+    with pytest.raises(RunLockedError, match=r"pid 7 on live-host"), wh.lock("d"):
+        pass
+    delete(lock)
+    put_if_absent(lock, _lock_body("pid 8 on dead-host", now - dt.timedelta(seconds=1)))
+    with wh.lock("d"):
+        assert json.loads(read_versioned(lock)[0])["holder"].startswith(f"pid {os.getpid()} ")
+    assert not exists(lock)
+
+
+# ---- a lost lease stops the run's writes -------------------------------------------------------
+@pytest.mark.parametrize("how", ["taken over", "deleted"])
+def test_a_run_that_lost_its_lease_publishes_nothing_more(remote_root, monkeypatch, how):
+    """Another holder takes the lock over (or the lock object is deleted) while a run holds it:
+    the heartbeat finds out, and every later write of the run raises LeaseLostError naming the
+    lock URL and the new holder; nothing it tries to write after that point appears."""
+    from recsys_core.evaluation import ModelRegistry
+    from recsys_core.io import LeaseLostError, atomic_write_text, delete_tree
+
+    monkeypatch.setenv("RECSYS_LOCK_LEASE_SECONDS", "2")  # a heartbeat every 0.67 s
+    wh = Warehouse(remote_root)
+    lock = wh.root / "_locks" / "d.lock"
+    reg = ModelRegistry(wh.models_dir)
+    with wh.lock("d"):
+        atomic_write_json(wh.manifest(D1), {"before": True})  # published while held
+        reg.register(_fitted(), model_id="pop-1", name="popularity", params={}, data_window={},
+                     metrics={}, code_version="t", embedding_model_id=None, run_date=D1)  # fmt: skip
+        _, version = read_versioned(lock)
+        if how == "taken over":
+            later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+            write_if_match(lock, _lock_body("pid 4242 on other-host", later), version)
+        else:
+            delete(lock, version=None)
+        time.sleep(2.5)  # > the lease: lost, by the heartbeat or by the lease running out
+        attempts = {
+            "parquet": lambda: atomic_write_parquet(_frame(3), wh.recommendations(D1)),
+            "json": lambda: atomic_write_json(wh.run_marker(D1), {"done": True}),
+            "text": lambda: atomic_write_text(wh.report_dir(D1) / "report.html", "<html/>"),
+            "create": lambda: put_if_absent(wh.root / "x.json", b"{}"),
+            "promote": lambda: reg.promote("pop-1", "after the lease was lost"),
+            "delete": lambda: delete(wh.manifest(D1)),
+            "delete_tree": lambda: delete_tree(wh.root / "manifests"),
+        }
+        caught: list[BaseException] = []
+
+        def in_a_plain_thread() -> None:  # a thread pool inside a step: no run context
+            try:
+                atomic_write_json(wh.evaluation(D1), {})
+            except BaseException as exc:
+                caught.append(exc)
+
+        bare = threading.Thread(target=in_a_plain_thread)
+        bare.start()
+        bare.join()
+        assert len(caught) == 1 and isinstance(caught[0], LeaseLostError), caught
+        for name, attempt in attempts.items():
+            with pytest.raises(LeaseLostError) as err:
+                attempt()
+            msg = str(err.value)
+            assert f"lost the lock {lock}" in msg, (name, msg)
+            assert ("pid 4242 on other-host" if how == "taken over" else "is gone") in msg
+    assert files_under(wh.root) == sorted(
+        ["manifests/date=2026-01-01.json"]
+        + [f"models/{f}" for f in files_under(wh.models_dir)]
+        + (["_locks/d.lock"] if how == "taken over" else [])
+    )
+    assert not any(f.endswith("champion.json") for f in files_under(wh.root))
+    if how == "taken over":  # the new holder's lock is left alone on release
+        assert json.loads(read_versioned(lock)[0])["holder"] == "pid 4242 on other-host"
+
+
+def test_a_lease_that_ran_out_unrenewed_fences_writes():
+    """No heartbeat got through for a whole lease (a paused machine, a partition): the run can
+    no longer know it holds the lock, so it stops writing."""
+    from recsys_core.io import LeaseLostError
+    from recsys_core.io._fence import Lease, check_leases, holding
+
+    lease = Lease("s3://b/wh/_locks/d.lock", 0.2, root="s3://b/wh")
+    with holding(lease):
+        check_leases("s3://b/wh/x")  # within the lease
+        time.sleep(0.3)
+        with pytest.raises(
+            LeaseLostError, match=r"lost the lock s3://b/wh/_locks/d.lock: .*ran out"
+        ):
+            check_leases("s3://b/wh/x")
+    check_leases("s3://b/wh/x")  # outside the holder's context: not fenced
+
+
 # ---- registry ----------------------------------------------------------------------------------
 def _fitted():
     from recsys_core.interactions import Interactions
@@ -250,11 +388,11 @@ def test_registry_on_each_backend(root):
         assert sum(1 for f in files_under(reg.root / "pop-2") if f.endswith("model.json")) == 1
 
 
-def test_s3_concurrent_promotions_keep_every_change(s3_bucket):
+def test_concurrent_promotions_keep_every_change(remote_root):
     """Compare-and-swap on champion.json: 6 concurrent promotions, none lost from the chain."""
     from recsys_core.registry import ModelRegistry
 
-    reg = ModelRegistry(f"{s3_bucket}/models")
+    reg = ModelRegistry(f"{remote_root}/models")
     model = _fitted()
     ids = [f"pop-{i}" for i in range(6)]
     for mid in ids:
@@ -280,11 +418,12 @@ def test_s3_concurrent_promotions_keep_every_change(s3_bucket):
 
 
 # ---- faults ------------------------------------------------------------------------------------
-def test_missing_bucket_is_named(s3_endpoint):
-    wh = Warehouse("s3://no-such-bucket-recsys/wh")
-    with pytest.raises(StorageError, match=r"s3://no-such-bucket-recsys/wh/.*bucket 'no-such"):
+def test_missing_bucket_is_named(remote_root):
+    scheme = remote_root.split("://")[0]
+    wh = Warehouse(f"{scheme}://no-such-bucket-recsys/wh")
+    with pytest.raises(StorageError, match=rf"{scheme}://no-such-bucket-recsys/wh/.*'no-such"):
         atomic_write_json(wh.manifest(D1), {})
-    with pytest.raises(StorageError, match="does not exist"), wh.lock("d"):
+    with pytest.raises(StorageError, match="no-such-bucket-recsys.*does not exist"), wh.lock("d"):
         pass
 
 

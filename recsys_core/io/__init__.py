@@ -17,6 +17,7 @@ from recsys_core.io._atomic import (
     replace_dir,
     sweep_temporaries,
 )
+from recsys_core.io._fence import LeaseLostError
 from recsys_core.io._lease import RunLockedError
 from recsys_core.io._storage import (
     Location,
@@ -44,6 +45,7 @@ from recsys_core.io._warehouse import Warehouse, parse_date, partition_dates
 
 __all__ = [
     "CorruptFileError",
+    "LeaseLostError",
     "Location",
     "PreconditionFailed",
     "RunLockedError",

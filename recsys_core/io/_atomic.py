@@ -25,6 +25,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
+from recsys_core.io._fence import check_leases
 from recsys_core.io._storage import (
     _blob_cache_get,
     _blob_cache_put,
@@ -99,6 +100,7 @@ def atomic_path(target: Any) -> Iterator[Path]:
         if tmp.is_file():
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
+        check_leases(target)
         os.replace(tmp, target)
         _fsync_dir(target.parent)
     except BaseException as exc:
@@ -244,6 +246,7 @@ def replace_dir(staged: Path, target: Path) -> None:
     The previous directory is renamed aside first and deleted only after the new one is in place,
     so a crash leaves either the old or the new directory (plus a hidden ``.old-`` folder).
     """
+    check_leases(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     old = None
     if target.exists():

@@ -5,7 +5,11 @@ Object stores have no ``flock`` and cannot see whether the holder is alive. The 
 holds it and until when. A heartbeat thread renews the lease with ``If-Match: <etag>`` every third
 of the lease. A holder killed with SIGKILL stops renewing; once its lease has expired the next run
 takes the lock over with ``If-Match`` on the expired object's etag, so two runs cannot both take
-it over. Release deletes the object only if it is still ours (``If-Match``).
+it over. Release deletes the object only if it is still ours (``If-Match``). A holder that finds its
+lease lost stops publishing: see :mod:`recsys_core.io._fence`.
+
+The same protocol runs on S3, GCS and Azure: :mod:`recsys_core.io._conditional` maps create,
+compare-and-swap and delete onto each store's preconditions.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from recsys_core.io._fence import Lease, holding, unfenced
 from recsys_core.io._storage import (
     Location,
     PreconditionFailed,
@@ -73,51 +78,88 @@ def _body(holder: str, token: str, lease: float, acquired: str) -> bytes:
 
 @contextmanager
 def lease_lock(loc: Location, *, wait: bool = False, poll: float = 1.0) -> Iterator[Location]:
-    """Hold the lock object ``loc`` for the duration of the block (see the module docstring)."""
-    lease = lease_seconds()
+    """Hold the lock object ``loc`` for the duration of the block (see the module docstring).
+
+    Writes made in the block (and in the tasks it starts) are fenced: once the heartbeat finds
+    the lock gone or taken by another holder, or the lease ran out unrenewed, the next write
+    raises :class:`~recsys_core.io._fence.LeaseLostError` (see :mod:`recsys_core.io._fence`).
+    """
+    seconds = lease_seconds()
     holder = f"pid {os.getpid()} on {socket.gethostname()}"
     token = uuid.uuid4().hex
     acquired = _now().isoformat(timespec="seconds")
-    etag = _acquire(loc, holder, token, lease, acquired, wait=wait, poll=poll)
-    state: dict[str, Any] = {"etag": etag, "lost": None}
+    started = time.monotonic()
+    etag = _acquire(loc, holder, token, seconds, acquired, wait=wait, poll=poll)
+    lease = Lease(str(loc), seconds, root=str(loc.parent.parent))
+    lease.renewed(started)
+    state: dict[str, Any] = {"etag": etag}
     stop = threading.Event()
 
     def heartbeat() -> None:
-        while not stop.wait(lease / 3):
+        while not stop.wait(seconds / 3):
+            sent = time.monotonic()
             try:
-                write_if_match(loc, _body(holder, token, lease, acquired), state["etag"])
-                now = read_versioned(loc)
-                if now is not None:
-                    state["etag"] = now[1]
-            except Exception as exc:  # a lost lease is logged; the run's own writes are atomic
-                state["lost"] = exc
-                log.error("%s: could not renew the lock lease: %s", loc, exc)
+                state["etag"] = write_if_match(
+                    loc, _body(holder, token, seconds, acquired), state["etag"]
+                )
+            except PreconditionFailed:
+                why = _taken_by(loc)
+                lease.lose(why)
+                log.error("%s: %s; this run publishes nothing more", loc, why)
                 return
+            except Exception as exc:  # a network error: retried on the next beat
+                log.warning("%s: could not renew the lock lease (will retry): %s", loc, exc)
+                continue
+            lease.renewed(sent)
 
-    thread = threading.Thread(target=heartbeat, name=f"lease-{loc.name}", daemon=True)
-    thread.start()
+    # the heartbeat's own writes are not fenced by the lease they renew
+    beat = threading.Thread(
+        target=unfenced().run, args=(heartbeat,), name=f"lease-{loc.name}", daemon=True
+    )
+    beat.start()
     try:
-        yield loc
+        with holding(lease):
+            yield loc
     finally:
         stop.set()
-        thread.join(timeout=30)
-        try:
-            delete(loc, version=state["etag"])
-        except PreconditionFailed:
-            log.warning("%s: lock was taken over by another run before release", loc)
+        beat.join(timeout=30)
+        if lease.lost:
+            log.warning("%s: not released: %s", loc, lease.lost)
+        else:
+            try:
+                unfenced().run(delete, loc, version=state["etag"])
+            except PreconditionFailed:
+                log.warning("%s: lock was taken over by another run before release", loc)
+
+
+def _taken_by(loc: Location) -> str:
+    """Why a renewal lost: the lock object is gone, or who holds it now."""
+    try:
+        current = read_versioned(loc)
+    except Exception as exc:  # the renewal already lost: say so even if this read fails
+        return f"the lock object changed (could not read it: {exc})"
+    if current is None:
+        return "the lock object is gone (deleted by another process)"
+    try:
+        info = json.loads(current[0])
+    except ValueError:
+        return "the lock object was overwritten with unreadable content"
+    return (
+        f"taken over by {info.get('holder', 'an unknown holder')} (since "
+        f"{info.get('acquired_at', '?')}, lease until {info.get('expires_at', '?')})"
+    )
 
 
 def _acquire(
     loc: Location, holder: str, token: str, lease: float, acquired: str, *, wait: bool, poll: float
 ) -> str:
+    """Create the lock object, or take over an expired one; returns its version."""
     while True:
         body = _body(holder, token, lease, acquired)
         try:
-            put_if_absent(loc, body)
+            return put_if_absent(loc, body)
         except PreconditionFailed:
             pass
-        else:
-            return _etag_of(loc, token)
         current = read_versioned(loc)
         if current is None:
             continue  # released between our create and our read: try again
@@ -127,9 +169,11 @@ def _acquire(
             expires = dt.datetime.fromisoformat(info["expires_at"])
         except (ValueError, KeyError, TypeError):
             info, expires = {"holder": "unreadable lock object"}, _now()
+        if info.get("token") == token:
+            return etag  # our create landed, and its response was lost (then retried)
         if expires <= _now():
             try:
-                write_if_match(loc, body, etag)
+                etag = write_if_match(loc, body, etag)
             except PreconditionFailed:
                 continue  # someone else took it over first
             log.warning(
@@ -138,7 +182,7 @@ def _acquire(
                 info.get("holder"),
                 info.get("expires_at"),
             )
-            return _etag_of(loc, token)
+            return etag
         if not wait:
             raise RunLockedError(
                 f"another run holds {loc} ({info.get('holder', 'unknown holder')}, since "
@@ -147,10 +191,3 @@ def _acquire(
                 "its lease: RECSYS_LOCK_LEASE_SECONDS)"
             )
         time.sleep(poll)
-
-
-def _etag_of(loc: Location, token: str) -> str:
-    current = read_versioned(loc)
-    if current is None or json.loads(current[0]).get("token") != token:
-        raise RunLockedError(f"{loc}: lock lost right after it was taken; retry the run")
-    return current[1]

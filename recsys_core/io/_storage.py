@@ -31,6 +31,9 @@ from contextlib import contextmanager, suppress
 from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
+from recsys_core.io._conditional import PreconditionFailed, StorageError, backend_for
+from recsys_core.io._fence import check_leases
+
 __all__ = [
     "Location",
     "PreconditionFailed",
@@ -71,23 +74,19 @@ _EXTRAS = {
     "abfs": "adlfs",
     "abfss": "adlfs",
 }
-#: Per-protocol filesystem options: listings are never cached, so that another process's writes
-#: (a concurrent run, a Dask worker) are seen at once.
-_OPTIONS: dict[str, dict[str, Any]] = {
-    "s3": {"use_listings_cache": False},
-    "s3a": {"use_listings_cache": False},
-    "gs": {"use_listings_cache": False},
-    "gcs": {"use_listings_cache": False},
-}
 RETRIES = int(os.environ.get("RECSYS_STORAGE_RETRIES", "4"))
 
 
-class StorageError(OSError):
-    """A storage operation failed; the message names the URL and what to check."""
-
-
-class PreconditionFailed(StorageError):
-    """A conditional write lost: the object exists (``put_if_absent``) or changed (``If-Match``)."""
+def _options(scheme: str) -> dict[str, Any]:
+    """Filesystem options: listings are never cached, so that another process's writes (a
+    concurrent run, a Dask worker) are seen at once. Against a GCS emulator
+    (``STORAGE_EMULATOR_HOST``, as Google's own clients read it) no credentials are looked up."""
+    if scheme not in _EXTRAS:
+        return {}
+    opts: dict[str, Any] = {"use_listings_cache": False}
+    if scheme in ("gs", "gcs") and os.environ.get("STORAGE_EMULATOR_HOST"):
+        opts["token"] = "anon"
+    return opts
 
 
 def _scheme(value: str) -> str:
@@ -116,7 +115,7 @@ def location(value: Any) -> Location:
     try:
         from upath import UPath
 
-        return UPath(text, **_OPTIONS.get(scheme, {}))
+        return UPath(text, **_options(scheme))
     except (ImportError, ValueError) as exc:
         raise StorageError(_missing_package(text, scheme, exc)) from None
 
@@ -177,6 +176,8 @@ def _transient(exc: BaseException) -> bool:
         "ReadTimeoutError",
         "ConnectTimeoutError",
         "IncompleteReadError",
+        "ServiceRequestError",
+        "ServiceResponseError",
     ):
         return True
     text = str(exc)
@@ -189,7 +190,9 @@ def _transient(exc: BaseException) -> bool:
 def _explain(url: str, op: str, exc: BaseException) -> StorageError | FileNotFoundError:
     text = f"{type(exc).__name__}: {exc}"
     low = text.lower()
-    if "bucket does not exist" in low or "nosuchbucket" in low:
+    missing = ("bucket does not exist", "nosuchbucket", "containernotfound")
+    writing = op in ("write", "upload", "create")  # a write finds no object to miss: no bucket
+    if any(s in low for s in missing) or (writing and isinstance(exc, FileNotFoundError)):
         bucket = url.split("://", 1)[-1].split("/", 1)[0]
         return StorageError(
             f"{url}: {op} failed: bucket {bucket!r} does not exist; create it or fix the "
@@ -200,7 +203,9 @@ def _explain(url: str, op: str, exc: BaseException) -> StorageError | FileNotFou
     ):
         return StorageError(
             f"{url}: {op} failed: access denied; check the credentials in the environment "
-            f"(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE for s3://) ({text})"
+            f"(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE for s3://, "
+            f"GOOGLE_APPLICATION_CREDENTIALS for gs://, AZURE_STORAGE_CONNECTION_STRING or "
+            f"AZURE_STORAGE_ACCOUNT_NAME / AZURE_STORAGE_ACCOUNT_KEY for az://) ({text})"
         )
     if isinstance(exc, FileNotFoundError):
         return FileNotFoundError(errno.ENOENT, f"{url}: not found ({op})", url)
@@ -225,11 +230,6 @@ def with_retries(url: str, op: str, fn: Callable[[], T], *, attempts: int | None
     raise AssertionError("unreachable")
 
 
-def _is_precondition(exc: BaseException) -> bool:
-    text = str(exc)
-    return isinstance(exc, FileExistsError) or "pre-condition" in text or "Precondition" in text
-
-
 def one_get(fs: Any) -> dict[str, Any]:
     """Read options for one request per object: s3fs otherwise asks each object's size first
     (a HEAD before every GET) to split large downloads."""
@@ -244,7 +244,7 @@ def exists(loc: Location) -> bool:
     if not is_remote(loc):
         return loc.is_file()
     if loc.protocol in ("s3", "s3a"):  # one HEAD (isfile would also LIST a missing key)
-        bucket, key = _split(loc)
+        bucket, _, key = _key(loc).partition("/")
         fs = loc.fs
 
         async def head() -> bool:
@@ -308,22 +308,31 @@ def read_bytes(loc: Location, *, cached: bool = False) -> bytes:
 
 def write_bytes_remote(loc: Location, data: bytes) -> None:
     """One upload: the object appears whole or not at all."""
+    check_leases(loc)
     _forget_version(loc)
     with_retries(_url(loc), "write", lambda: loc.fs.pipe_file(_key(loc), data))
 
 
 def put_remote_file(local: Path, loc: Location) -> None:
     """Upload a local file in one PUT (or one multipart upload: visible only when complete)."""
+    check_leases(loc)
     _forget_version(loc)
     with_retries(_url(loc), "upload", lambda: loc.fs.put_file(str(local), _key(loc)))
 
 
-def put_if_absent(loc: Location, data: bytes) -> None:
-    """Create ``loc`` with ``data`` only if nothing is there (``O_EXCL`` / ``If-None-Match: *``).
+def _local_version(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_mtime_ns}-{st.st_size}-{st.st_ino}"
+
+
+def put_if_absent(loc: Location, data: bytes) -> str:
+    """Create ``loc`` with ``data`` only if nothing is there (``O_EXCL`` / ``If-None-Match: *`` /
+    ``ifGenerationMatch=0``); returns the new object's version.
 
     Raises :class:`PreconditionFailed` if it exists.
     """
     loc = location(loc)
+    check_leases(loc)
     if not is_remote(loc):
         loc.parent.mkdir(parents=True, exist_ok=True)
         tmp = loc.parent / f".tmp-{uuid.uuid4().hex}-{loc.name}"
@@ -334,66 +343,36 @@ def put_if_absent(loc: Location, data: bytes) -> None:
             raise PreconditionFailed(f"{loc}: already exists") from None
         finally:
             tmp.unlink(missing_ok=True)
-        return
-
-    def put() -> None:
-        try:
-            loc.fs.pipe_file(_key(loc), data, mode="create")
-        except Exception as exc:
-            if _is_precondition(exc):
-                raise PreconditionFailed(f"{loc}: already exists") from None
-            raise
-
+        return _local_version(loc)
+    backend = backend_for(loc)
     _forget_version(loc)
-    with_retries(_url(loc), "create", put)
+    return with_retries(_url(loc), "create", lambda: backend.create(loc, data))
 
 
 def read_versioned(loc: Location) -> tuple[bytes, str] | None:
-    """``(content, version)`` of ``loc`` or None; ``version`` is the ETag (remote) or mtime+size."""
+    """``(content, version)`` of ``loc`` in one read, or None when absent; ``version`` is what
+    :func:`write_if_match` compares (S3/Azure: the ETag; GCS: the generation; local: mtime+size)."""
     loc = location(loc)
     if not is_remote(loc):
         try:
-            st = loc.stat()
-            return loc.read_bytes(), f"{st.st_mtime_ns}-{st.st_size}-{st.st_ino}"
+            return loc.read_bytes(), _local_version(loc)
         except FileNotFoundError:
             return None
-    bucket, key = _split(loc)
-    fs = loc.fs
-
-    async def get() -> tuple[bytes, str] | None:
-        try:
-            out = await fs._call_s3("get_object", Bucket=bucket, Key=key)
-        except FileNotFoundError:
-            return None
-        async with out["Body"] as body:
-            data = await body.read()
-        return data, out["ETag"]
-
-    from fsspec.asyn import sync
-
-    return with_retries(_url(loc), "read", lambda: sync(fs.loop, get))
+    backend = backend_for(loc)
+    return with_retries(_url(loc), "read", lambda: backend.read(loc))
 
 
-def _split(loc: Location) -> tuple[str, str]:
-    if loc.protocol not in ("s3", "s3a"):
-        raise StorageError(
-            f"{loc}: conditional writes are implemented for s3:// (and local disk); "
-            f"{loc.protocol}:// is not supported for the lock and the champion pointer yet"
-        )
-    bucket, _, key = _key(loc).partition("/")
-    return bucket, key
-
-
-def write_if_match(loc: Location, data: bytes, version: str | None) -> None:
-    """Compare-and-swap: write ``data`` only if ``loc`` is still at ``version`` (None: absent).
+def write_if_match(loc: Location, data: bytes, version: str | None) -> str:
+    """Compare-and-swap: write ``data`` only if ``loc`` is still at ``version`` (None: absent);
+    returns the new version.
 
     Raises :class:`PreconditionFailed` when another writer got there first. On local disk the caller
     holds a lock (see :func:`recsys_core.io._warehouse.local_lock`), so a version check suffices.
     """
     loc = location(loc)
     if version is None:
-        put_if_absent(loc, data)
-        return
+        return put_if_absent(loc, data)
+    check_leases(loc)
     if not is_remote(loc):
         now = read_versioned(loc)
         if now is None or now[1] != version:
@@ -405,49 +384,29 @@ def write_if_match(loc: Location, data: bytes, version: str | None) -> None:
             os.replace(tmp, loc)
         finally:
             tmp.unlink(missing_ok=True)
-        return
-    bucket, key = _split(loc)
-
-    def put() -> None:
-        try:
-            loc.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfMatch=version)
-        except Exception as exc:
-            if _is_precondition(exc) or isinstance(exc, FileNotFoundError):
-                raise PreconditionFailed(f"{loc}: changed by another writer") from None
-            raise
-
+        return _local_version(loc)
+    backend = backend_for(loc)
     _forget_version(loc)
-    with_retries(_url(loc), "conditional write", put)
+    return with_retries(_url(loc), "conditional write", lambda: backend.replace(loc, data, version))
 
 
 def delete(loc: Location, *, version: str | None = None) -> None:
     """Remove the file at ``loc`` if present (remote: only if still at ``version`` when given)."""
     loc = location(loc)
+    check_leases(loc)
     if not is_remote(loc):
         loc.unlink(missing_ok=True)
         return
+    _forget_version(loc)
     if version is not None:
-        bucket, key = _split(loc)
-
-        def rm() -> None:
-            try:
-                loc.fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=version)
-            except FileNotFoundError:
-                return
-            except Exception as exc:
-                if _is_precondition(exc):
-                    raise PreconditionFailed(f"{loc}: changed by another writer") from None
-                raise
-
-        _forget_version(loc)
-        with_retries(_url(loc), "delete", rm)
+        backend = backend_for(loc)
+        with_retries(_url(loc), "delete", lambda: backend.delete(loc, version))
         return
 
     def rm_plain() -> None:
         with suppress(FileNotFoundError):
             loc.fs.rm_file(_key(loc))
 
-    _forget_version(loc)
     with_retries(_url(loc), "delete", rm_plain)
 
 
@@ -456,6 +415,7 @@ def delete_tree(loc: Location) -> None:
     import shutil
 
     loc = location(loc)
+    check_leases(loc)
     if not is_remote(loc):
         shutil.rmtree(loc, ignore_errors=True)
         return

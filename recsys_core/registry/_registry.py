@@ -15,12 +15,13 @@ pointer to a half-written model. ``champion.json`` carries the stack of earlier 
 (``previous``, newest last), so the current champion and the rollback chain change together;
 ``history.jsonl`` (rewritten atomically, after the pointer) is the human-readable audit trail.
 
-On an object store (``s3://...``: no rename, no ``flock``) the same guarantees come from a pointer
-published last: a model's files are uploaded under ``<model_id>/v-<unique>/`` and ``entry.json``
-(one PUT, naming that folder in ``files``) is written after them, so a reader sees the old complete
-model or the new one; ``champion.json`` and ``history.jsonl`` are replaced with compare-and-swap
-writes (``If-Match`` on the ETag read, ``If-None-Match`` when absent), retried when another
-writer got there first. Loading downloads the files into a temporary folder.
+On an object store (``s3://``, ``gs://``, ``az://``: no rename, no ``flock``) the same guarantees
+come from a pointer published last: a model's files are uploaded under ``<model_id>/v-<unique>/``
+and ``entry.json`` (one PUT, naming that folder in ``files``) is written after them, so a reader
+sees the old complete model or the new one; ``champion.json`` and ``history.jsonl`` are replaced
+with compare-and-swap writes (``If-Match`` on the version read, the ETag or GCS generation;
+``If-None-Match`` when absent), retried when another writer got there first. Loading downloads
+the files into a temporary folder.
 
 Model ids are generated (:func:`make_model_id`) and validated against :data:`MODEL_ID_RE`; ids from
 data never become paths.

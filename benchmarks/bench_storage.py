@@ -17,11 +17,13 @@ latency per request and more bandwidth).
 
     python benchmarks/bench_storage.py                 # ~1,500 users x 400 items x 20 days
     python benchmarks/bench_storage.py --users 5000 --repeats 1
+    python benchmarks/bench_storage.py --no-backfill   # the nightly only (each S3 night prints its requests)
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as dt
 import os
 import shutil
@@ -38,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 END = dt.date(2026, 1, 31)
 CONFIG = """
@@ -116,6 +119,21 @@ def recs(warehouse: str, day: dt.date):
     return read_parquet(Warehouse(warehouse).recommendations(day))
 
 
+def count_s3_requests() -> collections.Counter:
+    """Requests sent to S3 by this process, by operation (cleared before each S3 nightly)."""
+    import s3fs
+
+    counts: collections.Counter = collections.Counter()
+    call = s3fs.S3FileSystem._call_s3
+
+    async def counted(self, method, *args, **kwargs):
+        counts[method if isinstance(method, str) else getattr(method, "__name__", "?")] += 1
+        return await call(self, method, *args, **kwargs)
+
+    s3fs.S3FileSystem._call_s3 = counted
+    return counts
+
+
 def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -129,7 +147,9 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--backfill-days", type=int, default=8)
+    ap.add_argument("--no-backfill", action="store_true", help="the nightly comparison only")
     args = ap.parse_args()
+    requests = count_s3_requests()
 
     url, server = s3_endpoint()
     os.environ.update(
@@ -180,6 +200,7 @@ def main() -> None:
                 cfg = write_config(
                     tmp / f"s3-{i}", f"{bucket}/landing", f"{bucket}/warehouse", shards=2
                 )
+                requests.clear()
                 s3_s.append(
                     timed(
                         lambda cfg=cfg: nightly(
@@ -187,6 +208,8 @@ def main() -> None:
                         )
                     )
                 )
+                per_op = ", ".join(f"{op} {n}" for op, n in requests.most_common())
+                print(f"S3 nightly {i + 1}: {sum(requests.values())} requests ({per_op})")
                 assert recs(f"{bucket}/warehouse", END).equals(local_recs), "S3 != local"
             lo, so = min(local_s), min(s3_s)
             print(
@@ -196,6 +219,8 @@ def main() -> None:
                 f"nightly S3 (moto):  {so:7.2f} s   (runs: {', '.join(f'{x:.2f}' for x in s3_s)})"
             )
             print(f"ratio S3 / local:   {so / lo:7.2f}x   (target <= 1.5x)")
+            if args.no_backfill:
+                return
 
             # 3: backfill of N dates, threads vs Dask with 2 workers, warehouse on S3
             start = END - dt.timedelta(days=args.backfill_days - 1)

@@ -272,7 +272,7 @@ def test_a_run_that_lost_its_lock_publishes_nothing_for_its_date(
     result: dict[str, object] = {}
     run = threading.Thread(
         target=lambda: result.update(
-            state=nightly(run_date=END, config_path=str(cfg), return_state=True)
+            state=nightly(run_date=END, options=RunOptions(config_path=str(cfg)), return_state=True)
         )
     )
     run.start()

@@ -124,6 +124,45 @@ def test_failed_write_leaves_the_previous_object(root):
     assert files_under(wh.root) == ["recommendations/run_date=2026-01-01/part-0.parquet"]
 
 
+def test_what_a_run_wrote_is_read_back_from_memory_only_at_the_listed_version(
+    remote_root, monkeypatch
+):
+    """clean reads back raw, train reads back clean: a partition this process uploaded is not
+    fetched again while a fresh listing shows the version the upload returned; once another
+    writer replaced it, the listing shows a new version and the new bytes are fetched."""
+    from recsys_core.io import read_parquet_many
+
+    wh = Warehouse(remote_root)
+    target = wh.clean("events", D1)
+    atomic_write_parquet(_frame(3), target)
+    fs = location(target).fs  # one client per process (fsspec caches it)
+    real_cat = fs.cat
+    fetched: list[object] = []
+
+    def counting_cat(path, *args, **kwargs):
+        fetched.append(path)
+        return real_cat(path, *args, **kwargs)
+
+    monkeypatch.setattr(fs, "cat", counting_cat)
+    assert read_parquet_many([wh.clean("events", d) for d in wh.clean_dates("events")])[0].equals(
+        _frame(3)
+    )
+    assert fetched == []
+    location(target).fs.pipe_file(location(target).path, _parquet_bytes(_frame(5)))  # elsewhere
+    assert read_parquet_many([wh.clean("events", d) for d in wh.clean_dates("events")])[0].equals(
+        _frame(5)
+    )
+    assert len(fetched) == 1
+
+
+def _parquet_bytes(df: pl.DataFrame) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    df.write_parquet(buf)
+    return buf.getvalue()
+
+
 def test_missing_object_names_its_url(root):
     wh = Warehouse(root)
     with pytest.raises(FileNotFoundError, match="part-0.parquet"):
@@ -267,8 +306,8 @@ def test_a_run_that_lost_its_lease_publishes_nothing_more(remote_root, monkeypat
     """Another holder takes the lock over (or the lock object is deleted) while a run holds it:
     the heartbeat finds out, and every later write of the run raises LeaseLostError naming the
     lock URL and the new holder; nothing it tries to write after that point appears."""
-    from recsys_core.evaluation import ModelRegistry
     from recsys_core.io import LeaseLostError, atomic_write_text, delete_tree
+    from recsys_core.registry import ModelRegistry
 
     monkeypatch.setenv("RECSYS_LOCK_LEASE_SECONDS", "2")  # a heartbeat every 0.67 s
     wh = Warehouse(remote_root)
@@ -630,3 +669,4 @@ def test_report_link_is_presigned_on_s3(s3_bucket, s3_endpoint):
     assert link.startswith(s3_endpoint) and "Signature" in link
     with urllib.request.urlopen(link, timeout=10) as resp:  # usable without credentials
         assert resp.read() == b"<html>night</html>"
+        assert resp.headers["Content-Type"] == "text/html"  # a browser shows it as a page

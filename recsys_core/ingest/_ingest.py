@@ -99,7 +99,9 @@ def landing_record(warehouse: Warehouse, kind: str, day: dt.date) -> dict[str, A
     """The record of the landing files one raw partition was built from, or None."""
     path = landing_record_path(warehouse, kind, day)
     try:
-        return read_json(path)  # one request on an object store (no existence check first)
+        # one request on an object store (no existence check first), none when a fresh listing
+        # shows the version this process wrote (clean reads back what ingest recorded)
+        return read_json(path, cached=True)
     except FileNotFoundError:
         return None
 

@@ -230,10 +230,13 @@ def read_parquet_many(paths: list[Any], **kwargs: Any) -> list[pl.DataFrame]:
     return out
 
 
-def read_json(path: Any) -> Any:
+def read_json(path: Any, *, cached: bool = False) -> Any:
+    """The JSON document at ``path``; ``cached``: as :func:`recsys_core.io.read_bytes` (a file
+    whose version a fresh listing showed may come from this process's cache, for instance one
+    that this process wrote)."""
     path = location(path)
     try:
-        return json.loads(read_bytes(path).decode("utf-8"))
+        return json.loads(read_bytes(path, cached=cached).decode("utf-8"))
     except FileNotFoundError:
         raise
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -306,15 +306,47 @@ def read_bytes(loc: Location, *, cached: bool = False) -> bytes:
     return blob
 
 
+def _written_version(out: Any) -> str | None:
+    """The new object's version (ETag) from an upload's response, when the client returns it."""
+    if isinstance(out, dict):
+        etag = out.get("ETag") or out.get("etag")
+        return str(etag) if etag else None
+    return None
+
+
 def write_bytes_remote(loc: Location, data: bytes) -> None:
-    """One upload: the object appears whole or not at all."""
+    """One upload: the object appears whole or not at all.
+
+    The bytes go to this process's cache under the version the upload returned, so a step that
+    lists and reads back what an earlier step of the run wrote (clean reads raw, train reads
+    clean) fetches nothing: the listing must show that same version for the copy to be used.
+    """
     check_leases(loc)
     _forget_version(loc)
-    with_retries(_url(loc), "write", lambda: loc.fs.pipe_file(_key(loc), data))
+    kwargs = _content_type(loc)
+    out = with_retries(_url(loc), "write", lambda: loc.fs.pipe_file(_key(loc), data, **kwargs))
+    _blob_cache_put(str(loc), _written_version(out), data)
+
+
+def _content_type(loc: Location) -> dict[str, str]:
+    """The upload option that labels ``loc``'s type from its name (a report opens as a page)."""
+    import mimetypes
+
+    kind = mimetypes.guess_type(loc.name)[0]
+    if kind is None:
+        return {}
+    if loc.protocol in ("s3", "s3a"):
+        return {"ContentType": kind}
+    if loc.protocol in ("gs", "gcs"):
+        return {"content_type": kind}
+    return {}
 
 
 def put_remote_file(local: Path, loc: Location) -> None:
     """Upload a local file in one PUT (or one multipart upload: visible only when complete)."""
+    if local.stat().st_size <= BLOB_CACHE_BYTES // 16:  # small: one PUT, kept in the cache
+        write_bytes_remote(loc, local.read_bytes())
+        return
     check_leases(loc)
     _forget_version(loc)
     with_retries(_url(loc), "upload", lambda: loc.fs.put_file(str(local), _key(loc)))
@@ -440,11 +472,41 @@ def files_under(loc: Location) -> list[str]:
     base = _key(loc).rstrip("/") + "/"
 
     def find() -> list[str]:
-        found = loc.fs.find(base, detail=True)
+        found = _find(loc, base)
         _remember_versions(loc.protocol, found)
         return sorted(k[len(base) :] for k in found if k.startswith(base))
 
     return with_retries(_url(loc), "list", find)
+
+
+def _find(loc: Location, base: str) -> dict[str, dict[str, Any]]:
+    """``{bucket/key: details}`` of every object under the prefix ``base`` (``bucket/key/``).
+
+    On S3 one ``ListObjectsV2`` request per 1,000 keys and nothing else (s3fs's ``find`` adds a
+    HEAD and a second listing when the prefix is empty, the case of every first write of a table).
+    """
+    if loc.protocol not in ("s3", "s3a"):
+        return loc.fs.find(base, detail=True)
+    fs = loc.fs
+    bucket, _, prefix = base.partition("/")
+
+    async def pages() -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        more: dict[str, str] = {}
+        while True:
+            page = await fs._call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, **more)
+            for obj in page.get("Contents", []):
+                if obj["Key"].endswith("/"):  # a folder placeholder, not a file
+                    continue
+                name = f"{bucket}/{obj['Key']}"
+                out[name] = {**obj, "name": name, "size": obj["Size"], "type": "file"}
+            if not page.get("IsTruncated"):
+                return out
+            more = {"ContinuationToken": page["NextContinuationToken"]}
+
+    from fsspec.asyn import sync
+
+    return sync(fs.loop, pages)
 
 
 #: ``url -> (etag, when listed)`` from the latest listings; see :func:`listed_version`.
@@ -499,7 +561,7 @@ def files_with_stats(loc: Location) -> list[tuple[str, int, int]]:
 
     def find() -> list[tuple[str, int, int]]:
         rows = []
-        found = loc.fs.find(base, detail=True)
+        found = _find(loc, base)
         _remember_versions(loc.protocol, found)
         for key, info in found.items():
             if not key.startswith(base) or info.get("type") == "directory":

@@ -11,8 +11,10 @@ lost, or once the lease has run out without a renewal. The check costs no reques
 The held leases live in a context variable: the run's own thread and the tasks it starts
 (Prefect's thread runner copies the context into each task) see exactly the leases of their run.
 A thread started without that context (a plain thread pool inside a step) falls back to every
-lease held in this process over the warehouse it writes to. Work on remote workers (Dask) writes
-only staged shards; the flow's process publishes them, and is fenced.
+lease held in this process over the warehouse it writes to. Other processes are not fenced:
+on Dask, the workers' ingest slices (raw partitions) and score shards (staged) are written
+without the lease; the flow's process commits the date (the ingest index, clean partitions and
+manifests, models and the champion, recommendations, the completion marker) and is fenced.
 """
 
 from __future__ import annotations

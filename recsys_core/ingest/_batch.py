@@ -104,15 +104,16 @@ def _read_remote(
     landing: Any, kind: str, days: Sequence[dt.date]
 ) -> list[tuple[pl.DataFrame, list[str], int]]:
     pairs = []
+    names_of: dict[str, list[str]] = {}
+    for rel, _, _ in files_with_stats(location(landing) / kind):  # one listing for every day
+        part, _, name = rel.partition("/")
+        if name and "/" not in name and not name.startswith((".", "_")):
+            names_of.setdefault(part, []).append(name)
     with tempfile.TemporaryDirectory(prefix="recsys-landing-") as tmp:
         local = Path(tmp)
         for day in days:
             directory = partition_dir(landing, kind, day)
-            names = [
-                rel
-                for rel, _, _ in files_with_stats(directory)
-                if "/" not in rel and not rel.startswith((".", "_"))
-            ]
+            names = names_of.get(directory.name, [])
             if not names:
                 raise MissingPartitionError(
                     f"landing partition {directory} is missing (or has no data file); expected "

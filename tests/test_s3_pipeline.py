@@ -201,7 +201,10 @@ def test_two_concurrent_runs_of_one_date_on_s3(local_baseline, landing_master, s
         tmp_path / "recsys.toml",
         str(landing),
         f"{s3_bucket}/warehouse",
-        late_data_retries=40,
+        # A waits up to 2 minutes for its data: run B's start (a flow run, its settings) must
+        # reach the lock within that window even on a loaded machine; A goes on as soon as the
+        # data is back
+        late_data_retries=480,
         late_data_delay_seconds=0.25,
     )
     wh = Warehouse(f"{s3_bucket}/warehouse")

@@ -1,12 +1,15 @@
-"""The pruned top-K of ``models/_base.py`` against a plain full sort, on catalogs it really prunes.
+"""The exact top-K of ``models/_base.py`` against a plain full sort, on catalogs it really prunes.
 
-The pruned path (:class:`recsys_core.models._base._Pruned`) runs when a row has at least
-``_MIN_GROUPS_PER_K * k`` level-2 groups: from ``32 * k`` items (4-item level-1 groups, 2 per
-level-2 group; ``k = 10``: 320 items) and with the large groups from ``512 * k`` items. Every test
-here checks that it ran (a spy on ``_Pruned.select``) and that the result is exactly what a full
-sort by (score descending, column ascending) gives: heavy ties, NaN (ranks as -inf), -inf, +inf
-and -0.0, through ``topk_block``, the dense path of ``recommend`` and its tiled factor path with
-exclusions, candidate subsets, several blocks and 1 or several threads.
+Two paths prune: the dense path (:class:`recsys_core.models._base._Pruned`, a whole score block
+at once) runs when a row has at least ``_MIN_GROUPS_PER_K * k`` level-2 groups: from ``32 * k``
+items (4-item level-1 groups, 2 per level-2 group; ``k = 10``: 320 items) and with the large
+groups from ``512 * k`` items. The factor path (:class:`recsys_core.models._base._TileTopK`)
+reads one item tile at a time and copies out the groups that reach a per-row lower bound of the
+``k``-th best score. Every test here checks that the path it means ran (a spy on ``select``) and
+that the result is exactly what a full sort by (score descending, column ascending) gives: heavy
+ties, NaN (ranks as -inf), -inf, +inf and -0.0, through ``topk_block``, the dense path of
+``recommend`` and its tiled factor path with exclusions, candidate subsets, heavy histories,
+several blocks and tiles, and 1 or several threads.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from recsys_core.interactions import Interactions
 from recsys_core.models import Recommender, _base
-from recsys_core.models._base import _Pruned, topk_block
+from recsys_core.models._base import _Pruned, _TileTopK, topk_block
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -69,8 +72,8 @@ def score_blocks(draw: Any, min_items: int = 320) -> tuple[np.ndarray, int]:
     return scores, k
 
 
-def spy_select() -> Any:
-    return mock.patch.object(_Pruned, "select", autospec=True, side_effect=_Pruned.select)
+def spy_select(cls: type = _Pruned) -> Any:
+    return mock.patch.object(cls, "select", autospec=True, side_effect=cls.select)
 
 
 @SETTINGS
@@ -229,7 +232,7 @@ def run_case(case: dict[str, Any], factored: bool) -> None:
     user_ids = [model.user_ids_[u] for u in users] + ["unknown-user"]
     with (
         mock.patch.object(_base, "_TILE_BYTES", case["tile_bytes"]),
-        spy_select() as spy,
+        spy_select(_TileTopK if factored else _Pruned) as spy,
     ):
         got = model.recommend(
             user_ids,
@@ -273,13 +276,12 @@ def test_factor_path_runs_in_several_item_tiles() -> None:
     model.fit(interactions(7, 3000, rng.random((7, 3000)) < 0.1))
     with (
         mock.patch.object(_base, "_TILE_BYTES", 4096),
-        mock.patch.object(
-            _Pruned, "reduce_tile", autospec=True, side_effect=_Pruned.reduce_tile
-        ) as tiles,
+        mock.patch.object(_TileTopK, "add", autospec=True, side_effect=_TileTopK.add) as tiles,
     ):
         got = model.recommend(k=10, block_size=4, threads=2)
-    # blocks of 4 users -> 256-item tiles: 12 tiles for each of the 2 blocks
-    assert tiles.call_count == 2 * 12
+    # blocks of 4 users -> 256-item tiles, raised to 320 (40 groups of 8 for k = 10): 10 tiles
+    # for each of the 2 blocks
+    assert tiles.call_count == 2 * 10
     seen = model.interactions_.matrix.toarray() > 0
     assert got.equals(expected_recs(model, model.scores_, list(range(7)), 10, seen, None))
 
@@ -290,8 +292,74 @@ def test_float64_factors_round_once_to_float32() -> None:
     items_f = rng.standard_normal((2000, 16))
     model = FactorModel().set_factors(users_f, items_f)
     model.fit(interactions(5, 2000, rng.random((5, 2000)) < 0.05))
-    with spy_select() as spy:
+    with spy_select(_TileTopK) as spy:
         got = model.recommend(k=10)
     assert spy.call_count == 1
     seen = model.interactions_.matrix.toarray() > 0
     assert got.equals(expected_recs(model, model.scores_, list(range(5)), 10, seen, None))
+
+
+def test_factor_path_bound_rises_over_tiles_with_ties_and_heavy_histories() -> None:
+    """Scores that rise (or fall) with the item index, in runs of 3 equal scores, so the bound
+    set on the first tile is far below the final k-th score and ties at the k-th straddle tiles;
+    users who have seen everything, all but 3 items, or the whole first half of the catalog."""
+    n_items, k = 5000, 10
+    idx = np.arange(n_items)
+    items_f = np.stack([idx // 3, (idx // 3)[::-1], idx % 5, np.ones(n_items), idx], axis=1)
+    users_f = np.array(
+        [
+            [1, 0, 0, 0, 0],  # rising: the best items are in the last tile
+            [0, 1, 0, 0, 0],  # falling: the best items are in the first tile
+            [0, 0, 1, 0, 0],  # 5 distinct scores: 1,000 items tie for the best
+            [0, 0, 0, 1, 0],  # every score ties
+            [1, 0, 0, 0, 0],  # rising, has seen all but 3 items
+            [0, 1, 0, 0, 0],  # falling, has seen everything
+            [0, 1, 0, 0, 0],  # falling, has seen the first half of the catalog
+            [1, 0, 1, 0, 0],
+            [0, 0, 0, 0, 1],  # strictly rising: no tie at the k-th score
+            [0, 0, 0, 0, -1],  # strictly falling
+        ],
+        dtype=np.float32,
+    )
+    seen = np.zeros((len(users_f), n_items), dtype=bool)
+    seen[:, 7] = True
+    seen[4] = True
+    seen[4, [5, 2500, 4999]] = False
+    seen[5] = True
+    seen[6, : n_items // 2] = True
+    model = FactorModel().set_factors(users_f, items_f.astype(np.float32))
+    model.fit(interactions(len(users_f), n_items, seen))
+    users = list(range(len(users_f)))
+    want = expected_recs(model, model.scores_, users, k, seen, None)
+    assert want.filter(pl.col("user_id") == "u004").height == 3
+    assert want.filter(pl.col("user_id") == "u005").height == 0
+    for tile_bytes, block_size, threads in ((4096, 2, 1), (24_000, 3, 2), (1 << 21, 512, 1)):
+        with (
+            mock.patch.object(_base, "_TILE_BYTES", tile_bytes),
+            spy_select(_TileTopK) as spy,
+        ):
+            got = model.recommend(k=k, block_size=block_size, threads=threads)
+        assert spy.call_count >= 1
+        assert got.equals(want), (tile_bytes, got, want)
+
+
+def test_factor_path_copies_out_few_candidates() -> None:
+    """On a wide catalog the bound prunes: about k scores per row reach ``_rank``, not 20,000."""
+    rng = np.random.default_rng(3)
+    users_f = rng.standard_normal((64, 8)).astype(np.float32)
+    items_f = rng.standard_normal((20_000, 8)).astype(np.float32)
+    model = FactorModel().set_factors(users_f, items_f)
+    model.fit(interactions(64, 20_000, rng.random((64, 20_000)) < 0.01))
+    counts: list[int] = []
+    select = _TileTopK.select
+
+    def spy(self: _TileTopK) -> Any:
+        rows, cols, vals = select(self)
+        counts.append(len(rows))
+        return rows, cols, vals
+
+    with mock.patch.object(_TileTopK, "select", spy):
+        got = model.recommend(k=10, block_size=64)
+    assert len(counts) == 1 and counts[0] < 64 * 10 * 3
+    assert got["rank"].max() == 10
+    assert got.height == 64 * 10

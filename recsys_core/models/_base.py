@@ -5,14 +5,17 @@
   and returns ``self``.
 * ``recommend(user_ids, k, exclude_seen=True)`` handles one user or all of them with the same call,
   scoring users in blocks so that peak memory is bounded by ``threads x block_size x n_items``
-  floats (plus 1/8 of that for group maxima).
+  floats (plus 1/8 of that for group maxima); a model with factors needs only one tile of about
+  2 MB per thread.
 * ``save(dir)`` / ``load(dir)`` use JSON + ``.npz`` (never pickle).
 
 A subclass implements ``_fit``, ``_score_block`` (dense float32 scores of a block of known users
 over every item) and ``_state``/``_set_state`` (arrays and JSON-able scalars to persist). A model
 whose scores are a product of factors may also declare ``_factors``: ``recommend`` then computes
-each block in item tiles into a per-thread buffer and reduces every tile while it is in cache.
-The top-K is exact either way (:class:`_Pruned`; ``tests/test_topk.py`` checks it against a sort).
+each block one item tile at a time into one per-thread buffer and takes from every tile, while it
+is in cache, the few groups of scores that can still hold a user's top K (:class:`_TileTopK`).
+The top-K is exact either way (:class:`_Pruned`, :class:`_TileTopK`; ``tests/test_topk.py``
+checks both against a sort).
 """
 
 from __future__ import annotations
@@ -52,15 +55,20 @@ class ModelConfig(BaseModel):
 
 _NEG = np.float32(-np.inf)
 _LOWEST = np.finfo(np.float32).min  # a threshold at least this captures no -inf and no NaN
-#: Level-1 groups hold ``_C1`` strided columns of a tile, level-2 groups about ``_C2`` level-1
-#: groups (``c2`` per tile, from every tile); the pruned path runs when a row has at least
-#: ``_MIN_GROUPS_PER_K * k`` level-2 groups, else the smaller groups ``(4, 2)``, else a full sort.
+#: Level-1 groups hold ``_C1`` strided columns of a block, level-2 groups ``_C2`` level-1 groups;
+#: the dense path prunes when a row has at least ``_MIN_GROUPS_PER_K * k`` level-2 groups, else
+#: with the smaller groups ``(4, 2)``, else it sorts. The factor path uses level-1 groups of
+#: ``_C1`` and needs ``_MIN_GROUPS_PER_K * k`` of them per tile.
 _C1, _C2 = 8, 16
 _MIN_GROUPS_PER_K = 4
-#: Bytes of one score tile of the factor path: it stays in a core's L2 cache from GEMM to max.
+#: Bytes of the one score tile per thread of the factor path: the product, the seen items and the
+#: group maxima all run on it while it is in cache, and it is reused for every tile.
 _TILE_BYTES = 1 << 21
-#: Users per block of the factor path (at most ``block_size``): more only adds cache misses.
-_FACTOR_ROWS = 256
+#: Users per block of the factor path (at most ``block_size``).
+_FACTOR_ROWS = 512
+#: The factor path raises its per-row lower bound after these tiles (and at the end): the bound
+#: tightens fast at first, then slowly; each raise costs a sort of ``rows x 3k`` group maxima.
+_BOUND_TILES = frozenset({0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024})
 
 
 def _sort_keys(vals: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -83,26 +91,36 @@ def _topk_exact(vals: np.ndarray, cols: np.ndarray, k: int) -> tuple[np.ndarray,
     return np.take_along_axis(cols, part, axis=1), np.take_along_axis(vals, part, axis=1)
 
 
-def _group_sizes(width: int, k: int, n_tiles: int = 1) -> tuple[int, int] | None:
-    """``(c1, c2)`` for tiles of ``width`` scores, or None when they are too few to prune: each
-    row needs ``_MIN_GROUPS_PER_K * k`` level-2 groups of ``c1 * c2 * n_tiles`` scores."""
-    for c1, fan_in in ((_C1, _C2), (4, 2)):
-        c2 = 1 << max(0, (fan_in // n_tiles).bit_length() - 1)  # a power of two <= fan_in/tiles
+def _group_sizes(width: int, k: int) -> tuple[int, int] | None:
+    """``(c1, c2)`` for rows of ``width`` scores, or None when they are too few to prune: each
+    row needs ``_MIN_GROUPS_PER_K * k`` level-2 groups of ``c1 * c2`` scores."""
+    for c1, c2 in ((_C1, _C2), (4, 2)):
         if width // (c1 * c2) >= _MIN_GROUPS_PER_K * k:
             return c1, c2
     return None
 
 
-class _Pruned:
-    """Exact top-``k`` of the rows of a score block by two levels of strided group maxima.
+def _fmax_rows(parts: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.fmax.reduce(parts, axis=0)`` as one ``fmax`` per slice: the same values, about
+    three times faster than numpy's reduction over a leading axis (numpy 2.4)."""
+    if len(parts) == 1:
+        if out is None:
+            return parts[0].copy()
+        out[...] = parts[0]
+        return out
+    out = np.fmax(parts[0], parts[1], out=out)
+    for part in parts[2:]:
+        np.fmax(out, part, out=out)
+    return out
 
-    The block is ``store[t, r, :width]`` for tiles ``t`` (tile ``t`` holds columns
-    ``t * width + j``; ``width`` a multiple of ``c1 * c2``) plus, for one-tile blocks, ``tail``
-    columns ``store[0, r, width:]``. Level-1 group ``(t, r, j)`` is the ``c1`` columns
-    ``j + n1 * i`` of tile ``t`` (``n1 = width / c1``); level-2 group ``(r, j)`` is the level-1
-    groups ``(t, r, j + n2 * i)`` of every tile ``t`` and ``i < c2`` (``n2 = n1 / c2``). Every
-    reduction runs along long contiguous rows. With ``store[t, j, r]`` (``item_major``, the
-    factor path) the level-1 maxima of a tile are ``c1 - 1`` vector maxima over ``n1 x rows``.
+
+class _Pruned:
+    """Exact top-``k`` of the rows of a dense score block by two levels of strided group maxima.
+
+    The block is ``scores[r, :width]`` (``width`` a multiple of ``c1 * c2``) plus ``tail``
+    columns ``scores[r, width:]``. Level-1 group ``(r, j)`` is the ``c1`` columns ``j + n1 * i``
+    (``n1 = width / c1``); level-2 group ``(r, j)`` is the level-1 groups ``j + n2 * i`` for
+    ``i < c2`` (``n2 = n1 / c2``). Every reduction runs along long contiguous rows.
 
     Let ``T`` be the ``k``-th largest level-2 maximum of row ``r`` (level 2 only makes this
     partition small): at least ``k`` scores are ``>= T`` (the ``k`` maxima), so every top-``k``
@@ -113,63 +131,32 @@ class _Pruned:
     level-2 groups above ``-inf`` keeps every score above ``-inf``.
     """
 
-    def __init__(
-        self,
-        store: np.ndarray,
-        n_rows: int,
-        width: int,
-        sizes: tuple[int, int],
-        gm1: np.ndarray | None = None,
-        *,
-        item_major: bool = False,
-    ) -> None:
-        self.store, self.b, self.width, self.item_major = store, n_rows, width, item_major
+    def __init__(self, scores: np.ndarray, width: int, sizes: tuple[int, int]) -> None:
+        self.scores, self.b, self.width = scores, scores.shape[0], width
         self.c1, self.c2 = sizes
         self.n1, self.n2 = width // self.c1, width // (self.c1 * self.c2)
-        inner = (self.n1, n_rows) if item_major else (n_rows, self.n1)
-        shape = (store.shape[0], *inner)
-        if gm1 is None:
-            gm1 = np.empty(shape, dtype=np.float32)
-        self.gm1 = gm1.reshape(-1)[: np.prod(shape)].reshape(shape)
-
-    def reduce_tile(self, t: int) -> None:
-        """Level-1 maxima of tile ``t`` (call while the tile is hot in cache)."""
-        if self.item_major:  # tile (width, rows): one long vector max per level-1 slice
-            tile = self.store[t, : self.width, : self.b]
-            np.fmax.reduce(tile.reshape(self.c1, self.n1, self.b), axis=0, out=self.gm1[t])
-        else:
-            tile = self.store[t, : self.b, : self.width]
-            np.fmax.reduce(tile.reshape(self.b, self.c1, self.n1), axis=1, out=self.gm1[t])
+        self.gm1 = np.fmax.reduce(scores[:, :width].reshape(self.b, self.c1, self.n1), axis=1)
 
     def select(self, k: int, tail: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(row, column, score)`` of every candidate for a row's top ``k``: the scores
         ``>= T`` and above ``-inf`` (a superset of the top ``k``), in no particular order."""
         b, c1, c2, n1, n2 = self.b, self.c1, self.c2, self.n1, self.n2
-        n_tiles, gm1 = self.gm1.shape[0], self.gm1
-        across = gm1[0] if n_tiles == 1 else np.fmax.reduce(gm1, axis=0)
-        across = np.ascontiguousarray(across.T if self.item_major else across)
-        gm2 = np.fmax.reduce(across.reshape(b, c2, n2), axis=1) if c2 > 1 else across.copy()
+        gm1 = self.gm1
+        gm2 = np.fmax.reduce(gm1.reshape(b, c2, n2), axis=1) if c2 > 1 else gm1.copy()
         np.fmax(gm2, _NEG, out=gm2)  # an all-NaN group counts as -inf
         thr = np.maximum(np.partition(gm2, n2 - k, axis=1)[:, n2 - k], _LOWEST)
-        # level-1 groups that reach the threshold: first the (row, group) pairs whose maximum
-        # over all tiles does (a flat nonzero: a 3-d one costs several times more), then the
-        # tiles where they do
-        hits = np.flatnonzero(across >= thr[:, None])
-        rows, j1 = np.divmod(hits, n1)
-        if n_tiles > 1:
-            pos = (j1 * b + rows if self.item_major else rows * n1 + j1)[:, None]
-            pos = pos + np.arange(n_tiles) * (b * n1)
-            i, tiles = np.nonzero(gm1.reshape(-1)[pos] >= thr[rows, None])
-            rows, j1 = rows[i], j1[i]
-        else:
-            tiles = np.zeros_like(rows)
+        # level-1 groups that reach the threshold (a flat nonzero: a 2-d one costs more) ...
+        rows, j1 = np.divmod(np.flatnonzero(gm1 >= thr[:, None]), n1)
         # -> their scores that do
         cols = j1[:, None] + n1 * np.arange(c1)
-        vals = _gather(self.store, tiles, rows, cols, item_major=self.item_major)
+        if self.scores.flags.c_contiguous:  # flat positions: several times faster
+            vals = self.scores.reshape(-1)[rows[:, None] * self.scores.shape[1] + cols]
+        else:
+            vals = self.scores[rows[:, None], cols]
         i, j = np.nonzero(vals >= thr[rows, None])
-        rows, cols, vals = rows[i], tiles[i] * self.width + cols[i, j], vals[i, j]
+        rows, cols, vals = rows[i], cols[i, j], vals[i, j]
         if tail:
-            tv = self.store[0, :b, self.width : self.width + tail]
+            tv = self.scores[:, self.width : self.width + tail]
             ti, tj = np.nonzero(tv >= thr[:, None])
             rows = np.concatenate([rows, ti])
             cols = np.concatenate([cols, self.width + tj])
@@ -177,23 +164,75 @@ class _Pruned:
         return rows, cols, vals
 
 
-def _gather(
-    store: np.ndarray,
-    tiles: np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    *,
-    item_major: bool = False,
-) -> np.ndarray:
-    """``store[tiles, rows, cols]`` (``store[tiles, cols, rows]`` when ``item_major``) for
-    ``cols`` of shape ``(n, c)``, by flat positions when ``store`` is contiguous (several times
-    faster than three-array fancy indexing)."""
-    t, r = tiles[:, None], rows[:, None]
-    if not store.flags.c_contiguous:
-        return store[t, cols, r] if item_major else store[t, r, cols]
-    _, n1, n2 = store.shape
-    flat = t * (n1 * n2) + (cols * n2 + r if item_major else r * n2 + cols)
-    return store.reshape(-1)[flat]
+class _TileTopK:
+    """Exact top-``k`` candidates of a block of ``b`` rows whose scores arrive one item-major
+    tile at a time (the factor path): tile ``t`` is ``tile[j, r]`` for item ``t * width + j``
+    and row ``r``, and is overwritten by the next one, so everything is read while in cache.
+
+    Per tile: level-1 maxima ``gm1[j, r]`` of the ``c1`` strided items ``j + n1 * i``
+    (``n1 = width / c1``), ``c1 - 1`` vector ``fmax`` over contiguous slices; their running
+    maximum over the tiles so far, ``acc``; then every level-1 group whose maximum reaches the
+    row's lower bound ``thr`` is copied out (``c1`` scores). ``thr`` starts at the lowest float
+    and is raised (after the tiles in ``_BOUND_TILES``, before their groups are copied) to the
+    ``k``-th largest maximum of ``g`` disjoint groups of ``acc`` (``g`` about ``3k``): those are
+    ``k`` real scores of the row, not -inf and not NaN, so ``thr`` never exceeds the row's
+    ``k``-th best score, and every score of the top ``k`` -- ties at the ``k``-th included --
+    is ``>= thr`` when its tile is read, lies in a group that reaches it, and is copied. A row
+    with fewer than ``k`` such groups keeps the lowest float: all its scores above -inf are
+    copied. NaN ranks as -inf (``fmax`` skips it; ``>=`` is False for it).
+    """
+
+    def __init__(self, b: int, width: int, k: int, buf: np.ndarray) -> None:
+        self.b, self.width, self.k = b, width, k
+        self.c1 = _C1
+        self.n1 = width // self.c1
+        self.gm1 = buf[: self.n1 * b].reshape(self.n1, b)
+        self.acc = buf[self.n1 * b : 2 * self.n1 * b].reshape(self.n1, b)
+        g = self.n1  # groups of acc for the bound: at least 3k (n1 >= 4k), a power-of-two part
+        while g % 2 == 0 and g // 2 >= 3 * k:
+            g //= 2
+        self.g = g
+        self.thr = np.full(b, _LOWEST, dtype=np.float32)
+        self.offsets = np.arange(self.c1) * (self.n1 * b)  # flat steps between a group's items
+        self.hits: list[np.ndarray] = []
+        self.vals: list[np.ndarray] = []
+        self.tiles: list[int] = []
+
+    def add(self, t: int, tile: np.ndarray) -> None:
+        """Read tile ``t`` (``(width, b)``, C-contiguous; -inf where excluded)."""
+        _fmax_rows(tile.reshape(self.c1, self.n1, self.b), out=self.gm1)
+        if t == 0:
+            self.acc[...] = self.gm1
+        else:
+            np.fmax(self.acc, self.gm1, out=self.acc)
+        if t in _BOUND_TILES:
+            self._raise_bound()
+        hits = np.flatnonzero(self.gm1 >= self.thr)  # j * b + r
+        if len(hits):
+            self.hits.append(hits)
+            self.vals.append(tile.reshape(-1)[hits[:, None] + self.offsets])
+            self.tiles.append(t)
+
+    def _raise_bound(self) -> None:
+        coarse = _fmax_rows(self.acc.reshape(-1, self.g, self.b))
+        key = np.fmax(coarse.T, _NEG)  # (b, g); an all-NaN group counts as -inf
+        key.sort(axis=1)
+        np.maximum(self.thr, key[:, self.g - self.k], out=self.thr)
+
+    def select(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(row, column, score)`` of the copied scores ``>=`` the final bound (a superset of
+        each row's top ``k``, none -inf or NaN), in no particular order."""
+        self._raise_bound()
+        if not self.hits:
+            none = np.zeros(0, dtype=np.int64)
+            return none, none, np.zeros(0, dtype=np.float32)
+        hits = np.concatenate(self.hits)
+        vals = np.concatenate(self.vals)
+        lens = [len(h) for h in self.hits]
+        first = np.repeat(np.asarray(self.tiles, dtype=np.int64) * self.width, lens)
+        j1, rows = np.divmod(hits, self.b)
+        i, j = np.nonzero(vals >= self.thr[rows, None])
+        return rows[i], first[i] + j1[i] + self.n1 * j, vals[i, j]
 
 
 def _rank(
@@ -220,9 +259,7 @@ def _topk_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
         rr, cc = np.nonzero(keep)
         return rr, idx[rr, cc], vals[rr, cc], cc + 1
     width = m // (sizes[0] * sizes[1]) * (sizes[0] * sizes[1])
-    pruned = _Pruned(scores[None], n, width, sizes)
-    pruned.reduce_tile(0)
-    return _rank(*pruned.select(k, tail=m - width), n, k)
+    return _rank(*_Pruned(scores, width, sizes).select(k, tail=m - width), n, k)
 
 
 def topk_block(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -258,17 +295,16 @@ def _seen_pairs(seen: sp.csr_matrix, block: np.ndarray) -> tuple[np.ndarray, np.
     return rows, seen.indices[pos].astype(np.int64)
 
 
-def _tile_plan(n_items: int, k: int, rows: int) -> tuple[int, int, tuple[int, int]] | None:
-    """``(n_tiles, width, group sizes)`` of the factor path for blocks of ``rows`` users: tiles
-    of about ``_TILE_BYTES`` (a multiple of 128 columns, the last one padded with -inf), or None
-    when the catalog or the tiles are too small to prune (then the dense path runs)."""
-    if _group_sizes(n_items, k) is None:
+def _tile_width(n_items: int, k: int, rows: int) -> int | None:
+    """Items per tile of the factor path for blocks of ``rows`` users: about ``_TILE_BYTES`` of
+    scores, a multiple of ``_C1`` with at least ``_MIN_GROUPS_PER_K * k`` level-1 groups (the
+    last tile padded with -inf), or None when the catalog is too small for that (then the dense
+    path runs)."""
+    whole = -(-n_items // _C1) * _C1
+    if whole // _C1 < _MIN_GROUPS_PER_K * k:
         return None
-    width = _TILE_BYTES // (4 * max(rows, 1)) // 128 * 128
-    width = min(max(width, 128), -(-n_items // 128) * 128)
-    n_tiles = -(-n_items // width)
-    sizes = _group_sizes(width, k, n_tiles)
-    return None if sizes is None else (n_tiles, width, sizes)
+    width = _TILE_BYTES // (4 * max(rows, 1)) // _C1 * _C1
+    return min(max(width, _C1 * _MIN_GROUPS_PER_K * k), whole)
 
 
 class Recommender:
@@ -342,8 +378,8 @@ class Recommender:
 
         The top ``k`` is exact: the items a full sort by (score descending, item index ascending)
         gives, found by :class:`_Pruned` without sorting. Non-finite scores are never returned.
-        A model that declares :meth:`_factors` is scored tile by tile into a per-thread buffer,
-        each tile reduced while it is still in cache.
+        A model that declares :meth:`_factors` is scored tile by tile into one per-thread buffer,
+        and each tile's candidates are taken while it is still in cache (:class:`_TileTopK`).
         """
         self._check_fitted()
         if user_ids is None:
@@ -370,16 +406,16 @@ class Recommender:
         seen = self.interactions_.matrix if exclude_seen else None
         block_size = max(1, int(block_size))
         k = max(0, int(k))
-        tiles = None
+        width = None
         if type(self)._factors is not Recommender._factors and k:
-            tiles = _tile_plan(n_items, k, min(block_size, _FACTOR_ROWS, len(uidx)))
-            block_size = min(block_size, _FACTOR_ROWS) if tiles else block_size
+            width = _tile_width(n_items, k, min(block_size, _FACTOR_ROWS, len(uidx)))
+            block_size = min(block_size, _FACTOR_ROWS) if width else block_size
         local = threading.local()
 
         def score(start: int) -> tuple[np.ndarray, ...]:
             block = uidx[start : start + block_size]
-            if tiles is not None:
-                rr, cc, vv, rank = self._topk_factored(block, k, seen, blocked, tiles, local)
+            if width is not None:
+                rr, cc, vv, rank = self._topk_factored(block, k, seen, blocked, width, local)
             else:
                 rr, cc, vv, rank = self._topk_dense(block, k, seen, blocked)
             ok = np.isfinite(vv)  # +inf is dropped too (rank kept), as a full sort would
@@ -392,7 +428,7 @@ class Recommender:
             # depend on `threads`
             with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
                 parts = list(pool.map(score, starts))
-        elif tiles is not None:  # tiles are small products: BLAS threads only add syncing
+        elif width is not None:  # tiles are small products: BLAS threads only add syncing
             with threadpool_limits(1, user_api="blas"):
                 parts = [score(start) for start in starts]
         else:
@@ -436,32 +472,34 @@ class Recommender:
         k: int,
         seen: sp.csr_matrix | None,
         blocked: np.ndarray | None,
-        plan: tuple[int, int, tuple[int, int]],
+        width: int,
         local: threading.local,
     ) -> tuple[np.ndarray, ...]:
         """Top ``k`` of a block of a model with factors: each tile of ``width`` items is one
-        matrix product into this thread's buffer, its exclusions and level-1 maxima done while
-        it is in cache (:class:`_Pruned`); only the candidates are read back afterwards."""
-        n_tiles, width, sizes = plan
+        matrix product into this thread's one tile buffer, then its exclusions, group maxima
+        and candidates are done while it is in cache (:class:`_TileTopK`); only the candidates
+        are ranked afterwards."""
         n_items, b = len(self.item_ids_), len(block)
+        n_tiles, size = -(-n_items // width), width * b
         users, items = self._factors(block)
         dtype = np.float64 if np.float64 in (users.dtype, items.dtype) else np.float32
         users, items = users.astype(dtype, copy=False), items.astype(dtype, copy=False)
-        if getattr(local, "buf", None) is None or local.buf.size < n_tiles * width * b:
-            local.buf = np.empty(n_tiles * width * b, dtype=np.float32)  # the first block
-            local.gm1 = np.empty(local.buf.size // sizes[0], dtype=np.float32)  # is the largest
-            local.wide = None if dtype == np.float32 else np.empty(width * b, dtype)
-        # item-major tiles: store[t, j, r] is item t * width + j for user r of the block
-        store = local.buf[: n_tiles * width * b].reshape(n_tiles, width, b)
-        pruned = _Pruned(store, b, width, sizes, gm1=local.gm1, item_major=True)
+        if getattr(local, "tile", None) is None or local.tile.size < size:
+            local.tile = np.empty(size, dtype=np.float32)  # the first block is the largest
+            local.maxima = np.empty(2 * size // _C1, dtype=np.float32)
+            local.wide = None if dtype == np.float32 else np.empty(size, dtype)
+        # item-major tile: tile[j, r] is item t * width + j for user r of the block
+        flat_tile = local.tile[:size]
+        tile = flat_tile.reshape(width, b)
+        topk = _TileTopK(b, width, k, local.maxima)
         cuts = None
-        if seen is not None:  # flat positions in `store` of the seen items, in tile order
+        if seen is not None:  # positions of the seen items in their tile, in tile order
             r, c = _seen_pairs(seen, block)
-            flat = np.sort(c * b + r)  # t * width * b + j * b + r
-            cuts = np.searchsorted(flat, np.arange(n_tiles + 1) * (width * b))
+            flat = np.sort(c * b + r)  # t * size + j * b + r
+            cuts = np.searchsorted(flat, np.arange(n_tiles + 1) * size)
+            flat %= size
         for t in range(n_tiles):
             lo, hi = t * width, min(n_items, (t + 1) * width)
-            tile = store[t]
             if local.wide is None:
                 np.matmul(items[lo:hi], users.T, out=tile[: hi - lo])
             else:  # wider factors: the product in their precision, rounded once to float32
@@ -471,11 +509,11 @@ class Recommender:
             if hi - lo < width:
                 tile[hi - lo :] = _NEG
             if cuts is not None:
-                local.buf[flat[cuts[t] : cuts[t + 1]]] = _NEG
+                flat_tile[flat[cuts[t] : cuts[t + 1]]] = _NEG
             if blocked is not None:
                 np.copyto(tile[: hi - lo], _NEG, where=blocked[lo:hi, None])
-            pruned.reduce_tile(t)
-        return _rank(*pruned.select(k), b, k)
+            topk.add(t, tile)
+        return _rank(*topk.select(), b, k)
 
     def _may_write(self, scores: np.ndarray) -> bool:
         """Whether ``recommend`` may overwrite ``scores`` in place: an array ``_score_block`` made

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,12 +58,20 @@ def configure_environment() -> None:
         raise PrefectHomeError(f"PREFECT_HOME {home} is not writable; set it to a writable folder")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-    # the local (ephemeral) API starts in a few seconds; allow for a loaded machine
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # the local (ephemeral) API starts in 10-35 s here, and took 148 s on 2 cores at load 11:
+    # Prefect's default of 20 s fails a newcomer's first `recsys run` on a busy machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if "prefect.context" in sys.modules:
+        # Prefect reads its settings from the environment once, when it is first imported; a
+        # process that imported it before this call would otherwise keep ~/.prefect and the
+        # 20 s start-up timeout
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
 
 
 def explain_startup_failure(exc: BaseException) -> str | None:
@@ -81,11 +90,13 @@ def explain_startup_failure(exc: BaseException) -> str | None:
     lines = [ln.strip() for ln in text.partition("stderr:")[2].splitlines() if ln.strip()]
     if lines:
         detail += f" ({lines[-1][:200]})"
-    timeout = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "?")
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()  # what the failed start used, not what the environment says
+    timeout = settings.server.ephemeral.startup_timeout_seconds
     return (
         f"Prefect's local API did not start within {timeout} s{detail}; check that PREFECT_HOME="
-        f"{os.environ.get('PREFECT_HOME')} is writable, or point PREFECT_API_URL at a running "
-        "server (make server)"
+        f"{settings.home} is writable, or point PREFECT_API_URL at a running server (make server)"
     )
 
 

@@ -533,7 +533,20 @@ def test_bad_settings_fail_the_cli_before_any_work_naming_the_key(
 
 
 # ---- 7. a fresh install runs --------------------------------------------------------------------
-def test_prefect_home_is_created_and_an_unusable_one_is_named(tmp_path: Path, monkeypatch, capsys):
+@pytest.fixture
+def refresh_prefect_settings(monkeypatch):
+    """Give Prefect's settings back the session's environment after a test that changed it and
+    made the CLI apply the change (``configure_environment`` refreshes Prefect's settings)."""
+    yield
+    monkeypatch.undo()
+    from prefect.context import refresh_global_settings_context
+
+    refresh_global_settings_context()
+
+
+def test_prefect_home_is_created_and_an_unusable_one_is_named(
+    tmp_path: Path, monkeypatch, capsys, refresh_prefect_settings
+):
     from deployments.cli import main
     from flows.runtime import configure_environment, explain_startup_failure
 
@@ -555,15 +568,64 @@ def test_prefect_home_is_created_and_an_unusable_one_is_named(tmp_path: Path, mo
         "process exited with code 1. stdout: b'' stderr: Traceback (most recent call last):\n"
         "  File x\nsqlite3.OperationalError: unable to open database file\n"
     )
-    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    line = explain_startup_failure(prefect_timeout)
+    from prefect.settings import (
+        PREFECT_HOME,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    # the line names the folder and timeout Prefect used (its settings, not the environment)
+    with temporary_settings(
+        {
+            PREFECT_HOME: str(blocker / "prefect"),
+            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 77,
+        }
+    ):
+        line = explain_startup_failure(prefect_timeout)
     assert line == (
-        "Prefect's local API did not start within 120 s; the server process exited with code 1 "
+        "Prefect's local API did not start within 77 s; the server process exited with code 1 "
         "(sqlite3.OperationalError: unable to open database file); check that PREFECT_HOME="
         f"{blocker / 'prefect'} is writable, or point PREFECT_API_URL at a running server "
         "(make server)"
     )
     assert explain_startup_failure(ValueError("other")) is None
+
+
+def test_the_cli_applies_its_prefect_settings_however_prefect_was_imported(tmp_path: Path) -> None:
+    """Prefect reads its settings from the environment once, at its first import. With no
+    PREFECT_* variable set (a newcomer's shell), the CLI's module must not import Prefect before
+    ``configure_environment`` has set PREFECT_HOME and the local API's start-up timeout, and
+    where Prefect was imported first the call still applies them: otherwise the local API keeps
+    ``~/.prefect`` and a 20 s timeout, and ``recsys run`` fails on a loaded machine."""
+    code = (
+        "import os, sys\n"
+        "import deployments.cli\n"
+        "print('prefect' in sys.modules)\n"
+        "import prefect.flows\n"  # what a flow module or a plugin does first
+        "os.environ['PREFECT_HOME'] = sys.argv[1]\n"
+        "from flows.runtime import configure_environment, explain_startup_failure\n"
+        "configure_environment()\n"
+        "from prefect.settings import get_current_settings\n"
+        "s = get_current_settings()\n"
+        "print(s.home)\n"
+        "print(s.server.ephemeral.startup_timeout_seconds)\n"
+        "print(explain_startup_failure(RuntimeError('Timed out while attempting to connect to "
+        "ephemeral Prefect API server.')))\n"
+    )
+    home = tmp_path / "new" / "prefect"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO))
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(home)], capture_output=True, text=True, env=env,
+        cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    imported_early, prefect_home, timeout, line = res.stdout.strip().splitlines()[-4:]
+    assert imported_early == "False"
+    assert prefect_home == str(home) and home.is_dir()
+    assert timeout == "300"
+    assert line.startswith(f"Prefect's local API did not start within 300 s; check that "
+                           f"PREFECT_HOME={home} is writable")  # fmt: skip
 
 
 @pytest.mark.slow

@@ -40,7 +40,12 @@ import polars as pl
 
 from recsys_core.config import CleanConfig
 from recsys_core.ingest._errors import MissingPartitionError
-from recsys_core.ingest._events import mark_duplicates, resolve_event_ids, validate_events
+from recsys_core.ingest._events import (
+    hashed,
+    mark_duplicates,
+    resolve_event_ids,
+    validate_events,
+)
 from recsys_core.ingest._ingest import IO_THREADS, landing_record
 from recsys_core.ingest._items import clean_items_frame, items_output, validate_items
 from recsys_core.ingest._load import read_dated_parquet, write_partition
@@ -215,8 +220,10 @@ def _clean_ids_before(
     *,
     columns: Iterable[str] = (),
     ids: pl.Series | None = None,
+    hashes: pl.Series | None = None,
 ) -> pl.DataFrame:
-    """Clean events with a source event id (one of ``ids`` if given) of the on-disk dates in
+    """Clean events with a source event id (one of ``ids`` if given; one whose :func:`hashed` value
+    is among ``hashes`` if given: a superset, to be checked by the caller) of the on-disk dates in
     ``[first, last)`` not in ``skip``: ``event_id``, lineage, ``columns`` and ``_date``. Only
     those columns are read (a month of clean events is most of the warehouse)."""
     on_disk = set(warehouse.clean_dates("events"))  # one listing
@@ -230,6 +237,8 @@ def _clean_ids_before(
     df = read_dated_parquet(files, schema, "_date")
     if ids is not None:  # first: a hash probe is cheaper than the lineage check
         df = df.filter(pl.col("event_id").is_in(ids.implode()))
+    if hashes is not None and df.height:
+        df = df.filter(hashed("event_id").is_in(hashes.implode()))
     return df.filter(~_synthetic_id())
 
 
@@ -240,22 +249,30 @@ def _shared_id_dates(
     ``horizon`` days before also holds (raw ids of ``days``, clean ids of the other dates on
     disk), each of which starts a pass; and every id held by two dates or more. Only those ids
     can have a reference on an earlier date, so the passes look up no other (see
-    :func:`_earlier_ids`): a pass does not re-read a month of clean ids to find none."""
+    :func:`_earlier_ids`): a pass does not re-read a month of clean ids to find none.
+
+    Ids are compared first by their 64-bit hash (integers: a fraction of the cost of hashing
+    and comparing millions of strings twice); only the rows whose hash is seen twice, a superset
+    of the ids seen twice, are then compared as strings, so a collision costs time, never a
+    wrong answer."""
     if horizon <= 0 or not ev_files:
         return set(), pl.Series("_eid", [], pl.String)
-    raw = read_dated_parquet(ev_files, {"event_id": pl.String()}, "_date").select(
-        _strip_ids(pl.col("event_id")).alias("_eid"), "_date"
+    raw = (
+        read_dated_parquet(ev_files, {"event_id": pl.String()}, "_date")
+        .select(_strip_ids(pl.col("event_id")).alias("_eid"), "_date")
+        .filter(pl.col("_eid").is_not_null())
+        .with_columns(hashed("_eid").alias("_h"))
     )
     first = min(days) - dt.timedelta(days=horizon)
     # an id on disk matters only if one of these dates holds it too
-    ids = raw.get_column("_eid").drop_nulls().unique()
-    disk = _clean_ids_before(warehouse, first, max(days), set(days), ids=ids).select(
-        pl.col("event_id").alias("_eid"), "_date"
-    )
+    disk = _clean_ids_before(
+        warehouse, first, max(days), set(days), hashes=raw.get_column("_h")
+    ).select(pl.col("event_id").alias("_eid"), "_date", hashed("event_id").alias("_h"))
     pairs = (
         pl.concat([raw, disk])
-        .filter(pl.col("_eid").is_not_null())
-        .filter(pl.col("_eid").is_duplicated())  # (hashed) the few ids seen twice, then sorted
+        .filter(pl.col("_h").is_duplicated())  # every id seen twice (and any hash collision)
+        .filter(pl.col("_eid").is_duplicated())  # the few ids seen twice, then sorted
+        .drop("_h")
         .unique()
     )
     shared = pairs.filter(pl.col("_eid").is_duplicated()).get_column("_eid").unique()

@@ -37,6 +37,7 @@ from recsys_core.schema import SOURCE_FILE, SOURCE_ROW
 
 __all__ = [
     "EVENT_TYPE_SYNONYMS",
+    "hashed",
     "mark_duplicates",
     "normalise_event_type",
     "resolve_event_ids",
@@ -64,6 +65,15 @@ EVENT_TYPE_SYNONYMS: dict[str, str] = {
 }
 KEY = ("_uid", "_iid", "_et")
 CONTENT = (*KEY, "_ts", "_val")
+
+
+def hashed(*cols: str) -> pl.Expr:
+    """A 64-bit hash of the values of ``cols`` (equal values, equal hash; -0.0 hashes as 0.0).
+
+    Used only to narrow a search before an exact comparison: grouping or probing millions of
+    integers costs a fraction of doing it on strings, and a collision (two values, one hash)
+    only lets through a row that the exact comparison then rejects."""
+    return pl.col(cols[0]).hash() if len(cols) == 1 else pl.struct(*cols).hash()
 
 
 def normalise_event_type(col: pl.Expr) -> pl.Expr:
@@ -101,6 +111,37 @@ def validate_events(raw: pl.DataFrame, config: CleanConfig) -> tuple[pl.DataFram
     types = ", ".join(EVENT_TYPES)
     rating = pl.col("_et") == "rating"
     lo, hi = config.rating_min, config.rating_max
+    off_partition = (pl.col("_ts") // 86_400_000_000) != pl.col("_date").cast(pl.Int64)
+    bad_value = pl.col("_vs").is_not_null() & ~pl.col("_val").is_finite().fill_null(False)
+    no_rating_value = rating & pl.col("_vs").is_null()
+    out_of_range = (
+        rating & pl.col("_val").is_finite() & ((pl.col("_val") < lo) | (pl.col("_val") > hi))
+    )
+    # true on every row that fails a check below (so only those rows are checked): an id that is
+    # missing, longer in bytes than the limit in characters, or holding a control character (the
+    # reader's mark for a JSON object/array/boolean starts with one); an event type that is
+    # missing or unknown (judged once per spelling); no parsed timestamp; the cheap checks as
+    # they are
+    et_ok = _per_value(
+        df,
+        "event_type",
+        lambda c: _blank_to_null(c).is_not_null() & normalise_event_type(c).is_in(EVENT_TYPES),
+    )
+    suspect = pl.any_horizontal(
+        *[
+            col.is_null()
+            | (col.str.len_bytes() == 0)
+            | (col.str.len_bytes() > config.max_id_length)
+            | col.str.contains(r"\p{Cc}")
+            for col in (pl.col("_uid"), pl.col("_iid"))
+        ],
+        ~et_ok.fill_null(False),
+        pl.col("_ts").is_null(),
+        off_partition,
+        bad_value,
+        no_rating_value,
+        out_of_range,
+    )
     checks = [
         *id_checks("user_id", pl.col("_uid"), config.max_id_length),
         *id_checks("item_id", pl.col("_iid"), config.max_id_length),
@@ -129,7 +170,7 @@ def validate_events(raw: pl.DataFrame, config: CleanConfig) -> tuple[pl.DataFram
         ),
         Check(
             "timestamp_off_partition",
-            (pl.col("_ts") // 86_400_000_000) != pl.col("_date").cast(pl.Int64),
+            off_partition,
             pl.concat_str(
                 [
                     pl.lit("timestamp "),
@@ -143,15 +184,13 @@ def validate_events(raw: pl.DataFrame, config: CleanConfig) -> tuple[pl.DataFram
         ),
         Check(
             "bad_value",
-            pl.col("_vs").is_not_null() & ~pl.col("_val").is_finite().fill_null(False),
+            bad_value,
             pl.concat_str([pl.lit("value "), quoted(pl.col("value")), pl.lit(" is not a number")]),
         ),
-        Check(
-            "missing_rating_value", rating & pl.col("_vs").is_null(), pl.lit("rating has no value")
-        ),
+        Check("missing_rating_value", no_rating_value, pl.lit("rating has no value")),
         Check(
             "rating_out_of_range",
-            rating & pl.col("_val").is_finite() & ((pl.col("_val") < lo) | (pl.col("_val") > hi)),
+            out_of_range,
             pl.concat_str(
                 [
                     pl.lit("rating value "),
@@ -161,7 +200,7 @@ def validate_events(raw: pl.DataFrame, config: CleanConfig) -> tuple[pl.DataFram
             ),
         ),
     ]
-    good, bad = split_checks(df, checks)
+    good, bad = split_checks(df, checks, suspect)
     return good.drop("_vs"), bad.drop("_vs")
 
 
@@ -180,11 +219,22 @@ def resolve_event_ids(
     """
     df = valid.with_row_index("_rid")
     # only ids seen twice on a date or seen on an earlier date need a reference: every other
-    # row is its own reference (kept, not a duplicate), so it is left out of the joins below
+    # row is its own reference (kept, not a duplicate), so it is left out of the joins below.
+    # Found by the ids' 64-bit hashes first (integers), then checked as strings on the few rows
+    # left: an id seen twice has its hash seen twice, so the first filter loses none of them
     shared = pl.struct("_date", "_eid").is_duplicated()
+    maybe = pl.struct("_date", "_h").is_duplicated()
     if earlier is not None and earlier.height:
         shared = shared | pl.col("_eid").is_in(earlier.get_column("_eid").implode())
-    ided = df.filter(pl.col("_eid").is_not_null()).filter(shared)
+        hashes = earlier.select(hashed("_eid")).to_series()
+        maybe = maybe | pl.col("_h").is_in(hashes.implode())
+    ided = (
+        df.filter(pl.col("_eid").is_not_null())
+        .with_columns(hashed("_eid").alias("_h"))
+        .filter(maybe)
+        .filter(shared)
+        .drop("_h")
+    )
     ref_cols = ["_f_date", "_f_file", "_f_row", *[f"_f{c}" for c in CONTENT]]
     firsts = ided.filter(pl.col("_rid") == pl.col("_rid").min().over("_date", "_eid")).select(
         "_date",
@@ -268,8 +318,16 @@ def mark_duplicates(
             .drop("_rid")
         )
     df = valid.with_row_index("_rid")
-    firsts = df.filter(~by_id).group_by("_date", *CONTENT).agg(pl.col("_rid").min())["_rid"]
+    # rows without an id: the first of each (date, content) is kept. Grouped first by the
+    # content's 64-bit hash (integers, not three strings): a row alone with its hash is alone
+    # with its content, so it is a first; only the rows that share a hash (the duplicates, and
+    # any collision) are grouped by the content itself
+    no_id = df.filter(~by_id).select("_rid", "_date", *CONTENT, hashed(*CONTENT).alias("_h"))
+    shared = no_id.filter(pl.struct("_date", "_h").is_duplicated())
+    firsts = shared.group_by("_date", *CONTENT).agg(pl.col("_rid").min())["_rid"]
     first = df.select(by_id & ~pl.col("_eid_dup")).to_series().to_numpy().copy()
+    first[no_id.get_column("_rid").to_numpy()] = True
+    first[shared.get_column("_rid").to_numpy()] = False
     first[firsts.to_numpy()] = True
     near = np.zeros(df.height, dtype=bool)
     if window_seconds > 0 and df.height:
@@ -288,19 +346,28 @@ def mark_duplicates(
 def _near_duplicates(
     kept: pl.DataFrame, anchors: pl.DataFrame | None, window_us: int
 ) -> np.ndarray:
-    """``_rid`` of rows within ``window_us`` of the previous kept row of the same key."""
+    """``_rid`` of rows within ``window_us`` of the previous kept row of the same key.
+
+    Each key is represented by its 64-bit hash (an integer, not three strings: grouping rows by
+    three strings costs several times the sort); rows are sorted by (hash, time, row), and if
+    two different keys share a hash (adjacent rows with one hash and different keys) they are
+    grouped by the key itself instead, so a collision costs time, never a wrong answer."""
     frames = [kept.with_columns(pl.col("_rid").cast(pl.Int64))]
     if anchors is not None and anchors.height:
         frames.insert(0, anchors.select(*KEY, "_ts", pl.lit(-1, pl.Int64).alias("_rid")))
-    # each key as the position of its first row (one hashed grouping), so that the sort that
-    # brings a key's events together in time order compares integers, not three strings; the
-    # order of the keys does not matter, each key's run is judged on its own
-    seq = (
-        pl.concat(frames)
-        .with_row_index("_key")
-        .select(pl.col("_key").min().over(KEY), "_ts", "_rid")
-        .sort("_key", "_ts", "_rid")
+    rows = pl.concat([f.select(*KEY, "_ts", "_rid") for f in frames]).with_columns(
+        hashed(*KEY).alias("_key")
     )
+    seq = rows.sort("_key", "_ts", "_rid")  # (sorting all: cheaper than hashing for repeats)
+    same_hash = pl.col("_key") == pl.col("_key").shift(1)
+    same_key = pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).shift(1)) for c in KEY])
+    if seq.select((same_hash & ~same_key).any()).item():  # a collision: group by the key
+        seq = (
+            rows.with_row_index("_first")
+            .with_columns(pl.col("_first").min().over(KEY).alias("_key"))
+            .sort("_key", "_ts", "_rid")
+        )
+    seq = seq.select("_key", "_ts", "_rid")
     same = (pl.col("_key") == pl.col("_key").shift(1)).fill_null(False)
     close = same & ((pl.col("_ts") - pl.col("_ts").shift(1)) <= window_us)
     cand = seq.select(close.fill_null(False)).to_series().to_numpy()

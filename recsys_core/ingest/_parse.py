@@ -40,30 +40,40 @@ def _frac_us(frac: pl.Expr) -> pl.Expr:
 
 
 #: The shapes most sources write, parsed by cheap paths first: whole Unix seconds, and
-#: ``YYYY-MM-DDTHH:MM:SSZ`` with every field in range (polars' fixed-width parser, about 15x
-#: faster than the general ISO parse). Both give exactly what the general paths give for them.
+#: ``YYYY-MM-DDTHH:MM:SS`` then ``Z`` or an offset ``±HH:MM``, every field in range (polars'
+#: fixed-width parser on the first 19 characters, the offset by arithmetic: about 15x faster
+#: than the general ISO parse). Both give exactly what the general paths give for them.
 _WHOLE_SECONDS_RE = r"^[0-9]{1,12}$"  # ASCII digits (\d takes any script's)
-_PLAIN_UTC_RE = (
+_PLAIN_RE = (
     r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
-    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z$"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
 )
 
 
 def add_timestamp_us(df: pl.DataFrame, src: str, out: str) -> pl.DataFrame:
     """Add ``out``: microseconds since the Unix epoch (UTC) of string column ``src``, null if
     not parseable. The common shapes first over every row (whole Unix seconds, plain UTC
-    date-times), then only over the rows left: Unix seconds, the common ISO form (one strptime),
-    then a regex for the other ISO forms."""
-    s = pl.col(src).str.strip_chars()
+    date-times with ``Z`` or a ``±HH:MM`` offset), then only over the rows left: Unix seconds,
+    the common ISO form (one strptime), then a regex for the other ISO forms."""
+    # each step a column of its own, so that no part is computed twice (an expression used in
+    # several places is evaluated in each)
+    s, p = pl.col("_ts_s"), pl.col("_ts_p")
+    df = df.with_columns(pl.col(src).str.strip_chars().alias("_ts_s")).with_columns(
+        pl.when(s.str.contains(_PLAIN_RE)).then(s).alias("_ts_p")
+    )
     whole = pl.when(s.str.contains(_WHOLE_SECONDS_RE)).then(s).cast(pl.Int64, strict=False)
+    offset_min = pl.when(p.str.len_bytes() == 25).then(
+        pl.when(p.str.slice(19, 1) == "-").then(-1).otherwise(1)
+        * (p.str.slice(20, 2).cast(pl.Int64) * 60 + p.str.slice(23, 2).cast(pl.Int64))
+    )
     plain = (
-        pl.when(s.str.contains(_PLAIN_UTC_RE))
-        .then(s)
-        .str.to_datetime("%Y-%m-%dT%H:%M:%SZ", time_unit="us", strict=False, cache=False)
+        p.str.slice(0, 19)
+        .str.to_datetime("%Y-%m-%dT%H:%M:%S", time_unit="us", strict=False, cache=False)
         .dt.epoch("us")
+        - offset_min.fill_null(0) * 60_000_000
     )
     quick = pl.coalesce(pl.when(whole <= MAX_UNIX_SECONDS).then(whole * 1_000_000), plain)
-    df = df.with_columns(quick.alias(out))
+    df = df.with_columns(quick.alias(out)).drop("_ts_p")
     rest = (
         df.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"), s.alias("_s"), out)
         .filter(pl.col(out).is_null() & pl.col("_s").is_not_null())
@@ -71,6 +81,7 @@ def add_timestamp_us(df: pl.DataFrame, src: str, out: str) -> pl.DataFrame:
         .with_columns(pl.coalesce(out, _other_iso_us(pl.when(pl.col(out).is_null()).then("_s"))))
         .filter(pl.col(out).is_not_null())
     )
+    df = df.drop("_ts_s")
     if not rest.height:
         return df
     return df.with_columns(df.get_column(out).scatter(rest.get_column("_i"), rest.get_column(out)))
@@ -186,28 +197,45 @@ def id_checks(name: str, col: pl.Expr, max_len: int, prefix: str = "") -> list[C
     ]
 
 
-def split_checks(df: pl.DataFrame, checks: list[Check]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """``(valid rows, invalid rows)``; invalid rows get ``reason_category`` (the first failed
-    check) and ``reason`` (every failed check's message, joined by "; ").
+def split_checks(
+    df: pl.DataFrame, checks: list[Check], suspect: pl.Expr | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(valid rows, invalid rows)``, each in ``df``'s order; invalid rows get
+    ``reason_category`` (the first failed check) and ``reason`` (every failed check's message,
+    joined by "; ").
 
-    Messages are built for the invalid rows only, so validating a million rows stays cheap.
+    ``suspect``, if given, must be true (or null) on every row that fails a check: the checks are
+    then evaluated on those rows only, and the other rows are valid without them (a few cheap
+    conditions over a million rows instead of every check). Messages are built for the invalid
+    rows only, so validating a million rows stays cheap.
     """
+    fails = pl.any_horizontal([c.failed.fill_null(False) for c in checks])
+    if suspect is None:
+        invalid = df.select(fails).to_series()
+    else:
+        maybe = df.select(suspect.fill_null(True)).to_series()
+        invalid = maybe.clear(df.height).fill_null(False)
+        if maybe.any():
+            invalid = invalid.scatter(maybe.arg_true(), df.filter(maybe).select(fails).to_series())
+    good = df.filter(~invalid)
     flags = [f"_fail{i}" for i in range(len(checks))]
-    df = df.with_columns(
-        [c.failed.fill_null(False).alias(f) for c, f in zip(checks, flags, strict=True)]
-    ).with_columns(pl.any_horizontal(flags).alias("_invalid"))
-    good = df.filter(~pl.col("_invalid")).drop(*flags, "_invalid")
-    bad = df.filter(pl.col("_invalid"))
-    bad = bad.with_columns(
-        pl.coalesce(
-            [pl.when(f).then(pl.lit(c.category)) for c, f in zip(checks, flags, strict=True)]
+    bad = (
+        df.filter(invalid)
+        .with_columns(
+            [c.failed.fill_null(False).alias(f) for c, f in zip(checks, flags, strict=True)]
         )
-        .cast(pl.String)
-        .alias("reason_category"),
-        pl.concat_str(
-            [pl.when(f).then(c.message) for c, f in zip(checks, flags, strict=True)],
-            separator="; ",
-            ignore_nulls=True,
-        ).alias("reason"),
-    ).drop(*flags, "_invalid")
+        .with_columns(
+            pl.coalesce(
+                [pl.when(f).then(pl.lit(c.category)) for c, f in zip(checks, flags, strict=True)]
+            )
+            .cast(pl.String)
+            .alias("reason_category"),
+            pl.concat_str(
+                [pl.when(f).then(c.message) for c, f in zip(checks, flags, strict=True)],
+                separator="; ",
+                ignore_nulls=True,
+            ).alias("reason"),
+        )
+        .drop(*flags)
+    )
     return good, bad

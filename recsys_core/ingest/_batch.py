@@ -156,12 +156,14 @@ def _read_csv_batch(
         return None
     if any(c not in data.columns for c in required):
         return None
-    path = pl.col(_PATH)
-    out = data.with_columns(df[_PATH]).select(
+    # each row's file as its position in ``paths`` (an enum's code): its name and date are then
+    # picked by position, and rows are numbered per integer code, not per hashed path string
+    file = pl.col(_PATH)
+    out = data.with_columns(df[_PATH].cast(pl.Enum(paths)).to_physical().alias(_PATH)).select(
         *[pl.col(c) if c in data.columns else pl.lit(None, pl.String).alias(c) for c in wanted],
-        path.replace_strict(paths, rel, return_dtype=pl.String).alias(SOURCE_FILE),
-        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(_PATH).alias(SOURCE_ROW),
-        path.replace_strict(paths, days, return_dtype=pl.Date).alias("_day"),
+        pl.lit(pl.Series(rel, dtype=pl.String)).gather(file).alias(SOURCE_FILE),
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(file).alias(SOURCE_ROW),
+        pl.lit(pl.Series(days, dtype=pl.Date)).gather(file).alias("_day"),
     )
     return out, extra_columns_note([c for c in data.columns if c not in wanted], wanted)
 

@@ -14,10 +14,12 @@ PostgreSQL (``--pg-url`` or ``RECSYS_TEST_PG_URL``), into a private schema that 
 scored in item tiles that are reduced while in cache, and the top-K is exact).
 
 Each baseline runs in its usual set-ups (matmul: BLAS threads, or parallel blocks with one BLAS
-thread; implicit: one BLAS thread, as implicit itself requires -- it warns otherwise) and the best
-one counts. Phases run round robin ``--repeats`` times, best time kept, so a load spike from
-elsewhere hits all; a repeat that would end past ``--time-limit`` is skipped (said in the output),
-so the table always prints. The SQL sink is timed on the first ``--sql-rows`` rows.
+thread, into buffers allocated once; implicit: one BLAS thread, as implicit itself requires -- it
+warns otherwise) and the best one counts. The phases take turns on slices of ``--slice-users``
+users (every phase on a slice, then the next slice), so the load from elsewhere on a shared
+machine, which drifts over minutes, hits all of them alike; a phase's time is the sum over the
+slices. This is repeated ``--repeats`` times, best total kept; a repeat that would end past
+``--time-limit`` is skipped (said in the output), so the table always prints. The SQL sink is timed on the first ``--sql-rows`` rows.
 
 Synthetic data: random float32 factors (seeded), ~``--history`` random items per user.
 ``implicit`` is a bench-only extra (``pip install implicit``; the bench skips it if absent).
@@ -30,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import os
+import queue
 import resource
 import sys
 import tempfile
@@ -137,20 +141,30 @@ def timed(fn: Callable[[], Any], blas_threads: int) -> tuple[float, float, Any, 
     return sec, cpu, out, mem.peak - mem.start
 
 
-def matmul_bound(user_f: np.ndarray, item_f: np.ndarray, block: int, workers: int = 1) -> None:
+def matmul_bound(
+    user_f: np.ndarray,
+    item_f: np.ndarray,
+    block: int,
+    workers: int = 1,
+    buffers: queue.SimpleQueue | None = None,
+) -> None:
     """The same products as scoring, block by block into reused buffers, nothing else.
 
     ``workers`` > 1 runs blocks in that many threads (call it under one BLAS thread).
+    ``buffers`` holds ``(block, n_items)`` float32 buffers to reuse across calls (at least
+    ``workers`` of them); without it, the call allocates its own.
     """
     vt = item_f.T
-    local = threading.local()
+    if buffers is None:
+        buffers = queue.SimpleQueue()
+        for _ in range(workers):
+            buffers.put(np.empty((block, item_f.shape[0]), dtype=np.float32))
 
     def one(start: int) -> None:
-        buf = getattr(local, "buf", None)
-        if buf is None:
-            buf = local.buf = np.empty((block, item_f.shape[0]), dtype=np.float32)
+        buf = buffers.get()
         u = user_f[start : start + block]
         np.matmul(u, vt, out=buf[: len(u)])
+        buffers.put(buf)
 
     starts = range(0, user_f.shape[0], block)
     if workers > 1:
@@ -159,6 +173,13 @@ def matmul_bound(user_f: np.ndarray, item_f: np.ndarray, block: int, workers: in
     else:
         for start in starts:
             one(start)
+
+
+def buffer_pool(n: int, block: int, n_items: int) -> queue.SimpleQueue:
+    pool: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(n):
+        pool.put(np.empty((block, n_items), dtype=np.float32))
+    return pool
 
 
 def implicit_model(user_f: np.ndarray, item_f: np.ndarray, threads: int) -> Any | None:
@@ -252,6 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--block-size", type=int, default=512, help="users per block of recommend")
     p.add_argument("--matmul-block-size", type=int, default=2048, help="for the BLAS-threads bound")
     p.add_argument("--repeats", type=int, default=1, help="best of N for every timing")
+    p.add_argument(
+        "--slice-users",
+        type=int,
+        default=20_000,
+        help="phases take turns on slices of this many users, so load from elsewhere hits all",
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--pg-url", default=os.environ.get("RECSYS_TEST_PG_URL"))
     p.add_argument("--sql-chunk-rows", type=int, default=50_000)
@@ -275,41 +302,57 @@ def main(argv: list[str] | None = None) -> int:
     th, bs, mbs = a.threads, a.block_size, a.matmul_block_size
     all_u = np.arange(a.users)
     imp = implicit_model(user_f, item_f, th)
-    # name -> (BLAS threads, callable); the baselines in each of their usual set-ups, best counts
-    phases: dict[str, tuple[int, Callable[[], Any]]] = {
-        f"matmul, blocks of {mbs}, BLAS x{th}": (th, lambda: matmul_bound(user_f, item_f, mbs)),
+    big, small = buffer_pool(1, mbs, a.items), buffer_pool(th, bs, a.items)
+    # name -> (BLAS threads, callable on a slice of users [lo, hi)); the baselines in each of
+    # their usual set-ups, best counts
+    phases: dict[str, tuple[int, Callable[[int, int], Any]]] = {
+        f"matmul, blocks of {mbs}, BLAS x{th}": (
+            th,
+            lambda lo, hi: matmul_bound(user_f[lo:hi], item_f, mbs, buffers=big),
+        ),
         f"matmul, blocks of {bs}, {th} workers": (
             1,
-            lambda: matmul_bound(user_f, item_f, bs, workers=th),
+            lambda lo, hi: matmul_bound(user_f[lo:hi], item_f, bs, workers=th, buffers=small),
         ),
-        OURS: (th, lambda: model.recommend(users, a.k, block_size=bs, threads=th)),
+        OURS: (th, lambda lo, hi: model.recommend(users[lo:hi], a.k, block_size=bs, threads=th)),
     }
     if imp is not None:
         phases["implicit recommend, BLAS x1"] = (
             1,
-            lambda: imp.recommend(all_u, inter.matrix, N=a.k, filter_already_liked_items=True),
+            lambda lo, hi: imp.recommend(
+                all_u[lo:hi], inter.matrix[lo:hi], N=a.k, filter_already_liked_items=True
+            ),
         )
+    slices = [(lo, min(a.users, lo + a.slice_users)) for lo in range(0, a.users, a.slice_users)]
     results: dict[str, tuple[float, int]] = {}
     cpu_s: dict[str, float] = {}
-    outputs: dict[str, Any] = {}
+    outputs: dict[str, list[Any]] = {}
     for rep in range(a.repeats):  # round robin: a load spike from elsewhere hits every phase
         left = a.time_limit - (time.perf_counter() - start)
         if rep and sum(sec for sec, _m in results.values()) > left:
             print(f"  repeats {rep + 1}-{a.repeats} skipped: they would pass --time-limit")
             break
-        for name, (blas, fn) in phases.items():
-            sec, cpu, out, mem = timed(fn, blas)
+        total = {name: [0.0, 0.0, 0] for name in phases}
+        outs: dict[str, list[Any]] = {name: [] for name in phases}
+        for lo, hi in slices:  # every phase on the same slice, then the next slice
+            for name, (blas, fn) in phases.items():
+                sec, cpu, out, mem = timed(functools.partial(fn, lo, hi), blas)
+                total[name][0] += sec
+                total[name][1] += cpu
+                total[name][2] = max(total[name][2], mem)
+                outs[name].append(out)
+        for name, (sec, cpu, mem) in total.items():
             best = results.get(name, (float("inf"), 0))
             results[name] = (min(sec, best[0]), max(mem, best[1]))
             cpu_s[name] = min(cpu, cpu_s.get(name, float("inf")))
-            outputs[name] = out
+            outputs[name] = outs[name]
             print(
                 f"  [{rep + 1}/{a.repeats}] {name:40s} {sec:8.2f} s  cpu {cpu:8.2f} s", flush=True
             )
-    recs_new = outputs[OURS]
+    recs_new = pl.concat(outputs[OURS])
     imp_names = [n for n in outputs if n.startswith("implicit")]
     if imp_names:
-        ids = outputs[imp_names[0]][0]
+        ids = np.concatenate([out[0] for out in outputs[imp_names[0]]])
         mine = recs_new["item_id"].str.slice(1).cast(pl.Int64).to_numpy().reshape(a.users, a.k)
         agree = float((np.sort(mine, 1) == np.sort(ids, 1)).mean())
         print(f"implicit agrees with ours on {agree:.4%} of (user, slot) items")

@@ -193,7 +193,6 @@ class _TileTopK:
             g //= 2
         self.g = g
         self.thr = np.full(b, _LOWEST, dtype=np.float32)
-        self.offsets = np.arange(self.c1) * (self.n1 * b)  # flat steps between a group's items
         self.hits: list[np.ndarray] = []
         self.vals: list[np.ndarray] = []
         self.tiles: list[int] = []
@@ -210,7 +209,9 @@ class _TileTopK:
         hits = np.flatnonzero(self.gm1 >= self.thr)  # j * b + r
         if len(hits):
             self.hits.append(hits)
-            self.vals.append(tile.reshape(-1)[hits[:, None] + self.offsets])
+            # (c1, hits): slot by slot, each an ascending gather from one contiguous slice (a
+            # group's scores lie n1 * b apart: hit by hit, every read would be a new page)
+            self.vals.append(np.take(tile.reshape(self.c1, -1), hits, axis=1))
             self.tiles.append(t)
 
     def _raise_bound(self) -> None:
@@ -227,12 +228,12 @@ class _TileTopK:
             none = np.zeros(0, dtype=np.int64)
             return none, none, np.zeros(0, dtype=np.float32)
         hits = np.concatenate(self.hits)
-        vals = np.concatenate(self.vals)
+        vals = np.concatenate(self.vals, axis=1)
         lens = [len(h) for h in self.hits]
         first = np.repeat(np.asarray(self.tiles, dtype=np.int64) * self.width, lens)
         j1, rows = np.divmod(hits, self.b)
-        i, j = np.nonzero(vals >= self.thr[rows, None])
-        return rows[i], first[i] + j1[i] + self.n1 * j, vals[i, j]
+        i, h = np.nonzero(vals >= self.thr[rows])
+        return rows[h], first[h] + j1[h] + self.n1 * i, vals[i, h]
 
 
 def _rank(

@@ -142,6 +142,9 @@ def server_env(home: Path, url: str, *, ui: bool) -> dict[str, str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_UI_ENABLED="true" if ui else "false",
         PREFECT_LOGGING_LEVEL="INFO",
+        # the runner of `serve` asks for scheduled runs every second, not every 10 s (the
+        # default): each run these tests submit would otherwise wait up to 10 s to be picked up
+        PREFECT_RUNNER_POLL_FREQUENCY="1",
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",

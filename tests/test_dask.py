@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -18,8 +19,13 @@ pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 END = dt.date(2026, 1, 8)
 
 
-def _setup(root: Path) -> Path:
-    generate_synthetic(root / "landing", users=70, items=50, days=6, seed=5, end_date=END)
+def _setup(root: Path, landing_of: Path | None = None) -> Path:
+    """A config under ``root`` and its landing zone: generated, or copied from ``landing_of``'s
+    with the files' modification times (they are part of each raw partition's landing record)."""
+    if landing_of is None:
+        generate_synthetic(root / "landing", users=70, items=50, days=6, seed=5, end_date=END)
+    else:
+        shutil.copytree(landing_of / "landing", root / "landing")  # copy2: keeps the mtimes
     cfg = root / "recsys.toml"
     cfg.write_text(
         """
@@ -52,7 +58,7 @@ def test_dask_runner_matches_threads(prefect_harness, tmp_path):
     from flows.runtime import build_task_runner
 
     threads_cfg = _setup(tmp_path / "threads")
-    dask_cfg = _setup(tmp_path / "dask")
+    dask_cfg = _setup(tmp_path / "dask", landing_of=tmp_path / "threads")
     nightly(run_date=END, options=RunOptions(config_path=str(threads_cfg)))
 
     options = RunOptions(config_path=str(dask_cfg), task_runner="dask")
@@ -99,12 +105,11 @@ def _threads_ingest(tmp_path: Path):
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (bytes), but the records of landing files (the two landings were
-    written at different times: their mtimes differ)."""
+    """Every file under ``root`` (bytes), landing records and index included."""
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.startswith((".", "_landing_"))
+        if p.is_file() and not p.name.startswith(".")
     }
 
 

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 
-from recsys_core.ingest import commit_ingest, ingest, ingest_partitions, plan_ingest
-from recsys_core.io import Warehouse
+from recsys_core.ingest import (
+    clean_days,
+    commit_ingest,
+    ingest,
+    ingest_partitions,
+    landing_record,
+    plan_ingest,
+)
+from recsys_core.ingest._ingest import RECORD_KEY, landing_record_path
+from recsys_core.ingest._load import write_raw_partition
+from recsys_core.io import Warehouse, atomic_write_json, read_parquet_notes
 
 HEADER = "user_id,item_id,event_type,timestamp,value,event_id\n"
 DAYS = [dt.date(2026, 1, 1) + dt.timedelta(days=i) for i in range(7)]
@@ -73,3 +84,52 @@ def test_a_commit_without_every_slice_refuses_and_writes_no_index(tmp_path: Path
     assert [("events", d) for d in map(dt.date.fromisoformat, again.dates["events"])] == [
         p for p in lost if p[0] == "events"
     ]
+
+
+def test_the_landing_record_rides_in_the_raw_partition_and_old_side_records_still_count(
+    tmp_path: Path,
+) -> None:
+    """Ingest keeps each partition's landing record in its Parquet footer (no second object).
+    A warehouse written before (record beside it in ``_landing_files.json``, no footer record)
+    is read as it was: nothing re-ingested, the same manifests, and its late history carries
+    on when a late file rebuilds the partition."""
+    landing = _landing(tmp_path / "landing")
+    new, old = Warehouse(tmp_path / "new"), Warehouse(tmp_path / "old")
+    ingest(landing, new, DAYS[-1])
+    ingest(landing, old, DAYS[-1])
+    assert not list(new.root.rglob("_landing_files.json"))
+    record = landing_record(new, "events", DAYS[0])
+    assert record is not None and [f["name"] for f in record["files"]] == [
+        f"events/date={DAYS[0].isoformat()}/a.csv"
+    ]
+    assert json.loads(read_parquet_notes(new.raw("events", DAYS[0]))[RECORD_KEY]) == record
+
+    # the old layout: partitions without a footer record, each record in a file beside it
+    earlier = {"name": f"events/date={DAYS[0].isoformat()}/gone.csv", "change": "removed"}
+    for kind, day in [("events", d) for d in DAYS] + [("items", d) for d in DAYS[::3]]:
+        rec = landing_record(old, kind, day)
+        if (kind, day) == ("events", DAYS[0]):
+            rec["late"] = [earlier]
+        write_raw_partition(pl.read_parquet(old.raw(kind, day)), old.raw(kind, day))
+        atomic_write_json(landing_record_path(old, kind, day), rec)
+        assert RECORD_KEY not in read_parquet_notes(old.raw(kind, day))
+    (old.root / "raw" / "events" / "_landing_index.json").unlink()  # make ingest ask the records
+    raw = old.raw("events", DAYS[1]).stat().st_mtime_ns
+    assert ingest(landing, old, DAYS[-1]).dates == {"events": [], "items": []}
+    assert old.raw("events", DAYS[1]).stat().st_mtime_ns == raw
+    cleaned_old, cleaned_new = clean_days(old, DAYS), clean_days(new, DAYS)
+    assert cleaned_old[1:] == cleaned_new[1:]  # the manifests say what the side records say
+    assert cleaned_old[0]["late_files"] == [f"{earlier['name']} (removed)"]
+    assert cleaned_old[0]["landing_files"] == cleaned_new[0]["landing_files"]
+
+    # a late file rebuilds the partition: its record (now in the footer) keeps the old history
+    (landing / "events" / f"date={DAYS[0].isoformat()}" / "late.csv").write_text(
+        HEADER + f"u9,i1,view,{DAYS[0].isoformat()}T11:00:00Z,,late-1\n"
+    )
+    assert ingest(landing, old, DAYS[-1]).dates["events"] == [DAYS[0].isoformat()]
+    late = json.loads(read_parquet_notes(old.raw("events", DAYS[0]))[RECORD_KEY])["late"]
+    assert late == [
+        earlier,
+        {"name": f"events/date={DAYS[0].isoformat()}/late.csv", "change": "new"},
+    ]
+    assert landing_record(old, "events", DAYS[0])["late"] == late  # the footer wins over the file

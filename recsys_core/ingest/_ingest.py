@@ -1,9 +1,12 @@
 """Ingest: copy new or changed landing partitions (up to the run date) into the warehouse's raw tables.
 
 Raw rows are the landing rows as strings plus lineage (``_source_file``, ``_source_row``), one
-Parquet file (zstd, written atomically) per kind and date. Beside it, ``_landing_files.json``
-records every landing file that partition was built from (name relative to the landing root,
-size, modification time in ns and a BLAKE2b content hash), written after the Parquet file.
+Parquet file (zstd, written atomically) per kind and date. Its footer (Parquet key-value metadata,
+key :data:`RECORD_KEY`) records every landing file that partition was built from (name relative
+to the landing root, size, modification time in ns and a BLAKE2b content hash) and its late
+history: data and record are one object, written in one step (one upload on an object store).
+Warehouses written before kept the record beside the Parquet file in ``_landing_files.json``;
+it is still read for a partition whose footer has none.
 
 Each call lists every landing partition dated ``<= run_date`` and compares it with that record
 (size and mtime first; the hash only when those differ): a partition not in raw yet, or one whose
@@ -22,6 +25,7 @@ warning.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,10 +42,18 @@ from recsys_core.ingest._read import (
     partition_dir,
     scan_landing,
 )
-from recsys_core.io import CorruptFileError, Warehouse, atomic_write_json, location, read_json
+from recsys_core.io import (
+    CorruptFileError,
+    Warehouse,
+    atomic_write_json,
+    location,
+    read_json,
+    read_parquet_notes,
+)
 
 __all__ = [
     "IO_THREADS",
+    "RECORD_KEY",
     "IngestPlan",
     "IngestResult",
     "IngestedSlice",
@@ -58,6 +70,8 @@ __all__ = [
 IO_THREADS = 8
 #: Partitions read together (one multi-file scan per CSV header) before they are written.
 BATCH_DAYS = 512
+#: Key of the landing record in a raw partition's Parquet footer (JSON text).
+RECORD_KEY = "recsys.landing_record"
 
 
 @dataclass(frozen=True)
@@ -91,17 +105,27 @@ class IngestResult:
 
 
 def landing_record_path(warehouse: Warehouse, kind: str, day: dt.date) -> Path:
-    """Where the landing files of one raw partition are recorded (beside its Parquet file)."""
+    """Where warehouses written before the record moved into the Parquet footer kept the landing
+    files of one raw partition (beside its Parquet file); read only for such partitions."""
     return warehouse.raw(kind, day).parent / "_landing_files.json"
 
 
 def landing_record(warehouse: Warehouse, kind: str, day: dt.date) -> dict[str, Any] | None:
-    """The record of the landing files one raw partition was built from, or None."""
-    path = landing_record_path(warehouse, kind, day)
+    """The record of the landing files one raw partition was built from, or None (no raw
+    partition, a damaged one, or one written before records were kept: ingest reads it again).
+
+    From the partition's Parquet footer: on an object store none request when a fresh listing
+    shows the version this process wrote (clean reads back what ingest wrote), else one. A
+    partition written by an earlier version has no record there: its ``_landing_files.json``.
+    """
     try:
-        # one request on an object store (no existence check first), none when a fresh listing
-        # shows the version this process wrote (clean reads back what ingest recorded)
-        return read_json(path, cached=True)
+        text = read_parquet_notes(warehouse.raw(kind, day)).get(RECORD_KEY)
+    except (FileNotFoundError, CorruptFileError):
+        return None
+    if text is not None:
+        return json.loads(text)
+    try:
+        return read_json(landing_record_path(warehouse, kind, day), cached=True)
     except FileNotFoundError:
         return None
 
@@ -114,10 +138,9 @@ def _index_path(warehouse: Warehouse, kind: str) -> Path:
 
 
 def _read_index(warehouse: Warehouse, kind: str) -> dict[str, list[list[Any]]]:
-    path = _index_path(warehouse, kind)
-    try:
-        return read_json(path) if path.is_file() else {}
-    except CorruptFileError:  # a cache: rebuilt from the records
+    try:  # one GET on an object store (absent: not found), no existence check first
+        return read_json(_index_path(warehouse, kind))
+    except (FileNotFoundError, CorruptFileError):  # a cache: rebuilt from the records
         return {}
 
 
@@ -157,12 +180,13 @@ def _compare(
 class IngestPlan:
     """What one ingest will write, decided from one listing of the landing zone and of raw
     (:func:`plan_ingest`); :func:`ingest_partitions` writes any slice of ``todo`` (slices are
-    independent: one raw partition and its record each, so they may run on different machines),
-    and :func:`commit_ingest` then writes the index and says what was done.
+    independent: one raw partition, its record in its footer, each, so they may run on
+    different machines), and :func:`commit_ingest` then writes the index and says what was done.
 
     ``todo``: ``(kind, date)`` partitions to (re)build, events first, each kind by date.
     ``files``: the listed landing files of every partition in ``todo`` or ``refresh``.
-    ``known``: partitions of ``todo`` already in raw (their record's late history carries on).
+    ``known``: partitions of ``todo`` already in raw. ``late_before``: the late history their
+    records held (it carries on into the rebuilt partition's record).
     """
 
     landing: Any
@@ -170,6 +194,7 @@ class IngestPlan:
     todo: tuple[tuple[str, dt.date], ...]
     files: dict[tuple[str, dt.date], list[LandingFile]]
     known: frozenset[tuple[str, dt.date]]
+    late_before: dict[tuple[str, dt.date], list[dict[str, str]]]
     changes: dict[tuple[str, dt.date], list[tuple[str, str]]]
     refresh: tuple[tuple[str, dt.date, dict[str, str]], ...]
     index: dict[str, dict[str, list[list[Any]]]]
@@ -266,6 +291,7 @@ def plan_ingest(
     late_dates: dict[str, list[str]] = {kind: [] for kind in KINDS}
     changes_of: dict[tuple[str, dt.date], list[tuple[str, str]]] = {}
     refresh: list[tuple[str, dt.date, dict[str, str]]] = []
+    late_before: dict[tuple[str, dt.date], list[dict[str, str]]] = {}
     index = {kind: _read_index(warehouse, kind) for kind in KINDS}
     index_stale = dict.fromkeys(KINDS, False)
     ingested = {kind: set(warehouse.raw_dates(kind)) for kind in KINDS}  # one listing each
@@ -278,11 +304,13 @@ def plan_ingest(
             if index[kind].get(key) == _listed(files):  # the fast path: nothing changed
                 if force and day == run_date:
                     todo.append((kind, day))
+                    late_before[(kind, day)] = _late(landing_record(warehouse, kind, day))
                 continue
             recorded = landing_record(warehouse, kind, day)
             if recorded is None:  # ingested before records were kept: read it again
                 todo.append((kind, day))
                 continue
+            late_before[(kind, day)] = _late(recorded)
             changes, digests = _compare(recorded, files)
             if changes:
                 todo.append((kind, day))
@@ -294,7 +322,9 @@ def plan_ingest(
             elif any(
                 e["mtime_ns"] != f.mtime_ns for e, f in zip(recorded["files"], files, strict=True)
             ):
-                refresh.append((kind, day, digests))  # touched only: update the record
+                # touched only, same bytes: the index takes the new times (so the next run
+                # takes the fast path); the record keeps those of the files ingest read
+                refresh.append((kind, day, digests))
             else:  # the index lacked it (first run with an index, or a concurrent run's update)
                 index[kind][key] = _listed(files)
                 index_stale[kind] = True
@@ -311,6 +341,7 @@ def plan_ingest(
         todo=tuple(todo),
         files={(kind, day): available[kind][day] for kind, day in sorted(wanted)},
         known=frozenset((kind, day) for kind, day in todo if day in ingested[kind]),
+        late_before={part: late_before[part] for part in todo if part in late_before},
         changes=changes_of,
         refresh=tuple(refresh),
         index=index,
@@ -326,8 +357,9 @@ def plan_ingest(
 def ingest_partitions(
     plan: IngestPlan, warehouse: Warehouse, parts: tuple[tuple[str, dt.date], ...]
 ) -> IngestedSlice:
-    """Read and write the raw partitions ``parts`` (a slice of ``plan.todo``) and their landing
-    records. Touches nothing else, so slices can run at once on different machines."""
+    """Read and write the raw partitions ``parts`` (a slice of ``plan.todo``), each with its
+    landing record in its footer. Touches nothing else, so slices can run at once on different
+    machines."""
     written: list[tuple[str, dt.date, int, int, tuple[str, ...]]] = []
     with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:  # overlaps the fsync waits
         for kind in KINDS:
@@ -341,20 +373,18 @@ def ingest_partitions(
                 )
                 read = read_partitions(plan.landing, kind, days)
                 targets = [warehouse.raw(kind, day) for day in days]
-                list(pool.map(write_raw_partition, [df for df, _, _ in read], targets))
-                records = [
-                    _record(
-                        warehouse,
-                        kind,
-                        day,
-                        files,
-                        digs,
-                        plan.changes.get((kind, day), []),
-                        known=(kind, day) in plan.known,
-                    )
+                notes = [
+                    {
+                        RECORD_KEY: _record(
+                            files,
+                            digs,
+                            plan.late_before.get((kind, day), []),
+                            plan.changes.get((kind, day), []),
+                        )
+                    }
                     for day, files, digs in zip(days, listed, digests, strict=True)
                 ]
-                list(pool.map(lambda r: atomic_write_json(*r), records))  # after the data
+                list(pool.map(write_raw_partition, [df for df, _, _ in read], targets, notes))
                 for day, (df, file_notes, n) in zip(days, read, strict=True):
                     written.append((kind, day, df.height, n, tuple(file_notes)))
     return IngestedSlice(written=tuple(written))
@@ -363,8 +393,9 @@ def ingest_partitions(
 def commit_ingest(
     plan: IngestPlan, warehouse: Warehouse, slices: list[IngestedSlice]
 ) -> IngestResult:
-    """After every slice of ``plan`` is written: refresh touched records, write the index, warn
-    about notes, late, unrecognised and vanished paths, and return the whole ingest's result.
+    """After every slice of ``plan`` is written: write the index (with the new times of touched
+    files), warn about notes, late, unrecognised and vanished paths, and return the whole
+    ingest's result.
     Raises ``ValueError`` if the slices do not cover ``plan.todo`` exactly."""
     order = {part: i for i, part in enumerate(plan.todo)}
     written = sorted((w for s in slices for w in s.written), key=lambda w: order[w[:2]])
@@ -380,11 +411,6 @@ def commit_ingest(
         dates[kind].append(day.isoformat())
         rows[kind] += n
     notes = [note for w in written for note in w[4]]
-    for kind, day, digests in plan.refresh:
-        files = plan.files[(kind, day)]
-        atomic_write_json(
-            *_record(warehouse, kind, day, files, [digests[f.rel] for f in files], [])
-        )
     for kind in KINDS:
         index = dict(plan.index[kind])
         done = [w[1] for w in written if w[0] == kind] + [
@@ -423,21 +449,21 @@ def _warn(message: str) -> None:
         warnings.warn(message, LandingWarning, stacklevel=3)
 
 
+def _late(record: dict[str, Any] | None) -> list[dict[str, str]]:
+    return list((record or {}).get("late", []))
+
+
 def _record(
-    warehouse: Warehouse,
-    kind: str,
-    day: dt.date,
     files: list[LandingFile],
     digests: list[str],
+    late_before: list[dict[str, str]],
     changes: list[tuple[str, str]],
-    *,
-    known: bool = True,
-) -> tuple[Path, dict[str, Any]]:
-    """``(path, content)`` of one partition's landing record; late changes accumulate.
-    ``known=False``: the partition was never ingested, so there is no earlier record to read."""
-    before = (landing_record(warehouse, kind, day) if known else None) or {}
-    late = [*before.get("late", []), *({"name": n, "change": c} for n, c in changes)]
-    return landing_record_path(warehouse, kind, day), {
+) -> str:
+    """One partition's landing record as JSON text (its footer note); late changes accumulate
+    after ``late_before``, the history of the record it replaces."""
+    late = [*late_before, *({"name": n, "change": c} for n, c in changes)]
+    record = {
         "files": [_fingerprint(f, d) for f, d in zip(files, digests, strict=True)],
         "late": late,
     }
+    return json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

@@ -103,14 +103,20 @@ def write_partition(df: pl.DataFrame, target: Path) -> Path:
     return target
 
 
-def write_raw_partition(df: pl.DataFrame, target: Path) -> Path:
+def write_raw_partition(
+    df: pl.DataFrame, target: Path, notes: dict[str, str] | None = None
+) -> Path:
     """Write one raw partition atomically as Parquet (zstd level 1, no statistics) with polars'
     own writer: raw partitions are read back whole only by
     :func:`~recsys_core.ingest.clean_days`, so they need not be the bytes pyarrow would write,
     nor carry statistics that no reader uses, and zstd's fastest level costs 0.7x the CPU of its
-    default for 0.96x the size (2M events: 24.4 MiB). Same frame -> same bytes."""
+    default for 0.96x the size (2M events: 24.4 MiB). ``notes``: key-value metadata for the
+    footer (the landing record; :func:`~recsys_core.io.read_parquet_notes` reads it back).
+    Same frame and notes -> same bytes."""
     with atomic_path(target) as tmp:
-        df.write_parquet(tmp, compression="zstd", compression_level=1, statistics=False)
+        df.write_parquet(
+            tmp, compression="zstd", compression_level=1, statistics=False, metadata=notes or None
+        )
     return target
 
 

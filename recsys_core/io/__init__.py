@@ -14,6 +14,7 @@ from recsys_core.io._atomic import (
     read_json,
     read_parquet,
     read_parquet_many,
+    read_parquet_notes,
     replace_dir,
     sweep_temporaries,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "read_json",
     "read_parquet",
     "read_parquet_many",
+    "read_parquet_notes",
     "read_versioned",
     "replace_dir",
     "resolve_location",

@@ -49,6 +49,7 @@ __all__ = [
     "read_json",
     "read_parquet",
     "read_parquet_many",
+    "read_parquet_notes",
     "replace_dir",
     "sweep_temporaries",
 ]
@@ -228,6 +229,27 @@ def read_parquet_many(paths: list[Any], **kwargs: Any) -> list[pl.DataFrame]:
                 "delete it and re-run the step that wrote it (for example with --force)"
             ) from exc
     return out
+
+
+def read_parquet_notes(path: Any) -> dict[str, str]:
+    """The key-value metadata of the Parquet file at ``path`` (its footer; ``{}`` when it has
+    none). An object whose version a fresh listing showed comes from this process's cache when
+    it is there (a step reading back what an earlier step wrote), else is fetched whole once.
+
+    FileNotFoundError naming the URL when absent; :class:`CorruptFileError` when not Parquet.
+    """
+    path = location(path)
+    source: Any = io.BytesIO(read_bytes(path, cached=True)) if is_remote(path) else path
+    try:
+        meta = pq.read_metadata(source).metadata or {}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # pyarrow raises many types for a damaged file
+        raise CorruptFileError(
+            f"{path}: corrupt or truncated Parquet file ({type(exc).__name__}: {exc}); "
+            "delete it and re-run the step that wrote it (for example with --force)"
+        ) from exc
+    return {k.decode("utf-8"): v.decode("utf-8") for k, v in meta.items()}
 
 
 def read_json(path: Any, *, cached: bool = False) -> Any:

@@ -214,3 +214,22 @@ def test_a_pointer_to_a_missing_model_is_a_clear_error(registry, fitted):
     shutil.rmtree(registry.root / "ease-2026-01-31-aaaaaaaa")
     with pytest.raises(UnknownModelError, match="champion.json names a missing model"):
         registry.champion()
+
+
+def test_champion_id_reads_the_pointer_and_load_model_uses_a_given_entry_of_that_id(
+    registry, fitted, monkeypatch
+):
+    assert registry.champion_id() is None
+    register(registry, fitted, "ease-2026-01-30-aaaaaaaa", run_date=dt.date(2026, 1, 30))
+    register(registry, Popularity().fit(fitted.interactions_), "popularity-2026-01-29-cccccccc")
+    registry.promote("ease-2026-01-30-aaaaaaaa", "first")
+    assert registry.champion_id() == "ease-2026-01-30-aaaaaaaa"
+    champion = registry.champion()
+    reads = []
+    entry = ModelRegistry.entry
+    monkeypatch.setattr(ModelRegistry, "entry", lambda self, i: reads.append(i) or entry(self, i))
+    assert isinstance(registry.load_model("ease-2026-01-30-aaaaaaaa", entry=champion), EASE)
+    assert reads == []  # the champion's entry was not read again
+    # an entry of another id is not trusted: the id's own entry is read
+    pop = registry.load_model("popularity-2026-01-29-cccccccc", entry=champion)
+    assert isinstance(pop, Popularity) and reads == ["popularity-2026-01-29-cccccccc"]

@@ -417,9 +417,10 @@ def evaluate_step(settings: Settings, run_date: dt.date, challenger_id: str) -> 
                 GateCheck(check=c["check"], label=c["label"], decision=c["decision"])
                 for c in checks
             ]
-    if decision.promote:
-        registry.promote(challenger_id, decision.reason)
-    after = registry.champion()
+    if decision.promote:  # the champion is what this compare-and-swap wrote: no second read
+        champion_after = registry.promote(challenger_id, decision.reason)["model_id"]
+    else:
+        champion_after = registry.champion_id()
     summary = EvaluateResult(
         run_date=run_date.isoformat(),
         k=settings.k,
@@ -436,7 +437,7 @@ def evaluate_step(settings: Settings, run_date: dt.date, challenger_id: str) -> 
             if champion
             else None
         ),
-        champion_after=after["model_id"] if after else None,
+        champion_after=champion_after,
         decision=decision,
         gate=GateReport(**gate),
         challenger_metrics=_holdout(ch_eval),

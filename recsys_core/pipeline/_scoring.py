@@ -62,7 +62,7 @@ def score_shard(settings: Settings, run_date: dt.date, shard: int, n_shards: int
     champion = registry.champion()
     if champion is None:
         raise RuntimeError(f"no champion model in {wh.models_dir}; run train and evaluate first")
-    model = registry.load_model(champion["model_id"], cached=True)
+    model = registry.load_model(champion["model_id"], cached=True, entry=champion)
     users = active_users(settings, run_date, set(model.user_ids_))[shard::n_shards]
     catalog = load_catalog(wh, as_of=run_date)
     recs = _recommend(settings, model, users, catalog, n_shards)

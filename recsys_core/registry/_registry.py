@@ -301,6 +301,12 @@ class ModelRegistry:
             "promotion_reason": pointer["reason"],
         }
 
+    def champion_id(self) -> str | None:
+        """The champion's model id from the pointer alone (one read, its entry not opened); None
+        before any promote."""
+        pointer = self._pointer()
+        return None if pointer is None else pointer["model_id"]
+
     def history(self) -> list[dict[str, Any]]:
         """The audit log, oldest first."""
         path = self.root / HISTORY_FILE
@@ -310,14 +316,19 @@ class ModelRegistry:
             return []
         return [json.loads(line) for line in text.splitlines() if line]
 
-    def load_model(self, model_id: str, *, cached: bool = False) -> Recommender:
+    def load_model(
+        self, model_id: str, *, cached: bool = False, entry: dict[str, Any] | None = None
+    ) -> Recommender:
         """Load the saved model of ``model_id`` (unknown id: :class:`UnknownModelError`).
 
         ``cached=True`` keeps it in this process's memory, keyed by the registry, the id and the
         entry's creation time (a re-registered id is loaded afresh): a worker scoring several
         shards loads the champion once. Callers must not modify a cached model.
+        ``entry``: the entry of ``model_id`` the caller has just read (:meth:`champion`'s
+        result), so that it is not read again.
         """
-        entry = self.entry(model_id)
+        if entry is None or entry.get("model_id") != model_id:
+            entry = self.entry(model_id)
         key = (str(self.root), model_id, f"{entry['created_at']}/{entry.get('files', '')}")
         if cached:
             with _cache_lock:

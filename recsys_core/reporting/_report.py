@@ -339,6 +339,15 @@ def _trial_values(path: str | None) -> list[float] | None:
     return None if col is None else frame[col].cast(pl.Float64).drop_nulls().to_list()
 
 
+def _bytes_or_none(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    try:
+        return read_bytes(path)
+    except FileNotFoundError:
+        return None
+
+
 def _section_tuning(train: TrainResult) -> str:
     """A model's own convergence PNG when there is one, else one plot drawn from the trials."""
     if not train.candidates:
@@ -350,8 +359,9 @@ def _section_tuning(train: TrainResult) -> str:
             f"<p><b>{html.escape(c.model)}</b>: best validation objective "
             f"{fmt(c.validation_score)}</p>"
         )
-        if c.convergence_png and exists(c.convergence_png):
-            parts.append(_img(read_bytes(c.convergence_png), f"{c.model} convergence"))
+        png = _bytes_or_none(c.convergence_png)  # one read, no existence check first
+        if png is not None:
+            parts.append(_img(png, f"{c.model} convergence"))
             continue
         values = _trial_values(c.trials_path)
         if values:

@@ -127,7 +127,8 @@ def write_config(
 
 # ---- the worker: one night in this process --------------------------------------------------------
 class StepMeter:
-    """Wall seconds and peak RSS (psutil, sampled every ``interval`` s) per named step."""
+    """Wall seconds, CPU seconds (the process's user + system time, all threads: what a loaded
+    machine inflates least) and peak RSS (psutil, sampled every ``interval`` s) per named step."""
 
     def __init__(self, interval: float = 0.02) -> None:
         import psutil
@@ -150,13 +151,16 @@ class StepMeter:
         with self._lock:
             self._peak = self._proc.memory_info().rss
         self._t0 = time.perf_counter()
+        self._cpu0 = time.process_time()
 
     def stop(self, name: str) -> None:
         sec = time.perf_counter() - self._t0
+        cpu = time.process_time() - self._cpu0
         with self._lock:
             peak = max(self._peak, self._proc.memory_info().rss)
-        row = self.rows.setdefault(name, {"seconds": 0.0, "peak_rss_gib": 0.0})
+        row = self.rows.setdefault(name, {"seconds": 0.0, "cpu_seconds": 0.0, "peak_rss_gib": 0.0})
         row["seconds"] += sec
+        row["cpu_seconds"] += cpu
         row["peak_rss_gib"] = max(row["peak_rss_gib"], peak / 2**30)
 
     def close(self) -> None:
@@ -339,6 +343,7 @@ def nights(
     keep: bool,
     profile_dir: Path | None,
     tune_max_users: int | None = None,
+    warm_night: bool = True,
 ) -> tuple[dict, dict]:
     from recsys_core.ingest import landing_dates
 
@@ -351,9 +356,13 @@ def nights(
         prof = (lambda n: profile_dir / f"{mode}_{n}.prof") if profile_dir else (lambda n: None)
         cold = night(mode, config, cold_day, prof("cold"))
         print(f"    {mode} cold {cold_day}: {cold['total_seconds']:.1f} s", flush=True)
-        warm = night(mode, config, warm_day, prof("warm"))
-        print(f"    {mode} warm {warm_day}: {warm['total_seconds']:.1f} s", flush=True)
+        warm: dict[str, Any] = {}
+        if warm_night:
+            warm = night(mode, config, warm_day, prof("warm"))
+            print(f"    {mode} warm {warm_day}: {warm['total_seconds']:.1f} s", flush=True)
         for a, b in ((cold, "cold"), (warm, "warm")):
+            if not a:
+                continue
             a["recs_sha"] = _recs_digest(root / "warehouse", a["run_date"])
             a["night"] = b
     finally:
@@ -376,30 +385,47 @@ def _recs_digest(warehouse: Path, run_date: str) -> str:
     return hashlib.sha256(df.write_csv().encode()).hexdigest()[:12]
 
 
-def cost(doc: dict[str, Any]) -> float:
-    """A night's cost: its steps' seconds, Prefect's local API start excluded."""
-    return sum(r["seconds"] for k, r in doc["steps"].items() if k not in ("api_start",))
+def cost(doc: dict[str, Any], key: str = "seconds") -> float:
+    """A night's cost: its steps' wall (or ``cpu_seconds``) seconds, Prefect's local API start
+    excluded. 0 for a night that was not run."""
+    return sum(r.get(key, 0.0) for k, r in doc.get("steps", {}).items() if k not in ("api_start",))
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
 
 
 def print_size(label: str, summary: dict, model: str, cold: dict, warm: dict) -> None:
+    """Per step: wall s, CPU s and peak RSS, cold and (unless ``--cold-only``) warm."""
     print(
         f"\n== {label}: {summary['event_rows']:,} event rows, {summary['users']:,} users x "
         f"{summary['items']:,} items x {summary['days']} days; candidates popularity + {model}"
     )
-    print(f"{'step':10s} {'cold s':>8s} {'cold GiB':>9s} {'warm s':>8s} {'warm GiB':>9s}")
+    print(
+        f"{'step':10s} {'cold s':>8s} {'cold CPU s':>10s} {'cold GiB':>9s} {'warm s':>8s} "
+        f"{'warm CPU s':>10s} {'warm GiB':>9s}"
+    )
+    zero = {"seconds": 0.0, "cpu_seconds": 0.0, "peak_rss_gib": 0.0}
     for step in cold["steps"]:
-        c, w = cold["steps"][step], warm["steps"].get(step, {"seconds": 0, "peak_rss_gib": 0})
+        c, w = cold["steps"][step], warm.get("steps", {}).get(step, zero)
         print(
-            f"{step:10s} {c['seconds']:8.1f} {c['peak_rss_gib']:9.2f} "
-            f"{w['seconds']:8.1f} {w['peak_rss_gib']:9.2f}"
+            f"{step:10s} {c['seconds']:8.1f} {c.get('cpu_seconds', 0):10.1f} "
+            f"{c['peak_rss_gib']:9.2f} {w['seconds']:8.1f} {w.get('cpu_seconds', 0):10.1f} "
+            f"{w['peak_rss_gib']:9.2f}"
         )
     print(
-        f"{'night':10s} {cost(cold):8.1f} {cold['peak_rss_gib']:9.2f} "
-        f"{cost(warm):8.1f} {warm['peak_rss_gib']:9.2f}"
+        f"{'night':10s} {cost(cold):8.1f} {cost(cold, 'cpu_seconds'):10.1f} "
+        f"{cold['peak_rss_gib']:9.2f} {cost(warm):8.1f} {cost(warm, 'cpu_seconds'):10.1f} "
+        f"{warm.get('peak_rss_gib', 0):9.2f}"
     )
+    if not warm:
+        print(f"cold only (process wall incl. interpreter start: {cold['process_seconds']:.1f} s)")
+        return
     print(
-        f"warm / cold: {cost(warm) / cost(cold):.2f}x  (process wall incl. interpreter start: "
-        f"cold {cold['process_seconds']:.1f} s, warm {warm['process_seconds']:.1f} s); "
+        f"warm / cold: {cost(warm) / cost(cold):.2f}x, CPU "
+        f"{_ratio(cost(warm, 'cpu_seconds'), cost(cold, 'cpu_seconds'))} (process wall incl. "
+        f"interpreter start: cold {cold['process_seconds']:.1f} s, warm "
+        f"{warm['process_seconds']:.1f} s); "
         f"warm cleaned {warm['dates_cleaned']} date(s), tuning reused {warm['tuning_reused']}, "
         f"embed {warm['embed']}; search users (sample/training) {cold.get('search_users')}"
     )
@@ -434,6 +460,11 @@ def main(argv: list[str] | None = None) -> int:
         help="run only the flow nights of --prefect-sizes (Prefect's cost is measured inside "
         "each flow process: its wall time less its own core steps')",
     )
+    p.add_argument(
+        "--cold-only",
+        action="store_true",
+        help="run only the cold night of each size (direct mode; growth needs no warm night)",
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--keep", action="store_true", help="keep the warehouses")
     p.add_argument("--profile", type=Path, help="write cProfile stats of each night here")
@@ -466,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             prof.mkdir(exist_ok=True)
         common = (landing, model, a.tune_calls, a.embed, a.keep, prof, a.tune_max_users)
         if not a.flow_only:
-            res["direct"] = nights("direct", *common)
+            res["direct"] = nights("direct", *common, warm_night=not a.cold_only)
         if size in flow_sizes:
             res["flow"] = nights("flow", *common)
         results[label] = res
@@ -481,15 +512,16 @@ def main(argv: list[str] | None = None) -> int:
 def print_direct_summary(results: dict[str, dict[str, Any]]) -> None:
     print("\n== summary (direct: core steps, each night in a fresh process)")
     print(
-        f"{'size':6s} {'events':>11s} {'model':6s} {'cold s':>8s} {'warm s':>8s} "
-        f"{'warm/cold':>9s} {'cold GiB':>9s} {'warm GiB':>9s}"
+        f"{'size':6s} {'events':>11s} {'model':6s} {'cold s':>8s} {'cold CPU':>9s} {'warm s':>8s} "
+        f"{'warm CPU':>9s} {'warm/cold':>9s} {'cold GiB':>9s} {'warm GiB':>9s}"
     )
     for label, r in results.items():
         c, w = r["direct"]
         print(
             f"{label:6s} {r['summary']['event_rows']:11,} {r['model']:6s} {cost(c):8.1f} "
-            f"{cost(w):8.1f} {cost(w) / cost(c):9.2f} {c['peak_rss_gib']:9.2f} "
-            f"{w['peak_rss_gib']:9.2f}"
+            f"{cost(c, 'cpu_seconds'):9.1f} {cost(w):8.1f} {cost(w, 'cpu_seconds'):9.1f} "
+            f"{_ratio(cost(w), cost(c)):>9s} {c['peak_rss_gib']:9.2f} "
+            f"{w.get('peak_rss_gib', 0):9.2f}"
         )
     scaled = [lb for lb in results if lb != "demo"]
     if len(scaled) > 1:
@@ -499,8 +531,12 @@ def print_direct_summary(results: dict[str, dict[str, Any]]) -> None:
             c, w = results[label]["direct"]
             ev = results[label]["summary"]["event_rows"] / results[base]["summary"]["event_rows"]
             print(
-                f"growth {label} / {base} ({ev:.1f}x the events): cold {cost(c) / cost(bc):.1f}x, "
-                f"warm {cost(w) / cost(bw):.1f}x (goal at 10M / 1M: <= 12x)"
+                f"growth {label} / {base} ({ev:.1f}x the events): cold wall "
+                f"{_ratio(cost(c), cost(bc))}, CPU "
+                f"{_ratio(cost(c, 'cpu_seconds'), cost(bc, 'cpu_seconds'))}; warm wall "
+                f"{_ratio(cost(w), cost(bw))}, CPU "
+                f"{_ratio(cost(w, 'cpu_seconds'), cost(bw, 'cpu_seconds'))} (goal at 10M / 1M: "
+                "<= 12x; CPU time is what a loaded machine inflates least)"
             )
 
 

@@ -112,6 +112,13 @@ class IngestConfig(_Model):
         "date=YYYY-MM-DD with a real date (date=2026-5-4, Date=..., a stray file): fail the run "
         "naming it, or report it (log, manifest, report) and go on.",
     )
+    batch_mib: float = Field(
+        default=128.0,
+        gt=0,
+        description="Pending landing dates are read and written in date-ordered passes of at most "
+        "this many MiB of landing files (a single bigger date is one pass), so a long backlog "
+        "does not have to fit in memory at once. Outputs do not depend on it.",
+    )
 
 
 class EmbeddingConfig(_Model):

@@ -133,3 +133,46 @@ def test_the_landing_record_rides_in_the_raw_partition_and_old_side_records_stil
         {"name": f"events/date={DAYS[0].isoformat()}/late.csv", "change": "new"},
     ]
     assert landing_record(old, "events", DAYS[0])["late"] == late  # the footer wins over the file
+
+
+def test_ingest_reads_in_passes_bounded_by_batch_mib(tmp_path: Path, monkeypatch) -> None:
+    """Ingest reads the pending dates in date-ordered passes of at most ``batch_mib`` of landing
+    files (peak memory follows a pass, not the backlog; one bigger date is a pass of its own), and
+    the raw tree and result do not depend on the pass size."""
+    import recsys_core.ingest._ingest as ingest_module
+
+    landing = _landing(tmp_path / "landing")
+    day_bytes = {
+        (kind, day): sum(f.stat().st_size for f in (landing / kind / f"date={day}").iterdir())
+        for kind in ("events", "items")
+        for day in DAYS
+        if (landing / kind / f"date={day}").is_dir()
+    }
+    real_read = ingest_module.read_partitions
+    passes: list[tuple[str, list[dt.date]]] = []
+
+    def spy(root, kind, days):
+        passes.append((kind, list(days)))
+        return real_read(root, kind, days)
+
+    monkeypatch.setattr(ingest_module, "read_partitions", spy)
+    whole = ingest(landing, Warehouse(tmp_path / "one-pass"), DAYS[-1])
+    assert [len(days) for _, days in passes] == [7, 3]  # events, items: everything at once
+
+    events_day = max(day_bytes[("events", d)] for d in DAYS)
+    cap = 2.5 * events_day / 2**20  # two event dates fit in a pass, three do not
+    passes.clear()
+    small = ingest(landing, Warehouse(tmp_path / "passes"), DAYS[-1], batch_mib=cap)
+    event_passes = [days for kind, days in passes if kind == "events"]
+    assert [len(days) for days in event_passes] == [2, 2, 2, 1]
+    assert [d for days in event_passes for d in days] == DAYS  # in date order, each once
+    for kind, days in passes:
+        assert sum(day_bytes[(kind, d)] for d in days) <= cap * 2**20 or len(days) == 1
+
+    passes.clear()
+    tiny = ingest(landing, Warehouse(tmp_path / "tiny"), DAYS[-1], batch_mib=1e-6)
+    assert all(len(days) == 1 for _, days in passes) and len(passes) == 7 + 3
+
+    assert small == whole and tiny == whole
+    assert _tree(tmp_path / "passes" / "raw") == _tree(tmp_path / "one-pass" / "raw")
+    assert _tree(tmp_path / "tiny" / "raw") == _tree(tmp_path / "one-pass" / "raw")

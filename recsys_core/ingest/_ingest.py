@@ -68,8 +68,11 @@ __all__ = [
 #: Partitions read and written at once. The work is mostly waiting for the disk (each atomic
 #: write syncs the file and its folder), so threads overlap those waits.
 IO_THREADS = 8
-#: Partitions read together (one multi-file scan per CSV header) before they are written.
+#: Partitions read together (one multi-file scan per CSV header) before they are written: at
+#: most this many dates and at most ``batch_mib`` MiB of landing files (one bigger date alone).
 BATCH_DAYS = 512
+#: ``IngestConfig.batch_mib``'s default.
+BATCH_MIB = 128.0
 #: Key of the landing record in a raw partition's Parquet footer (JSON text).
 RECORD_KEY = "recsys.landing_record"
 
@@ -234,10 +237,11 @@ def ingest(
     force: bool = False,
     require_run_date: bool = True,
     unrecognised: Literal["fail", "report"] = "fail",
+    batch_mib: float = BATCH_MIB,
 ) -> IngestResult:
     """Write every landing partition dated ``<= run_date`` that raw lacks or that changed since
     it was ingested (see module doc): :func:`plan_ingest`, :func:`ingest_partitions` of the whole
-    plan, :func:`commit_ingest`.
+    plan (in passes of at most ``batch_mib`` MiB of landing files), :func:`commit_ingest`.
 
     ``force`` re-ingests ``run_date``'s partitions whether they changed or not. If
     ``require_run_date`` and ``run_date`` has no events partition, raises
@@ -253,7 +257,9 @@ def ingest(
         require_run_date=require_run_date,
         unrecognised=unrecognised,
     )
-    return commit_ingest(plan, warehouse, [ingest_partitions(plan, warehouse, plan.todo)])
+    return commit_ingest(
+        plan, warehouse, [ingest_partitions(plan, warehouse, plan.todo, batch_mib=batch_mib)]
+    )
 
 
 def plan_ingest(
@@ -354,18 +360,43 @@ def plan_ingest(
     )
 
 
+def _day_batches(
+    days: list[dt.date], sizes: list[int], max_bytes: int, max_days: int = BATCH_DAYS
+) -> list[list[dt.date]]:
+    """``days`` in order, cut into runs of at most ``max_days`` dates whose ``sizes`` add up to at
+    most ``max_bytes`` (a date bigger than that is a run of its own)."""
+    batches: list[list[dt.date]] = []
+    batch: list[dt.date] = []
+    total = 0
+    for day, size in zip(days, sizes, strict=True):
+        if batch and (total + size > max_bytes or len(batch) >= max_days):
+            batches.append(batch)
+            batch, total = [], 0
+        batch.append(day)
+        total += size
+    if batch:
+        batches.append(batch)
+    return batches
+
+
 def ingest_partitions(
-    plan: IngestPlan, warehouse: Warehouse, parts: tuple[tuple[str, dt.date], ...]
+    plan: IngestPlan,
+    warehouse: Warehouse,
+    parts: tuple[tuple[str, dt.date], ...],
+    *,
+    batch_mib: float = BATCH_MIB,
 ) -> IngestedSlice:
     """Read and write the raw partitions ``parts`` (a slice of ``plan.todo``), each with its
-    landing record in its footer. Touches nothing else, so slices can run at once on different
-    machines."""
+    landing record in its footer, in date-ordered passes of at most ``batch_mib`` MiB of landing
+    files (peak memory follows a pass, not the backlog). Touches nothing else, so slices can run
+    at once on different machines."""
     written: list[tuple[str, dt.date, int, int, tuple[str, ...]]] = []
+    max_bytes = max(1, int(batch_mib * 2**20))
     with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:  # overlaps the fsync waits
         for kind in KINDS:
             mine = [day for k, day in parts if k == kind]
-            for start in range(0, len(mine), BATCH_DAYS):
-                days = mine[start : start + BATCH_DAYS]
+            sizes = [sum(f.size for f in plan.files[(kind, day)]) for day in mine]
+            for days in _day_batches(mine, sizes, max_bytes):
                 listed = [plan.files[(kind, day)] for day in days]
                 # hashed before reading: a file rewritten meanwhile shows as changed next time
                 digests = list(

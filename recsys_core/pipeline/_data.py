@@ -89,7 +89,9 @@ def ingest_slice_step(
 ) -> IngestedSlice:
     """Write one slice of the planned raw partitions (from the landing zone into the warehouse:
     on any machine that reaches both)."""
-    return ingest_partitions(planned.plan, Warehouse(settings.warehouse), part)
+    return ingest_partitions(
+        planned.plan, Warehouse(settings.warehouse), part, batch_mib=settings.ingest.batch_mib
+    )
 
 
 def commit_ingest_step(

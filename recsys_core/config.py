@@ -280,7 +280,7 @@ class ScoringConfig(_Model):
     block_size: int = Field(
         default=512,
         ge=1,
-        description="Users scored per block. A model with factors (ALS, BPR...) scores a block "
+        description="Users scored per block. A model with factors (ALS) scores a block "
         "tile by tile in one 2 MB tile per thread (1,024 items x 512 users); other models hold "
         "threads x block_size x n_items float32 (512 x 50,000 items = 100 MB per thread).",
     )

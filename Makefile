@@ -26,8 +26,11 @@ install: $(STAMP)
 demo: install  ## synthetic landing data + the nightly pipeline, local Prefect (SQLite)
 	$(VENV)/bin/recsys demo
 
-test: install  ## the whole suite (CI runs this)
-	$(PY) -m pytest -q
+# two pytest-xdist workers, one test file each at a time (a file's module fixtures are built once):
+# much of the suite waits on servers and subprocesses, so two workers overlap even on 2 cores
+TEST_WORKERS ?= 2
+test: install  ## the whole suite (CI runs this); TEST_WORKERS=0 runs it in one process
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not model and not postgres and not prefect"

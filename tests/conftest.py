@@ -23,6 +23,27 @@ os.environ.pop("RECSYS_CONFIG", None)
 # gcsfs's experimental zonal-bucket probe asks a gRPC control API that emulators do not serve
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
+#: Files whose tests take longest (minutes of servers, subprocesses and replays): collected first,
+#: so that under pytest-xdist (``make test``: two workers, one file at a time each) neither worker
+#: is left running one of them alone at the end. The order within a file is unchanged.
+SLOW_FILES_FIRST = (
+    "test_faults.py",
+    "test_landing.py",
+    "test_accounting.py",
+    "test_server_e2e.py",
+    "test_browser.py",
+    "test_s3_pipeline.py",
+    "test_dask.py",
+    "test_flows.py",
+    "test_operator.py",
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files keep order
+
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 

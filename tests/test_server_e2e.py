@@ -145,6 +145,10 @@ def server_env(home: Path, url: str, *, ui: bool) -> dict[str, str]:
         # the runner of `serve` asks for scheduled runs every second, not every 10 s (the
         # default): each run these tests submit would otherwise wait up to 10 s to be picked up
         PREFECT_RUNNER_POLL_FREQUENCY="1",
+        # SQLite statements wait up to 60 s (default 10 s) before the API answers 503: on a loaded
+        # CI machine a UI request met a busy database and the browser showed "Service Unavailable"
+        PREFECT_SERVER_DATABASE_TIMEOUT="60",
+        PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT="30",
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",

@@ -16,7 +16,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -145,6 +148,37 @@ def test_backfill_and_rerun_on_s3_equal_local_disk(
     _no_leftovers(wh)
 
 
+@contextmanager
+def _nightly_waiting_for_its_data(
+    landing: Path, tmp_path: Path, cfg: Path
+) -> Iterator[tuple[threading.Thread, dict[str, Any]]]:
+    """A nightly of END in a thread while END's landing partitions are held aside, so it holds the
+    date's lock and waits for its late data; on leaving, the data is put back and the run joined.
+    Yields the thread and a dict that receives the run's final ``state``."""
+    from flows.nightly import nightly
+
+    held = []
+    for kind in ("items", "events"):
+        part = landing / kind / f"date={END.isoformat()}"
+        aside = tmp_path / "held" / kind
+        aside.parent.mkdir(exist_ok=True)
+        part.rename(aside)
+        held.append((aside, part))
+    result: dict[str, Any] = {}
+    run = threading.Thread(
+        target=lambda: result.update(
+            state=nightly(run_date=END, options=RunOptions(config_path=str(cfg)), return_state=True)
+        )
+    )
+    run.start()
+    try:
+        yield run, result
+    finally:
+        for aside, part in held:
+            aside.rename(part)
+        run.join()
+
+
 def _cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     from prefect.settings import PREFECT_API_URL
 
@@ -209,21 +243,7 @@ def test_two_concurrent_runs_of_one_date_on_s3(local_baseline, landing_master, s
     )
     wh = Warehouse(f"{s3_bucket}/warehouse")
     backfill(start=START, end=START, options=RunOptions(config_path=str(cfg)))
-    held = []
-    for kind in ("items", "events"):
-        part = landing / kind / f"date={END.isoformat()}"
-        aside = tmp_path / "held" / kind
-        aside.parent.mkdir(exist_ok=True)
-        part.rename(aside)
-        held.append((aside, part))
-    result: dict[str, object] = {}
-    first = threading.Thread(
-        target=lambda: result.update(
-            state=nightly(run_date=END, options=RunOptions(config_path=str(cfg)), return_state=True)
-        )
-    )
-    first.start()
-    try:
+    with _nightly_waiting_for_its_data(landing, tmp_path, cfg) as (first, result):
         deadline = time.monotonic() + 120
         while not exists(wh.root / "_locks" / f"run_date={END.isoformat()}.lock"):
             assert time.monotonic() < deadline and first.is_alive(), "run A never took the lock"
@@ -232,10 +252,6 @@ def test_two_concurrent_runs_of_one_date_on_s3(local_baseline, landing_master, s
         with pytest.raises(RunLockedError, match=re.escape(lock) + r" \(pid \d+ on "):
             nightly(run_date=END, options=RunOptions(config_path=str(cfg)))
         assert not exists(wh.recommendations(END))
-    finally:
-        for aside, part in held:
-            aside.rename(part)
-        first.join()
     assert result["state"].is_completed(), result["state"].message
     _assert_same(wh, local_baseline)
     _no_leftovers(wh)
@@ -251,7 +267,6 @@ def test_a_run_that_lost_its_lock_publishes_nothing_for_its_date(
     object is left in place."""
     import shutil
 
-    from flows.nightly import nightly
     from recsys_core.io import LeaseLostError, read_versioned, write_if_match
 
     monkeypatch.setenv("RECSYS_LOCK_LEASE_SECONDS", "2")  # a heartbeat every 0.67 s
@@ -265,22 +280,8 @@ def test_a_run_that_lost_its_lock_publishes_nothing_for_its_date(
         late_data_delay_seconds=0.25,
     )
     wh = Warehouse(f"{s3_bucket}/warehouse")
-    held = []
-    for kind in ("items", "events"):
-        part = landing / kind / f"date={END.isoformat()}"
-        aside = tmp_path / "held" / kind
-        aside.parent.mkdir(exist_ok=True)
-        part.rename(aside)
-        held.append((aside, part))
-    result: dict[str, object] = {}
-    run = threading.Thread(
-        target=lambda: result.update(
-            state=nightly(run_date=END, options=RunOptions(config_path=str(cfg)), return_state=True)
-        )
-    )
-    run.start()
     lock = wh.root / "_locks" / f"run_date={END.isoformat()}.lock"
-    try:
+    with _nightly_waiting_for_its_data(landing, tmp_path, cfg) as (run, result):
         deadline = time.monotonic() + 120
         while (current := read_versioned(lock)) is None:
             assert time.monotonic() < deadline and run.is_alive(), "run A never took the lock"
@@ -289,10 +290,6 @@ def test_a_run_that_lost_its_lock_publishes_nothing_for_its_date(
                  "expires_at": "2999-01-01T00:00:00+00:00"}  # fmt: skip
         write_if_match(lock, json.dumps(other).encode(), current[1])
         time.sleep(2.5)  # > the lease: A's heartbeat found it lost (or its lease ran out)
-    finally:
-        for aside, part in held:
-            aside.rename(part)
-        run.join()
     state = result["state"]
     assert state.is_failed()
     with pytest.raises(LeaseLostError) as err:

@@ -140,6 +140,30 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def timed_night(run_date: dt.date, cfg: Path) -> tuple[float, float]:
+    """``(seconds until nightly() returned, seconds until its flow run was Completed)``.
+
+    The two differ by Prefect's wait for its flow-run heartbeat thread, which sleeps in whole
+    seconds and is joined when the flow ends: every nightly() call returns on a whole second
+    after its start (a run that needs 3.2 s takes 4.0), whatever the storage. The second figure
+    is the state's own timestamp, so it is what the run itself cost, to the millisecond.
+    """
+    from flows.nightly import nightly
+    from flows.parameters import RunOptions
+
+    start = dt.datetime.now(dt.UTC)
+    t0 = time.perf_counter()
+    state = nightly(run_date=run_date, options=RunOptions(config_path=str(cfg)), return_state=True)
+    wall = time.perf_counter() - t0
+    if not state.is_completed():
+        raise SystemExit(f"nightly {run_date} ended {state.type.value}: {state.message}")
+    return wall, (state.timestamp - start).total_seconds()
+
+
+def _runs(xs: list[float]) -> str:
+    return ", ".join(f"{x:.2f}" for x in xs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--users", type=int, default=1500)
@@ -165,7 +189,7 @@ def main() -> None:
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.nightly import backfill, nightly
+    from flows.nightly import backfill
     from flows.parameters import RunOptions
     from recsys_core.landing import generate_synthetic
 
@@ -181,18 +205,13 @@ def main() -> None:
             # 1-2: one nightly, local disk vs S3 (landing and warehouse), fresh each repeat, after
             # one untimed run that pays the imports (scikit-optimize, torch, ...) for both
             warm = write_config(tmp / "warm-up", str(landing), str(tmp / "warm-up" / "wh"), 2)
-            nightly(run_date=END, options=RunOptions(config_path=str(warm)))
-            local_s, s3_s = [], []
+            timed_night(END, warm)
+            local_s: list[tuple[float, float]] = []
+            s3_s: list[tuple[float, float]] = []
             for i in range(args.repeats):
                 wh = str(tmp / f"local-{i}" / "warehouse")
                 cfg = write_config(tmp / f"local-{i}", str(landing), wh, shards=2)
-                local_s.append(
-                    timed(
-                        lambda cfg=cfg: nightly(
-                            run_date=END, options=RunOptions(config_path=str(cfg))
-                        )
-                    )
-                )
+                local_s.append(timed_night(END, cfg))
                 local_recs = recs(wh, END)
 
                 bucket = new_bucket()
@@ -201,24 +220,24 @@ def main() -> None:
                     tmp / f"s3-{i}", f"{bucket}/landing", f"{bucket}/warehouse", shards=2
                 )
                 requests.clear()
-                s3_s.append(
-                    timed(
-                        lambda cfg=cfg: nightly(
-                            run_date=END, options=RunOptions(config_path=str(cfg))
-                        )
-                    )
-                )
+                s3_s.append(timed_night(END, cfg))
                 per_op = ", ".join(f"{op} {n}" for op, n in requests.most_common())
                 print(f"S3 nightly {i + 1}: {sum(requests.values())} requests ({per_op})")
                 assert recs(f"{bucket}/warehouse", END).equals(local_recs), "S3 != local"
-            lo, so = min(local_s), min(s3_s)
+            for col, what in (
+                (1, "until the flow run is Completed"),
+                (0, "until nightly() returns"),
+            ):
+                lo = min(r[col] for r in local_s)
+                so = min(r[col] for r in s3_s)
+                print(f"nightly, {what} (best of {args.repeats}):")
+                print(f"  local disk: {lo:7.2f} s   (runs: {_runs([r[col] for r in local_s])})")
+                print(f"  S3 (moto):  {so:7.2f} s   (runs: {_runs([r[col] for r in s3_s])})")
+                print(f"  ratio S3 / local: {so / lo:5.2f}x   (target <= 1.5x)")
             print(
-                f"nightly local disk: {lo:7.2f} s   (runs: {', '.join(f'{x:.2f}' for x in local_s)})"
+                "(nightly() returns on a whole second after its start: Prefect joins its flow-run "
+                "heartbeat thread, which sleeps in 1 s steps; the first figure is the run's own cost)"
             )
-            print(
-                f"nightly S3 (moto):  {so:7.2f} s   (runs: {', '.join(f'{x:.2f}' for x in s3_s)})"
-            )
-            print(f"ratio S3 / local:   {so / lo:7.2f}x   (target <= 1.5x)")
             if args.no_backfill:
                 return
 

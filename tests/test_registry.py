@@ -140,6 +140,37 @@ def test_unknown_id_lists_known_ids(registry, fitted):
     assert registry.champion() is None
 
 
+def test_shards_loading_the_champion_at_once_load_it_once(registry, fitted, monkeypatch):
+    """Score shards on one worker's threads ask for the champion at the same moment: the first
+    loads it, the others wait for that copy (no second download or parse)."""
+    import threading
+    import time
+
+    register(registry, fitted, "ease-1")
+    loads = []
+    real = ModelRegistry._load
+
+    def slow_load(self, model_id, entry):
+        loads.append(model_id)
+        time.sleep(0.3)  # long enough for every thread to arrive while the first one loads
+        return real(self, model_id, entry)
+
+    monkeypatch.setattr(ModelRegistry, "_load", slow_load)
+    got: list = []
+    threads = [
+        threading.Thread(target=lambda: got.append(registry.load_model("ease-1", cached=True)))
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert loads == ["ease-1"]
+    assert len(got) == 4 and all(m is got[0] for m in got)
+    assert registry.load_model("ease-1") is not got[0]  # uncached: a fresh copy, loaded again
+    assert loads == ["ease-1", "ease-1"]
+
+
 # ---- promote / rollback --------------------------------------------------------------------------
 def test_promote_rollback_and_history(registry, fitted):
     ids = [f"ease-2026-01-3{j}-aaaaaaaa" for j in range(3)]

@@ -593,7 +593,8 @@ def list_names(loc: Location) -> list[str]:
 
 @contextmanager
 def local_copy(loc: Location) -> Iterator[Path]:
-    """A local path with the content of the folder ``loc`` (itself when local; else downloaded)."""
+    """A local path with the content of the folder ``loc`` (itself when local; else downloaded,
+    every file at once)."""
     import shutil
     import tempfile
 
@@ -603,10 +604,7 @@ def local_copy(loc: Location) -> Iterator[Path]:
         return
     tmp = Path(tempfile.mkdtemp(prefix="recsys-dl-"))
     try:
-        for rel in files_under(loc):
-            target = tmp / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(read_bytes(loc / rel))
+        download_files([(loc / rel, tmp / rel) for rel in files_under(loc)])  # one batch
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -77,7 +77,7 @@ def finalize_step(settings: Settings, run_date: dt.date, steps: RunSteps) -> Run
         recommendation_stats=RecommendationStats(**stats),
         drift=[DriftSignal(**s) for s in drift],
     )
-    report = build_report(wh, run_date, summary=summary)
+    report = build_report(wh, run_date, summary=summary, recommendations=recs)
     summary = summary.model_copy(update={"report": str(report)})
     atomic_write_json(wh.run_marker(run_date), summary.model_dump())
     return summary

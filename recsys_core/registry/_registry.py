@@ -78,6 +78,8 @@ HISTORY_FILE = "history.jsonl"
 _CACHE_SIZE = 4
 _cache: OrderedDict[tuple[str, str, str], Recommender] = OrderedDict()
 _cache_lock = threading.Lock()
+#: One lock per model being loaded (see :meth:`ModelRegistry.load_model`).
+_loading: dict[tuple[str, str, str], threading.Lock] = {}
 
 
 class UnknownModelError(LookupError):
@@ -330,20 +332,27 @@ class ModelRegistry:
         if entry is None or entry.get("model_id") != model_id:
             entry = self.entry(model_id)
         key = (str(self.root), model_id, f"{entry['created_at']}/{entry.get('files', '')}")
-        if cached:
+        if not cached:
+            return self._load(model_id, entry)
+        with _cache_lock:
+            loading = _loading.setdefault(key, threading.Lock())
+        with loading:  # shards scoring at once in one process: the first loads, the others wait
             with _cache_lock:
                 if key in _cache:
                     _cache.move_to_end(key)
                     return _cache[key]
-        files = entry.get("files")  # ``<id>/v-.../`` on an object store, else ``<id>/``
-        with local_copy(self.root / model_id / files if files else self.root / model_id) as local:
-            model = Recommender.load(local)
-        if cached:
+            model = self._load(model_id, entry)
             with _cache_lock:
                 _cache[key] = model
                 while len(_cache) > _CACHE_SIZE:
                     _cache.popitem(last=False)
+                _loading.pop(key, None)
         return model
+
+    def _load(self, model_id: str, entry: dict[str, Any]) -> Recommender:
+        files = entry.get("files")  # ``<id>/v-.../`` on an object store, else ``<id>/``
+        with local_copy(self.root / model_id / files if files else self.root / model_id) as local:
+            return Recommender.load(local)
 
     # ---- internals ----------------------------------------------------------------------------
     def _pointer(self) -> dict[str, Any] | None:

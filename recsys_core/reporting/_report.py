@@ -228,9 +228,16 @@ def _section_segments(challenger: HoldoutMetrics | None) -> str:
     return "<h2>Segments (challenger)</h2>" + _table(["segment", "measure", "value"], rows)
 
 
-def build_report(warehouse: Warehouse, run_date: dt.date, *, summary: RunSummary) -> Path:
+def build_report(
+    warehouse: Warehouse,
+    run_date: dt.date,
+    *,
+    summary: RunSummary,
+    recommendations: pl.DataFrame | None = None,
+) -> Path:
     """Write ``<warehouse>/reports/run_date=D/report.html`` (self-contained, plots embedded) from
-    the night's ``summary``. Returns the report's path."""
+    the night's ``summary``. ``recommendations``: tonight's table when the caller has just read
+    it (else it is read here, when there is one). Returns the report's path."""
     ev, train = summary.steps.evaluate, summary.steps.train
     promote, title, reason = headline(ev)
     metric = ev.metric or "ndcg"
@@ -297,8 +304,10 @@ def build_report(warehouse: Warehouse, run_date: dt.date, *, summary: RunSummary
         )
     parts.append(_section_tuning(train))
     rec_path = warehouse.recommendations(run_date)
-    if exists(rec_path):
-        scores = read_parquet(rec_path, columns=["score"])["score"].to_numpy()
+    if recommendations is None and exists(rec_path):
+        recommendations = read_parquet(rec_path, columns=["score"])
+    if recommendations is not None:
+        scores = recommendations["score"].to_numpy()
         parts.append(
             "<h2>Tonight's recommendations</h2>"
             + _img(score_histogram_png(scores), "score histogram")

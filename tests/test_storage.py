@@ -395,6 +395,43 @@ def _fitted():
     return get_model_class("popularity")({}).fit(Interactions.from_frame(events))
 
 
+def test_pending_clean_dates_tell_same_second_stamps_apart(remote_root, tmp_path, monkeypatch):
+    """Object stores stamp objects to the second, so a raw partition and the manifest cleaned
+    from it usually look equally old. Such a date is pending only if its raw object changed since
+    (the manifest names the raw versions it was cleaned from): a cleaned date is not cleaned
+    again every night, and a same-second re-ingest is not missed."""
+    from recsys_core.ingest import clean_days, ingest, pending_clean_dates
+
+    wh = Warehouse(remote_root)
+    events = tmp_path / "landing" / "events" / f"date={D1.isoformat()}" / "a.csv"
+    events.parent.mkdir(parents=True)
+    header = "user_id,item_id,event_type,timestamp,value,event_id\n"
+    events.write_text(header + "u1,i1,view,2026-01-01T10:00:00Z,,e1\n")
+    ingest(tmp_path / "landing", wh, D1)
+    clean_days(wh, [D1])
+    manifest = read_json(wh.manifest(D1))
+    assert set(manifest["raw_versions"]) == {"events"}
+    real = Warehouse.partition_stats
+
+    def same_second(self, folder):  # as if every object were written in one second
+        return {d: s._replace(mtime_ns=0) for d, s in real(self, folder).items()}
+
+    monkeypatch.setattr(Warehouse, "partition_stats", same_second)
+    assert pending_clean_dates(wh, until=D1) == []
+
+    events.write_text(
+        header + "u1,i1,view,2026-01-01T10:00:00Z,,e1\nu2,i1,view,2026-01-01T11:00:00Z,,e2\n"
+    )
+    ingest(tmp_path / "landing", wh, D1)  # a late file: the raw object changes
+    assert pending_clean_dates(wh, until=D1) == [D1]
+    clean_days(wh, [D1])
+    assert pending_clean_dates(wh, until=D1) == []
+
+    del manifest["raw_versions"]  # a manifest written before versions were recorded
+    atomic_write_json(wh.manifest(D1), manifest)
+    assert pending_clean_dates(wh, until=D1) == [D1]
+
+
 def test_registry_on_each_backend(root):
     from recsys_core.registry import ModelRegistry
 

@@ -117,6 +117,11 @@ def clean_days(
     sizes = {d: sum(raw[k][d][0] for k in ("events", "items") if d in raw[k]) for d in days}
     breaks, shared = _shared_id_dates(warehouse, days, ev_files, config.event_id_horizon_days)
     manifests: list[dict[str, Any]] = []
+    # on an object store each manifest names the raw versions it was cleaned from (see
+    # pending_clean_dates); local manifests stay as they were (mtimes there are exact)
+    versions = {
+        d: {k: raw[k][d].version for k in raw if d in raw[k] and raw[k][d].version} for d in days
+    }
     for batch in _batches(days, sizes, int(config.batch_mib * 2**20), breaks):
         manifests += _clean_pass(
             warehouse,
@@ -126,6 +131,7 @@ def clean_days(
             config,
             extra or {},
             shared,
+            versions,
         )
     return manifests
 
@@ -311,9 +317,11 @@ def _clean_pass(
     config: CleanConfig,
     extra: dict[str, Any],
     shared: pl.Series,
+    raw_versions: dict[dt.date, dict[str, str]],
 ) -> list[dict[str, Any]]:
     """One vectorised pass over ``days`` (sorted; their raw files given), writing every output.
-    ``shared``: the event ids held by two dates or more (:func:`_shared_id_dates`)."""
+    ``shared``: the event ids held by two dates or more (:func:`_shared_id_dates`);
+    ``raw_versions``: per date, the listed versions of its raw files (none on local disk)."""
     order = ["_date", SOURCE_FILE, SOURCE_ROW]
     raw_ev = _in_order(read_dated_parquet(ev_files, _raw_schema(_EVENT_COLS), "_date"), order)
     raw_it = _in_order(read_dated_parquet(it_files, _raw_schema(_ITEM_COLS), "_date"), order)
@@ -363,6 +371,8 @@ def _clean_pass(
         else:  # nothing quarantined: no file (and none left from an earlier run)
             delete(quarantine)
         manifest = _manifest(d, stats, config, _landing(warehouse, d), extra)
+        if raw_versions.get(d):
+            manifest["raw_versions"] = dict(sorted(raw_versions[d].items()))
         atomic_write_json(warehouse.manifest(d), manifest)  # last: the date is complete
         return manifest
 

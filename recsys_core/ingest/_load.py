@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
 
-from recsys_core.io import Warehouse, atomic_path, is_remote, read_parquet, read_parquet_many
+from recsys_core.io import (
+    Warehouse,
+    atomic_path,
+    is_remote,
+    read_json,
+    read_parquet,
+    read_parquet_many,
+)
 from recsys_core.schema import CLEAN_EVENTS_SCHEMA, CLEAN_ITEMS_SCHEMA, SOURCE_FILE, SOURCE_ROW
 
 __all__ = [
@@ -21,6 +29,10 @@ __all__ = [
     "write_partition",
     "write_raw_partition",
 ]
+
+#: Partitions read and written at once. The work is mostly waiting for the disk (each atomic
+#: write syncs the file and its folder) or for the object store, so threads overlap those waits.
+IO_THREADS = 8
 
 #: Columns of :func:`load_catalog`'s result.
 CATALOG_COLUMNS: tuple[str, ...] = (
@@ -147,17 +159,35 @@ def load_catalog(warehouse: Warehouse, as_of: dt.date) -> pl.DataFrame:
 
 def pending_clean_dates(warehouse: Warehouse, until: dt.date) -> list[dt.date]:
     """Raw partition dates ``<= until`` (events or items) with no manifest, or a manifest older
-    than the raw file (it was re-ingested): the dates :func:`clean_days` still has to process."""
-    out = set()
+    than the raw file (it was re-ingested): the dates :func:`clean_days` still has to process.
+
+    Object stores give whole seconds, so a raw object and the manifest cleaned from it are often
+    stamped alike. For those dates (only) the manifests are read, in one batch: each names the
+    raw versions (ETags) it was cleaned from, and a date is pending when a listed raw version
+    differs (or the manifest names none, as one written before versions were recorded does).
+    """
     manifests = warehouse.partition_stats(warehouse.root / "manifests")  # one listing each
-    # object stores keep whole seconds: a raw file as old as its manifest counts as newer
-    newer = (lambda a, b: a >= b) if warehouse.remote else (lambda a, b: a > b)
-    for kind in ("events", "items"):
-        for day, (_, raw_mtime) in warehouse.partition_stats(warehouse.root / "raw" / kind).items():
+    raw = {k: warehouse.partition_stats(warehouse.root / "raw" / k) for k in ("events", "items")}
+    out, same_second = set(), set()
+    for listed in raw.values():
+        for day, stat in listed.items():
             if day > until:
                 continue
-            if day not in manifests or newer(raw_mtime, manifests[day][1]):
+            if day not in manifests or stat.mtime_ns > manifests[day].mtime_ns:
                 out.add(day)
+            elif warehouse.remote and stat.mtime_ns == manifests[day].mtime_ns:
+                same_second.add(day)
+    same_second -= out
+    if same_second:
+        days = sorted(same_second)
+        with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
+            recorded = pool.map(lambda d: read_json(warehouse.manifest(d)), days)
+            for day, manifest in zip(days, recorded, strict=True):
+                versions = manifest.get("raw_versions") or {}
+                if any(
+                    versions.get(kind) != raw[kind][day].version for kind in raw if day in raw[kind]
+                ):
+                    out.add(day)
     return sorted(out)
 
 

@@ -547,6 +547,12 @@ def listed_version(loc: Location) -> str | None:
 def files_with_stats(loc: Location) -> list[tuple[str, int, int]]:
     """``(relative path, size, mtime in ns)`` of every file under ``loc``, sorted, in one listing
     (object stores: the listing's ``Size`` and ``LastModified``; hidden names included)."""
+    return [(rel, size, mtime) for rel, size, mtime, _ in files_with_versions(loc)]
+
+
+def files_with_versions(loc: Location) -> list[tuple[str, int, int, str | None]]:
+    """:func:`files_with_stats` plus each file's version: an object's ETag from the same listing
+    (it changes whenever the object is written with other bytes), None on local disk."""
     loc = location(loc)
     if not is_remote(loc):
         if not loc.is_dir():
@@ -555,11 +561,11 @@ def files_with_stats(loc: Location) -> list[tuple[str, int, int]]:
         for p in sorted(loc.rglob("*")):
             if p.is_file():
                 st = p.stat()
-                out.append((p.relative_to(loc).as_posix(), st.st_size, st.st_mtime_ns))
+                out.append((p.relative_to(loc).as_posix(), st.st_size, st.st_mtime_ns, None))
         return out
     base = _key(loc).rstrip("/") + "/"
 
-    def find() -> list[tuple[str, int, int]]:
+    def find() -> list[tuple[str, int, int, str | None]]:
         rows = []
         found = _find(loc, base)
         _remember_versions(loc.protocol, found)
@@ -568,7 +574,8 @@ def files_with_stats(loc: Location) -> list[tuple[str, int, int]]:
                 continue
             mtime = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
             ns = int(mtime.timestamp() * 1e9) if hasattr(mtime, "timestamp") else 0
-            rows.append((key[len(base) :], int(info.get("size") or 0), ns))
+            etag = info.get("ETag") or info.get("etag")
+            rows.append((key[len(base) :], int(info.get("size") or 0), ns, etag and str(etag)))
         return sorted(rows)
 
     return with_retries(_url(loc), "list", find)

@@ -36,14 +36,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from recsys_core.io._lease import RunLockedError, lease_lock
 from recsys_core.io._storage import (
     Location,
     exists,
     files_under,
-    files_with_stats,
+    files_with_versions,
     is_remote,
     list_names,
     location,
@@ -79,6 +79,14 @@ def partition_dates(root: Any) -> list[dt.date]:
             except ValueError:
                 continue
     return sorted(out)
+
+
+class PartitionStat(NamedTuple):
+    """One partition file as a listing shows it."""
+
+    size: int
+    mtime_ns: int
+    version: str | None  # an object's ETag; None on local disk
 
 
 @dataclass(frozen=True)
@@ -173,17 +181,17 @@ class Warehouse:
                     out.add(dt.date.fromisoformat(m.group(1)))
         return sorted(out)
 
-    def partition_stats(self, folder: Location) -> dict[dt.date, tuple[int, int]]:
-        """``{date: (size, mtime_ns)}`` of the ``folder/date=D/part-0.parquet`` files (or the
-        ``folder/date=D.json`` files), from one listing: on an object store one request instead
-        of one per date."""
+    def partition_stats(self, folder: Location) -> dict[dt.date, PartitionStat]:
+        """``{date: (size, mtime_ns, version)}`` of the ``folder/date=D/part-0.parquet`` files (or
+        the ``folder/date=D.json`` files), from one listing: on an object store one request
+        instead of one per date (``version``: the object's ETag; None on local disk)."""
         out = {}
-        for rel, size, mtime in files_with_stats(folder):
+        for rel, size, mtime, version in files_with_versions(folder):
             part, _, name = rel.partition("/")
             m = _PART_RE.match(part.removesuffix(".json"))
             if m and (name == "part-0.parquet" or (not name and part.endswith(".json"))):
                 with contextlib.suppress(ValueError):
-                    out[dt.date.fromisoformat(m.group(1))] = (size, mtime)
+                    out[dt.date.fromisoformat(m.group(1))] = PartitionStat(size, mtime, version)
         return out
 
     def raw_dates(self, kind: str) -> list[dt.date]:

@@ -432,6 +432,40 @@ def test_pending_clean_dates_tell_same_second_stamps_apart(remote_root, tmp_path
     assert pending_clean_dates(wh, until=D1) == [D1]
 
 
+def test_a_step_lists_each_prefix_once_and_sees_its_own_writes(remote_root, monkeypatch):
+    """listing_snapshot: within one step a prefix is listed once; this process's writes and
+    deletes under it (from any thread) make the next listing fresh; another process's write
+    shows from the next step on."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from recsys_core.io import _storage, listing_snapshot
+
+    root = location(remote_root)
+    atomic_write_json(root / "t" / "a.json", {})
+    listings = []
+    real = _storage._list
+    monkeypatch.setattr(
+        _storage, "_list", lambda loc, base: listings.append(base) or real(loc, base)
+    )
+    with listing_snapshot():
+        assert files_under(root / "t") == ["a.json"]
+        assert files_under(root / "t") == ["a.json"] and len(listings) == 1
+        with ThreadPoolExecutor(1) as pool:  # a write on a pool thread of the step
+            pool.submit(atomic_write_json, root / "t" / "sub" / "b.json", {}).result()
+        assert files_under(root / "t") == ["a.json", "sub/b.json"] and len(listings) == 2
+        delete(root / "t" / "a.json")
+        assert files_under(root / "t") == ["sub/b.json"] and len(listings) == 3
+        # another process writes: not seen by this step's snapshot ...
+        fs, key = root.fs, (root / "t" / "c.json").path
+        fs.pipe_file(key, b"{}")
+        assert files_under(root / "t") == ["sub/b.json"] and len(listings) == 3
+        with listing_snapshot():  # nested: the same snapshot
+            assert files_under(root / "t") == ["sub/b.json"] and len(listings) == 3
+    # ... but by the next step, and outside any step every listing is a request
+    assert files_under(root / "t") == ["c.json", "sub/b.json"] and len(listings) == 4
+    assert files_under(root / "t") == ["c.json", "sub/b.json"] and len(listings) == 5
+
+
 def test_registry_on_each_backend(root):
     from recsys_core.registry import ModelRegistry
 

@@ -28,6 +28,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
@@ -47,6 +48,7 @@ __all__ = [
     "is_remote",
     "list_names",
     "listed_version",
+    "listing_snapshot",
     "local_copy",
     "location",
     "put_remote_file",
@@ -322,9 +324,9 @@ def write_bytes_remote(loc: Location, data: bytes) -> None:
     clean) fetches nothing: the listing must show that same version for the copy to be used.
     """
     check_leases(loc)
-    _forget_version(loc)
     kwargs = _content_type(loc)
-    out = with_retries(_url(loc), "write", lambda: loc.fs.pipe_file(_key(loc), data, **kwargs))
+    with _changing(loc):
+        out = with_retries(_url(loc), "write", lambda: loc.fs.pipe_file(_key(loc), data, **kwargs))
     _blob_cache_put(str(loc), _written_version(out), data)
 
 
@@ -348,8 +350,8 @@ def put_remote_file(local: Path, loc: Location) -> None:
         write_bytes_remote(loc, local.read_bytes())
         return
     check_leases(loc)
-    _forget_version(loc)
-    with_retries(_url(loc), "upload", lambda: loc.fs.put_file(str(local), _key(loc)))
+    with _changing(loc):
+        with_retries(_url(loc), "upload", lambda: loc.fs.put_file(str(local), _key(loc)))
 
 
 def _local_version(path: Path) -> str:
@@ -377,8 +379,8 @@ def put_if_absent(loc: Location, data: bytes) -> str:
             tmp.unlink(missing_ok=True)
         return _local_version(loc)
     backend = backend_for(loc)
-    _forget_version(loc)
-    return with_retries(_url(loc), "create", lambda: backend.create(loc, data))
+    with _changing(loc):
+        return with_retries(_url(loc), "create", lambda: backend.create(loc, data))
 
 
 def read_versioned(loc: Location) -> tuple[bytes, str] | None:
@@ -418,8 +420,10 @@ def write_if_match(loc: Location, data: bytes, version: str | None) -> str:
             tmp.unlink(missing_ok=True)
         return _local_version(loc)
     backend = backend_for(loc)
-    _forget_version(loc)
-    return with_retries(_url(loc), "conditional write", lambda: backend.replace(loc, data, version))
+    with _changing(loc):
+        return with_retries(
+            _url(loc), "conditional write", lambda: backend.replace(loc, data, version)
+        )
 
 
 def delete(loc: Location, *, version: str | None = None) -> None:
@@ -429,17 +433,17 @@ def delete(loc: Location, *, version: str | None = None) -> None:
     if not is_remote(loc):
         loc.unlink(missing_ok=True)
         return
-    _forget_version(loc)
-    if version is not None:
-        backend = backend_for(loc)
-        with_retries(_url(loc), "delete", lambda: backend.delete(loc, version))
-        return
 
     def rm_plain() -> None:
         with suppress(FileNotFoundError):
             loc.fs.rm_file(_key(loc))
 
-    with_retries(_url(loc), "delete", rm_plain)
+    with _changing(loc):
+        if version is not None:
+            backend = backend_for(loc)
+            with_retries(_url(loc), "delete", lambda: backend.delete(loc, version))
+        else:
+            with_retries(_url(loc), "delete", rm_plain)
 
 
 def delete_tree(loc: Location) -> None:
@@ -457,7 +461,11 @@ def delete_tree(loc: Location) -> None:
         if keys:
             for key in keys:
                 _forget_version(f"{loc.protocol}://{key}")
-            loc.fs.rm(keys)
+            try:
+                loc.fs.rm(keys)
+            finally:
+                for key in keys:
+                    _forget_version(f"{loc.protocol}://{key}")
 
     with_retries(_url(loc), "delete", rm)
 
@@ -484,7 +492,24 @@ def _find(loc: Location, base: str) -> dict[str, dict[str, Any]]:
 
     On S3 one ``ListObjectsV2`` request per 1,000 keys and nothing else (s3fs's ``find`` adds a
     HEAD and a second listing when the prefix is empty, the case of every first write of a table).
+    Within a :func:`listing_snapshot`, a prefix listed before is not listed again (callers must
+    not modify the result).
     """
+    snap = _SNAPSHOT.get()
+    if snap is None:
+        return _list(loc, base)
+    with _SNAPSHOTS_LOCK:
+        hit, drops = snap.get(_bare(base)), _DROPS[0]
+    if hit is not None:
+        return hit
+    found = _list(loc, base)
+    with _SNAPSHOTS_LOCK:
+        if _DROPS[0] == drops:  # nothing written meanwhile that this listing might miss
+            snap[_bare(base)] = found
+    return found
+
+
+def _list(loc: Location, base: str) -> dict[str, dict[str, Any]]:
     if loc.protocol not in ("s3", "s3a"):
         return loc.fs.find(base, detail=True)
     fs = loc.fs
@@ -517,9 +542,68 @@ LISTING_TTL_SECONDS = 60.0
 
 
 def _forget_version(loc: Location) -> None:
-    """This process wrote or deleted ``loc``: its listed version is stale."""
+    """This process writes or deletes ``loc`` (called before and after): its listed version and
+    the snapshot listings that would show it are stale."""
     with _LISTED_LOCK:
         _LISTED.pop(str(loc), None)
+    _drop_listings(str(loc))
+
+
+@contextmanager
+def _changing(loc: Location) -> Iterator[None]:
+    """Around an object-store write or delete of ``loc``: forget what listings said of it before
+    (a listing made meanwhile by another thread is not kept) and after."""
+    _forget_version(loc)
+    try:
+        yield
+    finally:
+        _forget_version(loc)
+
+
+#: The listing snapshot of the running step, see :func:`listing_snapshot`.
+_SNAPSHOT: ContextVar[dict[str, dict[str, Any]] | None] = ContextVar(
+    "recsys_listing_snapshot", default=None
+)
+#: Every open snapshot of this process (any thread's), and a count of invalidations.
+_SNAPSHOTS: list[dict[str, dict[str, Any]]] = []
+_SNAPSHOTS_LOCK = threading.Lock()
+_DROPS = [0]
+
+
+@contextmanager
+def listing_snapshot() -> Iterator[None]:
+    """Within this block (one pipeline step), an object-store prefix is listed once: a later
+    listing of the same prefix is served from the first, until this process writes or deletes
+    an object under it (on any thread), which drops it. So a step sees its own writes, and
+    other processes' writes as of its first listing of each prefix (as if it had listed
+    everything when it started). Nested blocks share the outermost; local folders are always
+    listed afresh."""
+    if _SNAPSHOT.get() is not None:
+        yield
+        return
+    snap: dict[str, dict[str, Any]] = {}
+    with _SNAPSHOTS_LOCK:
+        _SNAPSHOTS.append(snap)
+    token = _SNAPSHOT.set(snap)
+    try:
+        yield
+    finally:
+        _SNAPSHOT.reset(token)
+        with _SNAPSHOTS_LOCK:
+            _SNAPSHOTS[:] = [x for x in _SNAPSHOTS if x is not snap]
+
+
+def _bare(url: str) -> str:
+    return url.split("://", 1)[-1]
+
+
+def _drop_listings(url: str) -> None:
+    path = _bare(url)
+    with _SNAPSHOTS_LOCK:
+        _DROPS[0] += 1
+        for snap in _SNAPSHOTS:
+            for base in [b for b in snap if path.startswith(b)]:
+                del snap[base]
 
 
 def _remember_versions(protocol: str, found: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from recsys_core.ingest import (
     plan_ingest,
     scan_landing,
 )
-from recsys_core.io import Warehouse, exists, read_json, sweep_temporaries
+from recsys_core.io import Warehouse, exists, listing_snapshot, read_json, sweep_temporaries
 from recsys_core.pipeline._context import jsonable
 from recsys_core.pipeline._faults import maybe_fail
 from recsys_core.pipeline._finalize import withdraw_completion
@@ -46,6 +46,7 @@ class PlannedIngest:
         return self.plan.slices(n)
 
 
+@listing_snapshot()
 def ingest_step(settings: Settings, run_date: dt.date, *, force: bool = False) -> IngestStepResult:
     """Copy every landing partition dated on or before ``run_date`` that the warehouse lacks.
 
@@ -65,6 +66,7 @@ def ingest_step(settings: Settings, run_date: dt.date, *, force: bool = False) -
     return commit_ingest_step(settings, planned, parts)
 
 
+@listing_snapshot()
 def plan_ingest_step(
     settings: Settings, run_date: dt.date, *, force: bool = False
 ) -> PlannedIngest:
@@ -84,6 +86,7 @@ def plan_ingest_step(
     return PlannedIngest(plan=plan, swept_temporaries=swept, completion_marker_withdrawn=withdrawn)
 
 
+@listing_snapshot()
 def ingest_slice_step(
     settings: Settings, planned: PlannedIngest, part: tuple[tuple[str, dt.date], ...]
 ) -> IngestedSlice:
@@ -94,6 +97,7 @@ def ingest_slice_step(
     )
 
 
+@listing_snapshot()
 def commit_ingest_step(
     settings: Settings, planned: PlannedIngest, slices: list[IngestedSlice]
 ) -> IngestStepResult:
@@ -106,6 +110,7 @@ def commit_ingest_step(
     )
 
 
+@listing_snapshot()
 def clean_step(settings: Settings, run_date: dt.date, *, force: bool = False) -> CleanResult:
     """Clean every raw partition up to ``run_date`` that has no manifest yet or was re-ingested
     (late files), in date order (the near-duplicate rule looks at the previous day), then the

@@ -7,7 +7,14 @@ from typing import Any
 
 from recsys_core.config import Settings
 from recsys_core.ingest import load_clean_events
-from recsys_core.io import Warehouse, atomic_write_json, delete, exists, read_parquet
+from recsys_core.io import (
+    Warehouse,
+    atomic_write_json,
+    delete,
+    exists,
+    listing_snapshot,
+    read_parquet,
+)
 from recsys_core.pipeline._context import code_version
 from recsys_core.pipeline._faults import maybe_fail
 from recsys_core.results import DriftSignal, RecommendationStats, RunSteps, RunSummary
@@ -43,6 +50,7 @@ def backfill_plan(
     return [d for d in days if d not in done], [d for d in days if d in done]
 
 
+@listing_snapshot()
 def finalize_step(settings: Settings, run_date: dt.date, steps: RunSteps) -> RunSummary:
     """Write the HTML report and the run marker (last, atomically) from the steps' results;
     return the night's summary (the marker's content)."""

@@ -36,7 +36,14 @@ from recsys_core.evaluation import (
     event_day,
     temporal_split,
 )
-from recsys_core.io import Location, Warehouse, atomic_write_json, exists, read_json
+from recsys_core.io import (
+    Location,
+    Warehouse,
+    atomic_write_json,
+    exists,
+    listing_snapshot,
+    read_json,
+)
 from recsys_core.models import get_model_class
 from recsys_core.pipeline._context import DataWindow, code_version, jsonable, load_window
 from recsys_core.pipeline._faults import maybe_fail
@@ -109,6 +116,7 @@ def _reusable_tuning(settings: Settings, name: str, run_date: dt.date, force: bo
     return state if fresh and same_budget and same_metric else None
 
 
+@listing_snapshot()
 def train_step(settings: Settings, run_date: dt.date, *, force: bool = False) -> TrainResult:
     """Search (or reuse) every candidate's hyperparameters, pick the best, fit and register it."""
     wh = Warehouse(settings.warehouse)
@@ -275,6 +283,7 @@ def _gate_decision(
     )
 
 
+@listing_snapshot()
 def evaluate_step(settings: Settings, run_date: dt.date, challenger_id: str) -> EvaluateResult:
     """Tonight's challenger against the *serving* champion; promote or keep, and say why.
 

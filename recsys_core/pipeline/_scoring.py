@@ -15,7 +15,14 @@ import polars as pl
 
 from recsys_core.config import Settings
 from recsys_core.ingest import load_catalog, load_clean_events
-from recsys_core.io import Warehouse, atomic_write_parquet, delete_tree, read_json, read_parquet
+from recsys_core.io import (
+    Warehouse,
+    atomic_write_parquet,
+    delete_tree,
+    listing_snapshot,
+    read_json,
+    read_parquet,
+)
 from recsys_core.pipeline._faults import maybe_fail
 from recsys_core.registry import ModelRegistry
 from recsys_core.results import ScoreResult, ShardResult, Skipped, SqlResult
@@ -45,6 +52,7 @@ def active_users(settings: Settings, run_date: dt.date, known: set[str]) -> list
     return sorted(set(ev["user_id"].to_list()) & known)
 
 
+@listing_snapshot()
 def score_shard(settings: Settings, run_date: dt.date, shard: int, n_shards: int) -> ShardResult:
     """Recommend for users ``shard, shard + n_shards, ...`` of the sorted active users.
 

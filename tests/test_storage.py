@@ -398,8 +398,8 @@ def _fitted():
 def test_pending_clean_dates_tell_same_second_stamps_apart(remote_root, tmp_path, monkeypatch):
     """Object stores stamp objects to the second, so a raw partition and the manifest cleaned
     from it usually look equally old. Such a date is pending only if its raw object changed since
-    (the manifest names the raw versions it was cleaned from): a cleaned date is not cleaned
-    again every night, and a same-second re-ingest is not missed."""
+    (clean records the raw versions it cleaned from in one index object): a cleaned date is not
+    cleaned again every night, and a same-second re-ingest is not missed."""
     from recsys_core.ingest import clean_days, ingest, pending_clean_dates
 
     wh = Warehouse(remote_root)
@@ -409,8 +409,9 @@ def test_pending_clean_dates_tell_same_second_stamps_apart(remote_root, tmp_path
     events.write_text(header + "u1,i1,view,2026-01-01T10:00:00Z,,e1\n")
     ingest(tmp_path / "landing", wh, D1)
     clean_days(wh, [D1])
-    manifest = read_json(wh.manifest(D1))
-    assert set(manifest["raw_versions"]) == {"events"}
+    index = read_json(wh.raw_versions_index)
+    assert set(index) == {D1.isoformat()} and set(index[D1.isoformat()]) == {"events"}
+    assert "raw_versions" not in read_json(wh.manifest(D1))  # manifests are as on local disk
     real = Warehouse.partition_stats
 
     def same_second(self, folder):  # as if every object were written in one second
@@ -427,9 +428,20 @@ def test_pending_clean_dates_tell_same_second_stamps_apart(remote_root, tmp_path
     clean_days(wh, [D1])
     assert pending_clean_dates(wh, until=D1) == []
 
-    del manifest["raw_versions"]  # a manifest written before versions were recorded
-    atomic_write_json(wh.manifest(D1), manifest)
+    delete(wh.raw_versions_index)  # a clean killed before it recorded the versions
     assert pending_clean_dates(wh, until=D1) == [D1]
+
+
+def test_concurrent_cleans_record_every_raw_version(remote_root):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from recsys_core.ingest import read_raw_versions, record_raw_versions
+
+    wh = Warehouse(remote_root)
+    days = [D1 + dt.timedelta(days=i) for i in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda d: record_raw_versions(wh, {d: {"events": f"e-{d}"}}), days))
+    assert read_raw_versions(wh) == {d.isoformat(): {"events": f"e-{d}"} for d in days}
 
 
 def test_a_step_lists_each_prefix_once_and_sees_its_own_writes(remote_root, monkeypatch):

@@ -35,6 +35,8 @@ from recsys_core.ingest._load import (
     load_catalog,
     load_clean_events,
     pending_clean_dates,
+    read_raw_versions,
+    record_raw_versions,
 )
 from recsys_core.ingest._read import (
     DATA_EXTENSIONS,
@@ -76,6 +78,8 @@ __all__ = [
     "load_clean_events",
     "partition_dir",
     "pending_clean_dates",
+    "read_raw_versions",
+    "record_raw_versions",
     "plan_ingest",
     "read_landing_partition",
     "scan_landing",

@@ -48,7 +48,7 @@ from recsys_core.ingest._events import (
 )
 from recsys_core.ingest._ingest import IO_THREADS, landing_record
 from recsys_core.ingest._items import clean_items_frame, items_output, validate_items
-from recsys_core.ingest._load import read_dated_parquet, write_partition
+from recsys_core.ingest._load import read_dated_parquet, record_raw_versions, write_partition
 from recsys_core.io import Warehouse, atomic_write_json, delete
 from recsys_core.schema import (
     CLEAN_EVENTS_SCHEMA,
@@ -117,8 +117,7 @@ def clean_days(
     sizes = {d: sum(raw[k][d][0] for k in ("events", "items") if d in raw[k]) for d in days}
     breaks, shared = _shared_id_dates(warehouse, days, ev_files, config.event_id_horizon_days)
     manifests: list[dict[str, Any]] = []
-    # on an object store each manifest names the raw versions it was cleaned from (see
-    # pending_clean_dates); local manifests stay as they were (mtimes there are exact)
+    # on an object store: the raw versions each date is cleaned from (see pending_clean_dates)
     versions = {
         d: {k: raw[k][d].version for k in raw if d in raw[k] and raw[k][d].version} for d in days
     }
@@ -131,8 +130,8 @@ def clean_days(
             config,
             extra or {},
             shared,
-            versions,
         )
+    record_raw_versions(warehouse, {d: v for d, v in versions.items() if v})
     return manifests
 
 
@@ -317,11 +316,9 @@ def _clean_pass(
     config: CleanConfig,
     extra: dict[str, Any],
     shared: pl.Series,
-    raw_versions: dict[dt.date, dict[str, str]],
 ) -> list[dict[str, Any]]:
     """One vectorised pass over ``days`` (sorted; their raw files given), writing every output.
-    ``shared``: the event ids held by two dates or more (:func:`_shared_id_dates`);
-    ``raw_versions``: per date, the listed versions of its raw files (none on local disk)."""
+    ``shared``: the event ids held by two dates or more (:func:`_shared_id_dates`)."""
     order = ["_date", SOURCE_FILE, SOURCE_ROW]
     raw_ev = _in_order(read_dated_parquet(ev_files, _raw_schema(_EVENT_COLS), "_date"), order)
     raw_it = _in_order(read_dated_parquet(it_files, _raw_schema(_ITEM_COLS), "_date"), order)
@@ -371,8 +368,6 @@ def _clean_pass(
         else:  # nothing quarantined: no file (and none left from an earlier run)
             delete(quarantine)
         manifest = _manifest(d, stats, config, _landing(warehouse, d), extra)
-        if raw_versions.get(d):
-            manifest["raw_versions"] = dict(sorted(raw_versions[d].items()))
         atomic_write_json(warehouse.manifest(d), manifest)  # last: the date is complete
         return manifest
 

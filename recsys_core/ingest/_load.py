@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
 
 from recsys_core.io import (
+    PreconditionFailed,
     Warehouse,
     atomic_path,
     is_remote,
     read_json,
     read_parquet,
     read_parquet_many,
+    read_versioned,
+    write_if_match,
 )
 from recsys_core.schema import CLEAN_EVENTS_SCHEMA, CLEAN_ITEMS_SCHEMA, SOURCE_FILE, SOURCE_ROW
 
@@ -25,6 +28,8 @@ __all__ = [
     "load_catalog",
     "load_clean_events",
     "pending_clean_dates",
+    "read_raw_versions",
+    "record_raw_versions",
     "read_dated_parquet",
     "write_partition",
     "write_raw_partition",
@@ -162,9 +167,9 @@ def pending_clean_dates(warehouse: Warehouse, until: dt.date) -> list[dt.date]:
     than the raw file (it was re-ingested): the dates :func:`clean_days` still has to process.
 
     Object stores give whole seconds, so a raw object and the manifest cleaned from it are often
-    stamped alike. For those dates (only) the manifests are read, in one batch: each names the
-    raw versions (ETags) it was cleaned from, and a date is pending when a listed raw version
-    differs (or the manifest names none, as one written before versions were recorded does).
+    stamped alike. For those dates the raw versions (ETags) each manifest was cleaned from are
+    read from one small index (``Warehouse.raw_versions_index``, one GET): such a date is pending
+    when a listed raw version differs from the recorded one, or none is recorded.
     """
     manifests = warehouse.partition_stats(warehouse.root / "manifests")  # one listing each
     raw = {k: warehouse.partition_stats(warehouse.root / "raw" / k) for k in ("events", "items")}
@@ -177,18 +182,41 @@ def pending_clean_dates(warehouse: Warehouse, until: dt.date) -> list[dt.date]:
                 out.add(day)
             elif warehouse.remote and stat.mtime_ns == manifests[day].mtime_ns:
                 same_second.add(day)
-    same_second -= out
-    if same_second:
-        days = sorted(same_second)
-        with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
-            recorded = pool.map(lambda d: read_json(warehouse.manifest(d)), days)
-            for day, manifest in zip(days, recorded, strict=True):
-                versions = manifest.get("raw_versions") or {}
-                if any(
-                    versions.get(kind) != raw[kind][day].version for kind in raw if day in raw[kind]
-                ):
-                    out.add(day)
+    if same_second - out:
+        recorded = read_raw_versions(warehouse)
+        for day in same_second - out:
+            versions = recorded.get(day.isoformat(), {})
+            if any(versions.get(k) != raw[k][day].version for k in raw if day in raw[k]):
+                out.add(day)
     return sorted(out)
+
+
+def read_raw_versions(warehouse: Warehouse) -> dict[str, dict[str, str]]:
+    """The index of :func:`record_raw_versions` (empty when there is none)."""
+    try:
+        return read_json(warehouse.raw_versions_index)
+    except FileNotFoundError:
+        return {}
+
+
+def record_raw_versions(warehouse: Warehouse, versions: dict[dt.date, dict[str, str]]) -> None:
+    """Record, after their manifests are written, the raw versions each date was cleaned from
+    (object stores only). A compare-and-swap of the one index object, retried when a concurrent
+    clean got there first; a clean killed before it leaves those dates pending if ambiguous."""
+    if not warehouse.remote or not versions:
+        return
+    index = warehouse.raw_versions_index
+    for _ in range(20):
+        current = read_versioned(index)
+        recorded = json.loads(current[0]) if current else {}
+        recorded.update({d.isoformat(): dict(sorted(v.items())) for d, v in versions.items()})
+        body = json.dumps(dict(sorted(recorded.items())), indent=1, sort_keys=True) + "\n"
+        try:
+            write_if_match(index, body.encode("utf-8"), current[1] if current else None)
+            return
+        except PreconditionFailed:
+            continue
+    raise RuntimeError(f"{index}: 20 concurrent updates in a row; re-run clean")
 
 
 def _dates(

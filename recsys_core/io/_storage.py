@@ -45,6 +45,7 @@ __all__ = [
     "exists",
     "files_under",
     "files_with_stats",
+    "forget_cached_objects",
     "is_remote",
     "list_names",
     "listed_version",
@@ -267,6 +268,14 @@ def exists(loc: Location) -> bool:
 _BLOBS: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 _BLOBS_LOCK = threading.Lock()
 BLOB_CACHE_BYTES = 256 * 2**20
+
+
+def forget_cached_objects() -> None:
+    """Empty this process's object cache and listed versions (as a fresh worker starts)."""
+    with _BLOBS_LOCK:
+        _BLOBS.clear()
+    with _LISTED_LOCK:
+        _LISTED.clear()
 
 
 def _blob_cache_get(url: str, version: str | None) -> bytes | None:

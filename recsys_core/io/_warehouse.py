@@ -116,6 +116,12 @@ class Warehouse:
     def manifest(self, date: dt.date) -> Location:
         return self.root / "manifests" / f"date={date.isoformat()}.json"
 
+    @property
+    def raw_versions_index(self) -> Location:
+        """On an object store: ``{date: {kind: raw version}}``, the raw partitions (by ETag) each
+        date's manifest was cleaned from (see :func:`recsys_core.ingest.pending_clean_dates`)."""
+        return self.root / "manifests" / "_raw_versions.json"
+
     def recommendations(self, run_date: dt.date) -> Location:
         return self.root / "recommendations" / f"run_date={run_date.isoformat()}" / "part-0.parquet"
 

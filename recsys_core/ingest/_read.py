@@ -86,7 +86,7 @@ def landing_columns(kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 def partition_dir(landing: Path, kind: str, day: dt.date) -> Path:
     """``<landing>/<kind>/date=YYYY-MM-DD``."""
     landing_columns(kind)
-    return location(landing) / kind / f"date={day.isoformat()}"
+    return location(landing) / f"{kind}/date={day.isoformat()}"
 
 
 @dataclass(frozen=True)

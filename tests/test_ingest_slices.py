@@ -92,7 +92,7 @@ def test_the_landing_record_rides_in_the_raw_partition_and_old_side_records_stil
     """Ingest keeps each partition's landing record in its Parquet footer (no second object).
     A warehouse written before (record beside it in ``_landing_files.json``, no footer record)
     is read as it was: nothing re-ingested, the same manifests, and its late history carries
-    on when a late file rebuilds the partition."""
+    on when a late file rebuilds the partition (whose side file is then deleted)."""
     landing = _landing(tmp_path / "landing")
     new, old = Warehouse(tmp_path / "new"), Warehouse(tmp_path / "old")
     ingest(landing, new, DAYS[-1])
@@ -133,6 +133,9 @@ def test_the_landing_record_rides_in_the_raw_partition_and_old_side_records_stil
         {"name": f"events/date={DAYS[0].isoformat()}/late.csv", "change": "new"},
     ]
     assert landing_record(old, "events", DAYS[0])["late"] == late  # the footer wins over the file
+    # ... and the side file of a rewritten partition is gone; the others stay until theirs are
+    assert not landing_record_path(old, "events", DAYS[0]).exists()
+    assert landing_record_path(old, "events", DAYS[1]).exists()
 
 
 def test_ingest_reads_in_passes_bounded_by_batch_mib(tmp_path: Path, monkeypatch) -> None:

@@ -6,7 +6,8 @@ key :data:`RECORD_KEY`) records every landing file that partition was built from
 to the landing root, size, modification time in ns and a BLAKE2b content hash) and its late
 history: data and record are one object, written in one step (one upload on an object store).
 Warehouses written before kept the record beside the Parquet file in ``_landing_files.json``;
-it is still read for a partition whose footer has none.
+it is still read for a partition whose footer has none, and deleted when the partition is
+rewritten.
 
 Each call lists every landing partition dated ``<= run_date`` and compares it with that record
 (size and mtime first; the hash only when those differ): a partition not in raw yet, or one whose
@@ -46,6 +47,8 @@ from recsys_core.io import (
     CorruptFileError,
     Warehouse,
     atomic_write_json,
+    delete,
+    files_under,
     location,
     read_json,
     read_parquet_notes,
@@ -392,6 +395,14 @@ def ingest_partitions(
     with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:  # overlaps the fsync waits
         for kind in KINDS:
             mine = [day for k, day in parts if k == kind]
+            if not mine:
+                continue
+            # records an earlier version kept beside the partitions (deleted once rewritten)
+            legacy = {
+                rel.partition("/")[0]
+                for rel in files_under(warehouse.root / "raw" / kind)
+                if rel.endswith("/_landing_files.json")
+            }
             sizes = [sum(f.size for f in plan.files[(kind, day)]) for day in mine]
             for days in _day_batches(mine, sizes, max_bytes):
                 listed = [plan.files[(kind, day)] for day in days]
@@ -413,6 +424,9 @@ def ingest_partitions(
                     for day, files, digs in zip(days, listed, digests, strict=True)
                 ]
                 list(pool.map(write_raw_partition, [df for df, _, _ in read], targets, notes))
+                for day in days:  # the footer now holds the record: the old file goes
+                    if f"date={day.isoformat()}" in legacy:
+                        delete(landing_record_path(warehouse, kind, day))
                 for day, (df, file_notes, n) in zip(days, read, strict=True):
                     written.append((kind, day, df.height, n, tuple(file_notes)))
     return IngestedSlice(written=tuple(written))

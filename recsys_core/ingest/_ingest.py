@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from recsys_core.ingest._batch import read_partitions
 from recsys_core.ingest._errors import LandingLayoutError, LandingWarning, MissingPartitionError
-from recsys_core.ingest._load import IO_THREADS, write_raw_partition
+from recsys_core.ingest._load import write_raw_partition
 from recsys_core.ingest._read import (
     KINDS,
     LandingFile,
@@ -68,6 +68,9 @@ __all__ = [
     "plan_ingest",
 ]
 
+#: Partitions read and written at once. The work is mostly waiting for the disk (each atomic
+#: write syncs the file and its folder), so threads overlap those waits.
+IO_THREADS = 8
 #: Partitions read together (one multi-file scan per CSV header) before they are written: at
 #: most this many dates and at most ``batch_mib`` MiB of landing files (one bigger date alone).
 BATCH_DAYS = 512

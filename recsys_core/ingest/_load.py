@@ -28,16 +28,12 @@ __all__ = [
     "load_catalog",
     "load_clean_events",
     "pending_clean_dates",
+    "read_dated_parquet",
     "read_raw_versions",
     "record_raw_versions",
-    "read_dated_parquet",
     "write_partition",
     "write_raw_partition",
 ]
-
-#: Partitions read and written at once. The work is mostly waiting for the disk (each atomic
-#: write syncs the file and its folder) or for the object store, so threads overlap those waits.
-IO_THREADS = 8
 
 #: Columns of :func:`load_catalog`'s result.
 CATALOG_COLUMNS: tuple[str, ...] = (

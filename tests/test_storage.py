@@ -28,6 +28,7 @@ import polars as pl
 import pytest
 
 from recsys_core.io import (
+    CorruptFileError,
     PreconditionFailed,
     RunLockedError,
     StorageError,
@@ -430,6 +431,12 @@ def test_pending_clean_dates_tell_same_second_stamps_apart(remote_root, tmp_path
 
     delete(wh.raw_versions_index)  # a clean killed before it recorded the versions
     assert pending_clean_dates(wh, until=D1) == [D1]
+
+    atomic_write_json(wh.raw_versions_index, {})  # a damaged index names itself
+    wh.raw_versions_index.write_bytes(b"{not json")
+    for check in (lambda: pending_clean_dates(wh, until=D1), lambda: clean_days(wh, [D1])):
+        with pytest.raises(CorruptFileError, match=r"_raw_versions\.json: corrupt JSON"):
+            check()
 
 
 def test_concurrent_cleans_record_every_raw_version(remote_root):

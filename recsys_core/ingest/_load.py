@@ -11,6 +11,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from recsys_core.io import (
+    CorruptFileError,
     PreconditionFailed,
     Warehouse,
     atomic_path,
@@ -204,7 +205,13 @@ def record_raw_versions(warehouse: Warehouse, versions: dict[dt.date, dict[str, 
     index = warehouse.raw_versions_index
     for _ in range(20):
         current = read_versioned(index)
-        recorded = json.loads(current[0]) if current else {}
+        try:
+            recorded = json.loads(current[0]) if current else {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CorruptFileError(
+                f"{index}: corrupt JSON ({exc}); delete it and re-run (the dates it named are "
+                "then compared by time alone, and those stamped like their manifest re-cleaned)"
+            ) from exc
         recorded.update({d.isoformat(): dict(sorted(v.items())) for d, v in versions.items()})
         body = json.dumps(dict(sorted(recorded.items())), indent=1, sort_keys=True) + "\n"
         try:

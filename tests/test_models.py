@@ -270,6 +270,37 @@ def test_als_seed_changes_factors_but_not_determinism() -> None:
     assert not np.array_equal(a.user_factors_, c.user_factors_)
 
 
+def test_als_sampled_products_agree_on_both_paths_and_any_thread_count(monkeypatch) -> None:
+    """ALS's sampled products (a[row] . b[col] on every interaction) go through numpy below
+    TORCH_MIN_NNZ interactions and torch's CSR kernel above: the same values (to float32
+    rounding), and the torch path bitwise the same with 1 or 2 threads."""
+    import scipy.sparse as sp
+    import torch
+
+    from recsys_core.models import als
+
+    rng = np.random.default_rng(3)
+    m = sp.random(300, 200, density=0.05, format="csr", random_state=4, dtype=np.float32)
+    a = rng.standard_normal((300, 16)).astype(np.float32)
+    b = rng.standard_normal((200, 16)).astype(np.float32)
+    dense = (a @ b.T)[m.nonzero()]
+    on_numpy = als._sampled_dot(m.indptr, m.indices, m.shape, b)(a)
+    monkeypatch.setattr(als, "TORCH_MIN_NNZ", 0)
+    threads = torch.get_num_threads()
+    try:
+        on_torch = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            on_torch.append(als._sampled_dot(m.indptr, m.indices, m.shape, b)(a))
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_allclose(on_numpy, dense, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(on_torch[0], on_numpy, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(on_torch[0], on_torch[1])
+    fitted = ALS(embedding_size=4, epochs=2, seed=1).fit(checkerboard(12))  # the torch path too
+    assert np.isfinite(fitted.user_factors_).all()
+
+
 def test_als_cg_reaches_the_exact_least_squares_solution() -> None:
     inter = checkerboard(10)
     model = ALS(embedding_size=3, epochs=1, cg_steps=3, reg=0.5, alpha=2.0, seed=0).fit(inter)

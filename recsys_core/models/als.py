@@ -26,9 +26,6 @@ from recsys_core.models._base import ModelConfig, Recommender
 
 __all__ = ["ALS", "ALSConfig"]
 
-#: Interactions per chunk of the row-wise dot products (small chunks stay in cache).
-_NNZ_CHUNK = 4096
-
 
 class ALSConfig(ModelConfig):
     embedding_size: int = Field(default=64, ge=1, description="Number of latent factors.")
@@ -45,13 +42,52 @@ class ALSConfig(ModelConfig):
     )
 
 
-def _rowdot(a: np.ndarray, b: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``out[n] = a[rows[n]] . b[cols[n]]`` in chunks of interactions."""
-    out = np.empty(len(rows), dtype=a.dtype)
-    for s in range(0, len(rows), _NNZ_CHUNK):
-        e = s + _NNZ_CHUNK
-        out[s:e] = np.einsum("ij,ij->i", a[rows[s:e]], b[cols[s:e]])
-    return out
+#: Interactions per chunk of numpy's row-wise dot products (small chunks stay in cache).
+_NNZ_CHUNK = 4096
+#: From this many interactions on, the sampled products go through torch's CSR kernel (1.3x to
+#: 1.5x faster ALS at 7.6M interactions); below it numpy's, which does not pay torch's import
+#: (about 1.3 s, once per process) on a small fit.
+TORCH_MIN_NNZ = 500_000
+
+
+def _sampled_dot(indptr: np.ndarray, cols: np.ndarray, shape: tuple[int, int], b: np.ndarray):
+    """``f(a)[n] = a[row of n] . b[cols[n]]`` for every stored entry ``n`` of the CSR pattern
+    ``(indptr, cols)``: a sampled dense-dense product (SDDMM). Large patterns use torch's CSR
+    kernel (4x to 8x numpy's gather-and-einsum on 2 cores); each entry is one dot product
+    whatever the thread count, so the result does not depend on the machine's threads (checked
+    bitwise with 1 and 2). A given pattern always takes the same path: fits are reproducible."""
+    if len(cols) < TORCH_MIN_NNZ:
+        rows = np.repeat(np.arange(shape[0]), np.diff(indptr))
+
+        def dot_numpy(a: np.ndarray) -> np.ndarray:
+            out = np.empty(len(rows), dtype=a.dtype)
+            for s in range(0, len(rows), _NNZ_CHUNK):
+                e = s + _NNZ_CHUNK
+                out[s:e] = np.einsum("ij,ij->i", a[rows[s:e]], b[cols[s:e]])
+            return out
+
+        return dot_numpy
+
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the kernel is stable
+        warnings.simplefilter("ignore", UserWarning)
+        pattern = torch.sparse_csr_tensor(
+            torch.from_numpy(indptr.astype(np.int64)),
+            torch.from_numpy(cols.astype(np.int64)),
+            torch.zeros(len(cols), dtype=torch.from_numpy(b[:0]).dtype),
+            size=shape,
+            check_invariants=False,
+        )
+    bt = torch.from_numpy(b).T  # (f, n_cols), a view
+
+    def dot_torch(a: np.ndarray) -> np.ndarray:
+        out = torch.sparse.sampled_addmm(pattern, torch.from_numpy(a), bt, beta=0.0, alpha=1.0)
+        return out.values().numpy()
+
+    return dot_torch
 
 
 def _cg_update(
@@ -62,9 +98,9 @@ def _cg_update(
     ``conf`` holds ``c - 1 = alpha * r`` on the interactions (rows of ``x`` x rows of ``y``).
     """
     indptr, cols = conf.indptr, conf.indices
-    rows = np.repeat(np.arange(conf.shape[0]), np.diff(indptr))
     extra = conf.data.astype(x.dtype)
     yty = y.T @ y
+    sampled = _sampled_dot(indptr, cols, conf.shape, np.ascontiguousarray(y, dtype=x.dtype))
 
     def with_data(data: np.ndarray) -> sp.csr_matrix:
         return sp.csr_matrix((data, cols, indptr), shape=conf.shape)
@@ -73,7 +109,7 @@ def _cg_update(
     b = with_data(extra + 1.0) @ y
 
     def apply(p: np.ndarray) -> np.ndarray:
-        return p @ yty + np.float32(reg) * p + with_data(extra * _rowdot(p, y, rows, cols)) @ y
+        return p @ yty + np.float32(reg) * p + with_data(extra * sampled(p)) @ y
 
     x = x.copy()
     r = b - apply(x)

@@ -241,9 +241,12 @@ def main() -> None:
                     lo = min(r[col] for r in times["local", night])
                     so = min(r[col] for r in times["S3", night])
                     print(f"{night} nightly, {what} (best of {args.repeats}):")
-                    for side, best in (("local disk", lo), ("S3 (moto) ", so)):
-                        runs = _runs([r[col] for r in times[side.split()[0], night]])
-                        print(f"  {side}: {best:7.2f} s   (runs: {runs})")
+                    for side, label, best in (
+                        ("local", "local disk", lo),
+                        ("S3", "S3 (moto) ", so),
+                    ):
+                        runs = _runs([r[col] for r in times[side, night]])
+                        print(f"  {label}: {best:7.2f} s   (runs: {runs})")
                     print(f"  ratio S3 / local: {so / lo:5.2f}x   (target <= 1.5x)")
             print(
                 "(nightly() returns on a whole second after its start: Prefect joins its flow-run "

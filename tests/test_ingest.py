@@ -26,7 +26,7 @@ from recsys_core.ingest import (
     pending_clean_dates,
     read_landing_partition,
 )
-from recsys_core.ingest._clean import _batches
+from recsys_core.ingest._ingest import date_batches as _batches
 from recsys_core.ingest._parse import add_timestamp_us
 from recsys_core.io import Warehouse
 from recsys_core.schema import CLEAN_EVENTS_SCHEMA, CLEAN_ITEMS_SCHEMA

@@ -46,7 +46,7 @@ from recsys_core.ingest._events import (
     resolve_event_ids,
     validate_events,
 )
-from recsys_core.ingest._ingest import IO_THREADS, landing_record
+from recsys_core.ingest._ingest import IO_THREADS, date_batches, landing_record
 from recsys_core.ingest._items import clean_items_frame, items_output, validate_items
 from recsys_core.ingest._load import read_dated_parquet, record_raw_versions, write_partition
 from recsys_core.io import Warehouse, atomic_write_json, delete
@@ -121,7 +121,7 @@ def clean_days(
     versions = {
         d: {k: raw[k][d].version for k in raw if d in raw[k] and raw[k][d].version} for d in days
     }
-    for batch in _batches(days, sizes, int(config.batch_mib * 2**20), breaks):
+    for batch in date_batches(days, sizes, int(config.batch_mib * 2**20), breaks):
         manifests += _clean_pass(
             warehouse,
             batch,
@@ -287,25 +287,6 @@ def _shared_id_dates(
         .filter((pl.col("_date") - pl.col("_prev")).dt.total_days() <= horizon)
     )
     return set(ids["_date"].to_list()) & set(days), shared
-
-
-def _batches(
-    days: list[dt.date],
-    sizes: dict[dt.date, int],
-    limit: int,
-    breaks: set[dt.date] | frozenset[dt.date] = frozenset(),
-) -> list[list[dt.date]]:
-    """Consecutive runs of ``days`` whose sizes sum to at most ``limit`` (a bigger day: alone);
-    a date in ``breaks`` always starts a new run."""
-    batches: list[list[dt.date]] = []
-    total = 0
-    for d in days:
-        if not batches or total + sizes[d] > limit or d in breaks:
-            batches.append([])
-            total = 0
-        batches[-1].append(d)
-        total += sizes[d]
-    return batches
 
 
 def _clean_pass(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import warnings
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,6 @@ from recsys_core.io import (
     Warehouse,
     atomic_write_json,
     delete,
-    files_under,
     location,
     read_json,
     read_parquet_notes,
@@ -61,6 +61,7 @@ __all__ = [
     "IngestResult",
     "IngestedSlice",
     "commit_ingest",
+    "date_batches",
     "ingest",
     "ingest_partitions",
     "landing_record",
@@ -192,7 +193,9 @@ class IngestPlan:
     ``todo``: ``(kind, date)`` partitions to (re)build, events first, each kind by date.
     ``files``: the listed landing files of every partition in ``todo`` or ``refresh``.
     ``known``: partitions of ``todo`` already in raw. ``late_before``: the late history their
-    records held (it carries on into the rebuilt partition's record).
+    records held (it carries on into the rebuilt partition's record). ``side_records``:
+    partitions of ``todo`` whose record an earlier version kept beside them in
+    ``_landing_files.json`` (deleted once the partition is rewritten with it in its footer).
     """
 
     landing: Any
@@ -201,6 +204,7 @@ class IngestPlan:
     files: dict[tuple[str, dt.date], list[LandingFile]]
     known: frozenset[tuple[str, dt.date]]
     late_before: dict[tuple[str, dt.date], list[dict[str, str]]]
+    side_records: frozenset[tuple[str, dt.date]]
     changes: dict[tuple[str, dt.date], list[tuple[str, str]]]
     refresh: tuple[tuple[str, dt.date, dict[str, str]], ...]
     index: dict[str, dict[str, list[list[Any]]]]
@@ -304,6 +308,10 @@ def plan_ingest(
     index = {kind: _read_index(warehouse, kind) for kind in KINDS}
     index_stale = dict.fromkeys(KINDS, False)
     ingested = {kind: set(warehouse.raw_dates(kind)) for kind in KINDS}  # one listing each
+    side = {  # (the same listings, on an object store within a step)
+        kind: set(warehouse.dates_with(warehouse.root / "raw" / kind, "_landing_files.json"))
+        for kind in KINDS
+    }
     for kind in KINDS:
         for day, files in available[kind].items():
             key = day.isoformat()
@@ -351,6 +359,7 @@ def plan_ingest(
         files={(kind, day): available[kind][day] for kind, day in sorted(wanted)},
         known=frozenset((kind, day) for kind, day in todo if day in ingested[kind]),
         late_before={part: late_before[part] for part in todo if part in late_before},
+        side_records=frozenset((kind, day) for kind, day in todo if day in side[kind]),
         changes=changes_of,
         refresh=tuple(refresh),
         index=index,
@@ -363,22 +372,26 @@ def plan_ingest(
     )
 
 
-def _day_batches(
-    days: list[dt.date], sizes: list[int], max_bytes: int, max_days: int = BATCH_DAYS
+def date_batches(
+    days: list[dt.date],
+    sizes: Mapping[dt.date, int],
+    limit: int,
+    breaks: set[dt.date] | frozenset[dt.date] = frozenset(),
+    *,
+    max_days: int | None = None,
 ) -> list[list[dt.date]]:
-    """``days`` in order, cut into runs of at most ``max_days`` dates whose ``sizes`` add up to at
-    most ``max_bytes`` (a date bigger than that is a run of its own)."""
+    """Consecutive runs of ``days`` whose sizes sum to at most ``limit`` (a bigger day: alone),
+    of at most ``max_days`` dates; a date in ``breaks`` always starts a new run. Ingest reads
+    and clean cleans the dates in such passes, so memory follows a pass, not the backlog."""
     batches: list[list[dt.date]] = []
-    batch: list[dt.date] = []
     total = 0
-    for day, size in zip(days, sizes, strict=True):
-        if batch and (total + size > max_bytes or len(batch) >= max_days):
-            batches.append(batch)
-            batch, total = [], 0
-        batch.append(day)
-        total += size
-    if batch:
-        batches.append(batch)
+    for d in days:
+        full = max_days is not None and batches and len(batches[-1]) >= max_days
+        if not batches or total + sizes[d] > limit or d in breaks or full:
+            batches.append([])
+            total = 0
+        batches[-1].append(d)
+        total += sizes[d]
     return batches
 
 
@@ -398,16 +411,8 @@ def ingest_partitions(
     with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:  # overlaps the fsync waits
         for kind in KINDS:
             mine = [day for k, day in parts if k == kind]
-            if not mine:
-                continue
-            # records an earlier version kept beside the partitions (deleted once rewritten)
-            legacy = {
-                rel.partition("/")[0]
-                for rel in files_under(warehouse.root / "raw" / kind)
-                if rel.endswith("/_landing_files.json")
-            }
-            sizes = [sum(f.size for f in plan.files[(kind, day)]) for day in mine]
-            for days in _day_batches(mine, sizes, max_bytes):
+            sizes = {day: sum(f.size for f in plan.files[(kind, day)]) for day in mine}
+            for days in date_batches(mine, sizes, max_bytes, max_days=BATCH_DAYS):
                 listed = [plan.files[(kind, day)] for day in days]
                 # hashed before reading: a file rewritten meanwhile shows as changed next time
                 digests = list(
@@ -427,8 +432,8 @@ def ingest_partitions(
                     for day, files, digs in zip(days, listed, digests, strict=True)
                 ]
                 list(pool.map(write_raw_partition, [df for df, _, _ in read], targets, notes))
-                for day in days:  # the footer now holds the record: the old file goes
-                    if f"date={day.isoformat()}" in legacy:
+                for day in days:  # the footer now holds the record: the side file goes
+                    if (kind, day) in plan.side_records:
                         delete(landing_record_path(warehouse, kind, day))
                 for day, (df, file_notes, n) in zip(days, read, strict=True):
                     written.append((kind, day, df.height, n, tuple(file_notes)))

@@ -177,7 +177,7 @@ class Warehouse:
         return self.root / "tuning"
 
     # ---- listings -----------------------------------------------------------------------------
-    def _dates_with(self, folder: Location, filename: str) -> list[dt.date]:
+    def dates_with(self, folder: Location, filename: str) -> list[dt.date]:
         """Dates of ``folder/date=D/filename`` files, from one listing (one request remotely)."""
         out = set()
         for rel in files_under(folder):
@@ -202,10 +202,10 @@ class Warehouse:
         return out
 
     def raw_dates(self, kind: str) -> list[dt.date]:
-        return self._dates_with(self.root / "raw" / kind, "part-0.parquet")
+        return self.dates_with(self.root / "raw" / kind, "part-0.parquet")
 
     def clean_dates(self, kind: str) -> list[dt.date]:
-        return self._dates_with(self.root / "clean" / kind, "part-0.parquet")
+        return self.dates_with(self.root / "clean" / kind, "part-0.parquet")
 
     def completed_run_dates(self) -> list[dt.date]:
         return partition_dates(self.root / "runs")

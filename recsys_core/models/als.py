@@ -72,16 +72,16 @@ def _sampled_dot(indptr: np.ndarray, cols: np.ndarray, shape: tuple[int, int], b
 
     import torch
 
+    bt = torch.from_numpy(b).T  # (f, n_cols), a view
     with warnings.catch_warnings():  # "sparse CSR support is in beta": the kernel is stable
         warnings.simplefilter("ignore", UserWarning)
         pattern = torch.sparse_csr_tensor(
             torch.from_numpy(indptr.astype(np.int64)),
             torch.from_numpy(cols.astype(np.int64)),
-            torch.zeros(len(cols), dtype=torch.from_numpy(b[:0]).dtype),
+            torch.zeros(len(cols), dtype=bt.dtype),
             size=shape,
             check_invariants=False,
         )
-    bt = torch.from_numpy(b).T  # (f, n_cols), a view
 
     def dot_torch(a: np.ndarray) -> np.ndarray:
         out = torch.sparse.sampled_addmm(pattern, torch.from_numpy(a), bt, beta=0.0, alpha=1.0)

@@ -270,10 +270,11 @@ def test_als_seed_changes_factors_but_not_determinism() -> None:
     assert not np.array_equal(a.user_factors_, c.user_factors_)
 
 
-def test_als_sampled_products_agree_on_both_paths_and_any_thread_count(monkeypatch) -> None:
-    """ALS's sampled products (a[row] . b[col] on every interaction) go through numpy below
-    TORCH_MIN_NNZ interactions and torch's CSR kernel above: the same values (to float32
-    rounding), and the torch path bitwise the same with 1 or 2 threads."""
+def test_als_sparse_products_agree_on_both_paths_and_any_thread_count(monkeypatch) -> None:
+    """ALS's two sparse products go through numpy/scipy below TORCH_MIN_NNZ interactions and
+    torch's CSR kernels above. The sampled products (a[row] . b[col] on every interaction): the
+    same values (to float32 rounding), bitwise the same with 1 or 2 threads. The weighted sums
+    (S @ y): bitwise scipy's, with 1 or 2 threads. And a whole fit gives the same factors."""
     import scipy.sparse as sp
     import torch
 
@@ -283,22 +284,32 @@ def test_als_sampled_products_agree_on_both_paths_and_any_thread_count(monkeypat
     m = sp.random(300, 200, density=0.05, format="csr", random_state=4, dtype=np.float32)
     a = rng.standard_normal((300, 16)).astype(np.float32)
     b = rng.standard_normal((200, 16)).astype(np.float32)
+    weights = rng.random(m.nnz).astype(np.float32)
     dense = (a @ b.T)[m.nonzero()]
     on_numpy = als._sampled_dot(m.indptr, m.indices, m.shape, b)(a)
+    summed_scipy = als._weighted_sum(m.indptr, m.indices, m.shape, b)(weights)
+    interactions = checkerboard(12)
+    fit_numpy = ALS(embedding_size=4, epochs=2, seed=1).fit(interactions)
     monkeypatch.setattr(als, "TORCH_MIN_NNZ", 0)
     threads = torch.get_num_threads()
     try:
-        on_torch = []
+        on_torch, summed_torch = [], []
         for n in (1, 2):
             torch.set_num_threads(n)
             on_torch.append(als._sampled_dot(m.indptr, m.indices, m.shape, b)(a))
+            summed_torch.append(als._weighted_sum(m.indptr, m.indices, m.shape, b)(weights))
     finally:
         torch.set_num_threads(threads)
     np.testing.assert_allclose(on_numpy, dense, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(on_torch[0], on_numpy, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(on_torch[0], on_torch[1])
-    fitted = ALS(embedding_size=4, epochs=2, seed=1).fit(checkerboard(12))  # the torch path too
-    assert np.isfinite(fitted.user_factors_).all()
+    expected = sp.csr_matrix((weights, m.indices, m.indptr), shape=m.shape).toarray() @ b
+    np.testing.assert_allclose(summed_scipy, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(summed_torch[0], summed_scipy)
+    np.testing.assert_array_equal(summed_torch[1], summed_scipy)
+    fit_torch = ALS(embedding_size=4, epochs=2, seed=1).fit(interactions)  # the torch path
+    np.testing.assert_allclose(fit_torch.user_factors_, fit_numpy.user_factors_, atol=1e-5)
+    np.testing.assert_allclose(fit_torch.item_factors_, fit_numpy.item_factors_, atol=1e-5)
 
 
 def test_als_cg_reaches_the_exact_least_squares_solution() -> None:

@@ -218,6 +218,60 @@ def test_session_aware_ease_links_items_taken_together() -> None:
     )
 
 
+def _reference_matrix(events: pl.DataFrame, users: list[str], items: list[str]):
+    """Interactions built the slow, obvious way: a dict per (user, item) in event order."""
+    u_at = {u: i for i, u in enumerate(users)}
+    i_at = {t: i for i, t in enumerate(items)}
+    weight: dict[tuple[int, int], float] = {}
+    last: dict[tuple[int, int], float] = {}
+    for u, t, w, ts in events.select("user_id", "item_id", "w", "timestamp").iter_rows():
+        if u in u_at and t in i_at and w > 0:
+            key = (u_at[u], i_at[t])
+            weight[key] = weight.get(key, 0.0) + w
+            last[key] = max(last.get(key, -np.inf), float(ts))
+    dense_w = np.zeros((len(users), len(items)), dtype=np.float32)
+    dense_t = np.zeros((len(users), len(items)))
+    for key, w in weight.items():
+        dense_w[key], dense_t[key] = w, last[key]
+    return dense_w, dense_t
+
+
+@pytest.mark.parametrize("collide", [False, True])
+def test_interactions_match_the_obvious_construction(monkeypatch, collide: bool) -> None:
+    """Vocabularies given or found, ids outside them dropped, weights summed and latest times
+    kept per pair, zero weights dropped; the same when every id hash collides (the exact path)."""
+    import recsys_core.interactions as interactions_module
+
+    if collide:
+        monkeypatch.setattr(
+            interactions_module, "_hash", lambda ids: pl.repeat(7, len(ids), eager=True)
+        )
+    rng = np.random.default_rng(5)
+    n = 3000
+    events = pl.DataFrame(
+        {
+            "user_id": [f"u{x}" for x in rng.integers(0, 90, n)],
+            "item_id": [f"i{x}" for x in rng.integers(0, 40, n)],
+            "w": rng.choice([0.0, 0.5, 1.0, 2.5], n),
+            "timestamp": rng.integers(0, 10**6, n),
+        }
+    )
+    catalog = [f"i{x}" for x in range(0, 50, 2)]  # some event items outside it, some unseen
+    audience = [f"u{x}" for x in range(0, 100, 3)]
+    for user_ids, item_ids in ((None, None), (audience, catalog), (None, catalog)):
+        inter = Interactions.from_frame(
+            events, user_ids=user_ids, item_ids=item_ids, weight_col="w"
+        )
+        seen = events.filter(pl.col("w") > 0)
+        users = sorted(set(user_ids or seen["user_id"].to_list()))
+        items = sorted(set(item_ids or seen["item_id"].to_list()))
+        assert inter.user_ids.tolist() == users and inter.item_ids.tolist() == items
+        dense_w, dense_t = _reference_matrix(events, users, items)
+        np.testing.assert_array_equal(inter.matrix.toarray(), dense_w)
+        np.testing.assert_array_equal(inter.last_ts.toarray(), dense_t)
+        assert inter.matrix.has_sorted_indices and inter.matrix.nnz == np.count_nonzero(dense_w)
+
+
 def test_session_aware_ease_needs_timestamps() -> None:
     inter = Interactions.from_frame(pl.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"]}))
     with pytest.raises(ValueError, match=r"EASE\(time_weight=0.5\) needs interaction timestamps"):

@@ -127,10 +127,11 @@ def train_step(settings: Settings, run_date: dt.date, *, force: bool = False) ->
         train_ev = window.events  # first nights: not enough history for a holdout yet
     embeddings = _embeddings_for(settings, settings.train.models)
     candidates: list[dict[str, Any]] = []
+    search_data: dict[str, Any] = {}  # the validation split, built once for every candidate
     for name in settings.train.models:
         state = _reusable_tuning(settings, name, run_date, force)
         if state is None:
-            state = _tune_one(settings, window, train_ev, name, run_date, embeddings)
+            state = _tune_one(settings, window, train_ev, name, run_date, embeddings, search_data)
         else:
             state = {**state, "_reused": True}
         candidates.append(state)
@@ -185,18 +186,25 @@ def _tune_one(
     name: str,
     run_date: dt.date,
     embeddings: pl.DataFrame | None,
+    search_data: dict[str, Any],
 ) -> dict[str, Any]:
+    """Search ``name``'s hyperparameters. ``search_data`` holds the validation split and its
+    training matrix once a candidate has built them (the same for every candidate of a night:
+    at 10M events building them costs seconds)."""
     # scikit-optimize and matplotlib are slow to import: only nights that tune pay for them
     from recsys_core.tuning import convergence_plot, save_tuning, split_validation, tune
 
-    tr, va = split_validation(train_ev, days=settings.train.validation_days, seed=settings.seed)
-    if tr.height == 0 or va.height == 0:
-        tr, va = split_validation(train_ev, fraction=0.2, seed=settings.seed)
-    truth = va.select("user_id", "item_id").unique(maintain_order=True)
+    if not search_data:
+        days, seed = settings.train.validation_days, settings.seed
+        tr, va = split_validation(train_ev, days=days, seed=seed)
+        if tr.height == 0 or va.height == 0:
+            tr, va = split_validation(train_ev, fraction=0.2, seed=seed)
+        search_data["train"] = window.interactions(tr, settings)
+        search_data["truth"] = va.select("user_id", "item_id").unique(maintain_order=True)
     result = tune(
         name,
-        window.interactions(tr, settings),
-        truth,
+        search_data["train"],
+        search_data["truth"],
         n_calls=settings.train.calls_for(name),
         fixed_params=settings.train.params_for(name),
         seed=settings.seed,

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-__all__ = ["Interactions", "event_weight_expr"]
+__all__ = ["Interactions", "distinct_count", "event_weight_expr"]
 
 
 def _hash(ids: pl.Series) -> pl.Series:
@@ -75,6 +75,15 @@ def _index(ids: pl.Series, vocabulary: Sequence[str] | None) -> tuple[np.ndarray
         ids.rename("_id").to_frame().join(positions, on="_id", how="left", maintain_order="left")
     )
     return np.array(vocab.to_list(), dtype=object), exact["_c"]
+
+
+def distinct_count(ids: pl.Series) -> int:
+    """``ids.n_unique()`` (a null counts as one value), exact, and on millions of short strings
+    several times faster: hashes first, then checked (see :func:`_index`)."""
+    if ids.dtype != pl.String:
+        return ids.n_unique()
+    values = ids.drop_nulls()
+    return (len(_index(values, None)[0]) if len(values) else 0) + int(values.len() < ids.len())
 
 
 @dataclass(frozen=True)

@@ -272,6 +272,22 @@ def test_interactions_match_the_obvious_construction(monkeypatch, collide: bool)
         assert inter.matrix.has_sorted_indices and inter.matrix.nnz == np.count_nonzero(dense_w)
 
 
+@pytest.mark.parametrize("collide", [False, True])
+def test_distinct_count_is_n_unique(monkeypatch, collide: bool) -> None:
+    import recsys_core.interactions as interactions_module
+    from recsys_core.interactions import distinct_count
+
+    if collide:
+        monkeypatch.setattr(
+            interactions_module, "_hash", lambda ids: pl.repeat(7, len(ids), eager=True)
+        )
+    rng = np.random.default_rng(2)
+    ids = pl.Series([f"u{x}" for x in rng.integers(0, 500, 5000)])
+    with_null = pl.concat([ids, pl.Series([None], dtype=pl.String)])
+    for series in (ids, with_null, ids.head(0), pl.Series(rng.integers(0, 9, 50))):
+        assert distinct_count(series) == series.n_unique()
+
+
 def test_session_aware_ease_needs_timestamps() -> None:
     inter = Interactions.from_frame(pl.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"]}))
     with pytest.raises(ValueError, match=r"EASE\(time_weight=0.5\) needs interaction timestamps"):

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from recsys_core.interactions import distinct_count
+
 __all__ = ["beyond_accuracy", "catalog_coverage", "item_popularity"]
 
 
@@ -31,7 +33,7 @@ def item_popularity(train: pl.DataFrame) -> pl.DataFrame:
 
     Sorted by ``item_id``. Repeated events of one user on one item count once.
     """
-    n_users = train["user_id"].n_unique() if train.height else 0
+    n_users = distinct_count(train["user_id"]) if train.height else 0
     return (
         train.group_by("item_id")
         .agg(pl.col("user_id").n_unique().cast(pl.Int64).alias("n_users"))
@@ -56,7 +58,7 @@ def beyond_accuracy(recs: pl.DataFrame, train: pl.DataFrame, k: int) -> pl.DataF
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     pop = item_popularity(train)
-    n_users = train["user_id"].n_unique() if train.height else 0
+    n_users = distinct_count(train["user_id"]) if train.height else 0
     pop = pop.select("item_id", "n_users")
     top = recs.filter(pl.col("rank") <= k).select("user_id", "item_id")
     joined = top.join(pop, on="item_id", how="left").with_columns(pl.col("n_users").fill_null(0))

@@ -14,7 +14,7 @@ import polars as pl
 from recsys_core import __version__
 from recsys_core.config import Settings
 from recsys_core.ingest import load_catalog, load_clean_events
-from recsys_core.interactions import Interactions
+from recsys_core.interactions import Interactions, distinct_count
 from recsys_core.io import Warehouse
 
 __all__ = ["DataWindow", "code_version", "jsonable", "load_window"]
@@ -43,7 +43,7 @@ class DataWindow:
         return {
             "run_date": self.run_date.isoformat(),
             "events": self.events.height,
-            "users": self.events["user_id"].n_unique() if self.events.height else 0,
+            "users": distinct_count(self.events["user_id"]) if self.events.height else 0,
             "items": len(self.item_ids),
             "first_event": str(ts.min()) if ts is not None else None,
             "last_event": str(ts.max()) if ts is not None else None,

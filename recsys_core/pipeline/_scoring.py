@@ -15,6 +15,7 @@ import polars as pl
 
 from recsys_core.config import Settings
 from recsys_core.ingest import load_catalog, load_clean_events
+from recsys_core.interactions import distinct_count
 from recsys_core.io import (
     Warehouse,
     atomic_write_parquet,
@@ -198,8 +199,8 @@ def merge_scores(settings: Settings, run_date: dt.date, shards: list[ShardResult
     return ScoreResult(
         path=str(out),
         rows=n,
-        users=recs["user_id"].n_unique() if n else 0,
-        items=recs["item_id"].n_unique() if n else 0,
+        users=distinct_count(recs["user_id"]) if n else 0,
+        items=distinct_count(recs["item_id"]) if n else 0,
         model_id=model_id,
     )
 
@@ -245,8 +246,8 @@ def _merge_arms(
     return ScoreResult(
         path=str(out),
         rows=n,
-        users=recs["user_id"].n_unique() if n else 0,
-        items=recs["item_id"].n_unique() if n else 0,
+        users=distinct_count(recs["user_id"]) if n else 0,
+        items=distinct_count(recs["item_id"]) if n else 0,
         model_id=",".join(f"{a}={m}" for a, m in (arms[0] or {}).items()),
         experiment=experiment,
         arms=arms[0],

@@ -343,7 +343,8 @@ def test_als_seed_changes_factors_but_not_determinism() -> None:
 def test_als_sparse_products_agree_on_both_paths_and_any_thread_count(monkeypatch) -> None:
     """ALS's two sparse products go through numpy/scipy below TORCH_MIN_NNZ interactions and
     torch's CSR kernels above. The sampled products (a[row] . b[col] on every interaction): the
-    same values (to float32 rounding), bitwise the same with 1 or 2 threads. The weighted sums
+    same values (to float32 rounding), bitwise the same with 1 or 2 threads and when taken in
+    the transposed layout (the item half-step's). The weighted sums
     (S @ y): bitwise scipy's, with 1 or 2 threads. And a whole fit gives the same factors."""
     import scipy.sparse as sp
     import torch
@@ -367,9 +368,19 @@ def test_als_sparse_products_agree_on_both_paths_and_any_thread_count(monkeypatc
         for n in (1, 2):
             torch.set_num_threads(n)
             on_torch.append(als._sampled_dot(m.indptr, m.indices, m.shape, b)(a))
+            # the item half-step's call: pattern m.T, taken in m's layout and permuted back
+            mt, position = als._transpose(m)
+            plain = als._sampled_dot(mt.indptr, mt.indices, mt.shape, a)(b)
+            flipped = als._sampled_dot(
+                mt.indptr, mt.indices, mt.shape, a, transposed=(m, position)
+            )(b)
+            np.testing.assert_array_equal(flipped, plain)
             summed_torch.append(als._weighted_sum(m.indptr, m.indices, m.shape, b)(weights))
     finally:
         torch.set_num_threads(threads)
+    transposed, position = als._transpose(m)
+    np.testing.assert_array_equal(transposed.toarray(), m.T.toarray())
+    np.testing.assert_array_equal(m.data[position], transposed.data)
     np.testing.assert_allclose(on_numpy, dense, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(on_torch[0], on_numpy, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(on_torch[0], on_torch[1])

@@ -363,3 +363,40 @@ def test_factor_path_copies_out_few_candidates() -> None:
     assert len(counts) == 1 and counts[0] < 64 * 10 * 3
     assert got["rank"].max() == 10
     assert got.height == 64 * 10
+
+
+def test_shared_scores_rank_as_the_general_path(monkeypatch) -> None:
+    """Popularity gives every user the same scores, so it is ranked with one sort of the catalogue
+    (``_topk_shared``): the same rows as the general path's full sort, with ties (integer
+    weights, items never seen score 0), users who have seen all but a few items or everything,
+    candidate and excluded items, any block size and threads."""
+    from recsys_core.interactions import Interactions
+    from recsys_core.models import get_model_class
+
+    rng = np.random.default_rng(11)
+    n_users, n_items = 300, 120
+    users = [f"u{u:03d}" for u in rng.integers(0, n_users, 4000)]
+    items = [f"i{i:03d}" for i in rng.zipf(1.5, 4000) % 100]  # items 100-119: no events
+    users += ["heavy"] * 97 + ["all"] * 120
+    items += [f"i{i:03d}" for i in range(97)] + [f"i{i:03d}" for i in range(120)]
+    events = pl.DataFrame({"user_id": users, "item_id": items, "w": rng.integers(1, 3, len(users))})
+    inter = Interactions.from_frame(
+        events, item_ids=[f"i{i:03d}" for i in range(n_items)], weight_col="w"
+    )
+    model = get_model_class("popularity")({}).fit(inter)
+    assert model._shared_ranking(None) is not None  # the shared path is the one under test
+    everyone = list(model.user_ids_)
+    cases = [
+        dict(k=10),
+        dict(k=130, block_size=7),
+        dict(k=5, threads=2, block_size=50),
+        dict(k=10, candidate_items=[f"i{i:03d}" for i in range(0, 120, 3)]),
+        dict(k=10, exclude_items=[f"i{i:03d}" for i in range(20)]),
+        dict(k=10, exclude_seen=False),
+    ]
+    shared = [model.recommend(everyone, **case) for case in cases]
+    monkeypatch.setattr(type(model), "_shared_scores", lambda self: None)
+    for case, got in zip(cases, shared, strict=True):
+        assert got.equals(model.recommend(everyone, **case)), case
+    assert shared[0].filter(pl.col("user_id") == "all").height == 0
+    assert shared[0].filter(pl.col("user_id") == "heavy").height == 10

@@ -412,10 +412,15 @@ class Recommender:
             width = _tile_width(n_items, k, min(block_size, _FACTOR_ROWS, len(uidx)))
             block_size = min(block_size, _FACTOR_ROWS) if width else block_size
         local = threading.local()
+        shared = self._shared_ranking(blocked) if k else None
+        if shared is not None:
+            width = None
 
         def score(start: int) -> tuple[np.ndarray, ...]:
             block = uidx[start : start + block_size]
-            if width is not None:
+            if shared is not None:
+                rr, cc, vv, rank = self._topk_shared(block, k, seen, *shared)
+            elif width is not None:
                 rr, cc, vv, rank = self._topk_factored(block, k, seen, blocked, width, local)
             else:
                 rr, cc, vv, rank = self._topk_dense(block, k, seen, blocked)
@@ -445,6 +450,56 @@ class Recommender:
                 pl.Series("score", s, dtype=pl.Float32),
             ]
         )
+
+    def _shared_ranking(
+        self, blocked: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(scores, order, position)`` for :meth:`_topk_shared`: the items that may be
+        recommended, by (score descending, item index), and each item's place in that order
+        (past the end when it may not be). None when the model has no shared scores or one is
+        not finite (the general path then ranks it exactly as a full sort does)."""
+        scores = self._shared_scores()
+        if scores is None:
+            return None
+        scores = np.asarray(scores, dtype=np.float32)
+        if scores.shape != (len(self.item_ids_),) or not np.isfinite(scores).all():
+            return None
+        allowed = np.flatnonzero(~blocked) if blocked is not None else np.arange(len(scores))
+        # a stable sort of the negated scores: ties keep the lower item index first (and -0.0
+        # ties with 0.0, as in the full sort)
+        order = allowed[np.argsort(-scores[allowed], kind="stable")]
+        position = np.full(len(scores), len(order), dtype=np.int64)
+        position[order] = np.arange(len(order))
+        return scores, order, position
+
+    def _topk_shared(
+        self,
+        block: np.ndarray,
+        k: int,
+        seen: sp.csr_matrix | None,
+        scores: np.ndarray,
+        order: np.ndarray,
+        position: np.ndarray,
+    ) -> tuple[np.ndarray, ...]:
+        """Top ``k`` of a block when every user's scores are ``scores``: each user's first ``k``
+        items of ``order`` they have not seen. Only the first ``k + (most items a user of the
+        block has seen)`` places of the order can hold them."""
+        n = len(block)
+        if seen is not None:
+            rows, items = _seen_pairs(seen, block)
+            most = int(np.bincount(rows, minlength=n).max()) if n and len(rows) else 0
+        else:
+            rows = items = np.empty(0, dtype=np.int64)
+            most = 0
+        width = min(len(order), k + most)
+        free = np.ones((n, width), dtype=bool)
+        place = position[items]
+        near = place < width
+        free[rows[near], place[near]] = False
+        rank = np.cumsum(free, axis=1)
+        rr, cc = np.nonzero(free & (rank <= k))
+        picked = order[cc]
+        return rr, picked, scores[picked], rank[rr, cc]
 
     def _topk_dense(
         self, block: np.ndarray, k: int, seen: sp.csr_matrix | None, blocked: np.ndarray | None
@@ -647,6 +702,13 @@ class Recommender:
 
     def _score_block(self, user_index: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def _shared_scores(self) -> np.ndarray | None:
+        """Optional: the scores of every item when they are the same for every user (one value
+        per item, equal to each row of :meth:`_score_block`), or None. A model that returns them
+        is ranked with one sort of the catalogue, each user skipping their seen items
+        (:meth:`_topk_shared`), instead of scoring and selecting every user's row."""
+        return None
 
     def _factors(self, user_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Optional: ``(users, items)`` with ``_score_block(user_index) == users @ items.T``

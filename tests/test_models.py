@@ -357,8 +357,8 @@ def test_als_sparse_products_agree_on_both_paths_and_any_thread_count(monkeypatc
     b = rng.standard_normal((200, 16)).astype(np.float32)
     weights = rng.random(m.nnz).astype(np.float32)
     dense = (a @ b.T)[m.nonzero()]
-    on_numpy = als._sampled_dot(m.indptr, m.indices, m.shape, b)(a)
-    summed_scipy = als._weighted_sum(m.indptr, m.indices, m.shape, b)(weights)
+    on_numpy = als._sampled_dot(als._Pattern(m), b)(a)
+    summed_scipy = als._weighted_sum(als._Pattern(m), b)(weights)
     interactions = checkerboard(12)
     fit_numpy = ALS(embedding_size=4, epochs=2, seed=1).fit(interactions)
     monkeypatch.setattr(als, "TORCH_MIN_NNZ", 0)
@@ -367,15 +367,15 @@ def test_als_sparse_products_agree_on_both_paths_and_any_thread_count(monkeypatc
         on_torch, summed_torch = [], []
         for n in (1, 2):
             torch.set_num_threads(n)
-            on_torch.append(als._sampled_dot(m.indptr, m.indices, m.shape, b)(a))
+            on_torch.append(als._sampled_dot(als._Pattern(m), b)(a))
             # the item half-step's call: pattern m.T, taken in m's layout and permuted back
             mt, position = als._transpose(m)
-            plain = als._sampled_dot(mt.indptr, mt.indices, mt.shape, a)(b)
-            flipped = als._sampled_dot(
-                mt.indptr, mt.indices, mt.shape, a, transposed=(m, position)
-            )(b)
+            plain = als._sampled_dot(als._Pattern(mt), a)(b)
+            flipped = als._sampled_dot(als._Pattern(mt), a, transposed=(als._Pattern(m), position))(
+                b
+            )
             np.testing.assert_array_equal(flipped, plain)
-            summed_torch.append(als._weighted_sum(m.indptr, m.indices, m.shape, b)(weights))
+            summed_torch.append(als._weighted_sum(als._Pattern(m), b)(weights))
     finally:
         torch.set_num_threads(threads)
     transposed, position = als._transpose(m)

@@ -50,44 +50,59 @@ _NNZ_CHUNK = 4096
 TORCH_MIN_NNZ = 500_000
 
 
-def _csr(indptr: np.ndarray, cols: np.ndarray, shape: tuple[int, int], dtype: Any) -> Any:
-    """An empty-valued torch CSR tensor on the pattern ``(indptr, cols)`` (views, no copy)."""
-    import warnings
+class _Pattern:
+    """The sparsity pattern of one CSR matrix: its arrays, and from TORCH_MIN_NNZ entries on its
+    torch form, built once (a fit runs both kernels on each of two patterns 4 x epochs times)."""
 
-    import torch
+    def __init__(self, m: sp.csr_matrix) -> None:
+        self.indptr, self.cols, self.shape = m.indptr, m.indices, m.shape
+        self.tensor: Any = None
+        if len(self.cols) >= TORCH_MIN_NNZ:
+            import warnings
 
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": the kernels are stable
-        warnings.simplefilter("ignore", UserWarning)
+            import torch
+
+            with warnings.catch_warnings():  # "sparse CSR support is in beta": kernels are stable
+                warnings.simplefilter("ignore", UserWarning)
+                self.tensor = torch.sparse_csr_tensor(
+                    torch.from_numpy(self.indptr.astype(np.int64)),
+                    torch.from_numpy(self.cols.astype(np.int64)),
+                    torch.zeros(len(self.cols), dtype=torch.float32),
+                    size=self.shape,
+                    check_invariants=False,
+                )
+
+    def with_values(self, data: np.ndarray) -> Any:
+        """The torch CSR tensor of this pattern holding ``data`` (no copy)."""
+        import torch
+
+        t = self.tensor
         return torch.sparse_csr_tensor(
-            torch.from_numpy(indptr.astype(np.int64)),
-            torch.from_numpy(cols.astype(np.int64)),
-            torch.zeros(len(cols), dtype=dtype),
-            size=shape,
+            t.crow_indices(),
+            t.col_indices(),
+            torch.from_numpy(data),
+            size=self.shape,
             check_invariants=False,
         )
 
 
 def _sampled_dot(
-    indptr: np.ndarray,
-    cols: np.ndarray,
-    shape: tuple[int, int],
-    b: np.ndarray,
-    *,
-    transposed: tuple[sp.csr_matrix, np.ndarray] | None = None,
+    pattern: _Pattern, b: np.ndarray, *, transposed: tuple[_Pattern, np.ndarray] | None = None
 ):
-    """``f(a)[n] = a[row of n] . b[cols[n]]`` for every stored entry ``n`` of the CSR pattern
-    ``(indptr, cols)``: a sampled dense-dense product (SDDMM). Large patterns use torch's CSR
-    kernel (4x to 8x numpy's gather-and-einsum on 2 cores); each entry is one dot product
-    whatever the thread count, so the result does not depend on the machine's threads (checked
-    bitwise with 1 and 2). A given pattern always takes the same path: fits are reproducible.
+    """``f(a)[n] = a[row of n] . b[cols[n]]`` for every stored entry ``n`` of ``pattern``: a
+    sampled dense-dense product (SDDMM). Large patterns use torch's CSR kernel (4x to 8x
+    numpy's gather-and-einsum on 2 cores); each entry is one dot product whatever the thread
+    count, so the result does not depend on the machine's threads (checked bitwise with 1 and
+    2). A given pattern always takes the same path: fits are reproducible.
 
     ``transposed``: the same pattern stored the other way (``b``'s rows as its rows) and, for each
-    entry of ``(indptr, cols)``, its position there. On the torch path the products are then
-    taken in that layout and permuted back: when ``b`` is large (ALS's item half-step, where
-    ``b`` holds every user's factors) its rows are read in order instead of gathered, 1.3x
-    faster at 200,000 users, and each entry is the same dot product, so the same bits."""
-    if len(cols) < TORCH_MIN_NNZ:
-        rows = np.repeat(np.arange(shape[0]), np.diff(indptr))
+    entry of ``pattern``, its position there. On the torch path the products are then taken in
+    that layout and permuted back: when ``b`` is large (ALS's item half-step, where ``b`` holds
+    every user's factors) its rows are read in order instead of gathered, 1.3x faster at
+    200,000 users, and each entry is the same dot product, so the same bits."""
+    if pattern.tensor is None:
+        cols = pattern.cols
+        rows = np.repeat(np.arange(pattern.shape[0]), np.diff(pattern.indptr))
 
         def dot_numpy(a: np.ndarray) -> np.ndarray:
             out = np.empty(len(rows), dtype=a.dtype)
@@ -103,49 +118,42 @@ def _sampled_dot(
     if transposed is not None:
         other, position = transposed
         b_rows = torch.from_numpy(b)
-        pattern_t = _csr(other.indptr, other.indices, other.shape, b_rows.dtype)
         back = torch.from_numpy(position)
 
         def dot_transposed(a: np.ndarray) -> np.ndarray:
             at = torch.from_numpy(a).T  # (f, n_rows), a view
-            out = torch.sparse.sampled_addmm(pattern_t, b_rows, at, beta=0.0, alpha=1.0)
+            out = torch.sparse.sampled_addmm(other.tensor, b_rows, at, beta=0.0, alpha=1.0)
             return out.values()[back].numpy()
 
         return dot_transposed
 
     bt = torch.from_numpy(b).T  # (f, n_cols), a view
-    pattern = _csr(indptr, cols, shape, bt.dtype)
 
     def dot_torch(a: np.ndarray) -> np.ndarray:
-        out = torch.sparse.sampled_addmm(pattern, torch.from_numpy(a), bt, beta=0.0, alpha=1.0)
+        out = torch.sparse.sampled_addmm(
+            pattern.tensor, torch.from_numpy(a), bt, beta=0.0, alpha=1.0
+        )
         return out.values().numpy()
 
     return dot_torch
 
 
-def _weighted_sum(indptr: np.ndarray, cols: np.ndarray, shape: tuple[int, int], y: np.ndarray):
-    """``f(data) = S @ y`` where ``S`` is the CSR matrix ``(data, cols, indptr)``: each row of the
-    result sums the rows of ``y`` its entries point at, weighted (SpMM). Below TORCH_MIN_NNZ
-    scipy's kernel; above it torch's, which splits the rows over the threads (2x scipy's on the
-    item half-step of a 200,000-user fit, where the gathered user rows do not fit in cache).
-    Both add each row's entries in storage order, one row per thread: the result is bitwise
-    scipy's, whatever the thread count (checked with 1 and 2)."""
-    if len(cols) < TORCH_MIN_NNZ:
-        return lambda data: sp.csr_matrix((data, cols, indptr), shape=shape) @ y
+def _weighted_sum(pattern: _Pattern, y: np.ndarray):
+    """``f(data) = S @ y`` where ``S`` is ``pattern`` holding ``data``: each row of the result
+    sums the rows of ``y`` its entries point at, weighted (SpMM). Below TORCH_MIN_NNZ scipy's
+    kernel; above it torch's, which splits the rows over the threads (2x scipy's on the item
+    half-step of a 200,000-user fit, where the gathered user rows do not fit in cache). Both
+    add each row's entries in storage order, one row per thread: the result is bitwise scipy's,
+    whatever the thread count (checked with 1 and 2)."""
+    if pattern.tensor is None:
+        return lambda data: (
+            sp.csr_matrix((data, pattern.cols, pattern.indptr), shape=pattern.shape) @ y
+        )
 
     import torch
 
     yt = torch.from_numpy(y)
-    pattern = _csr(indptr, cols, shape, yt.dtype)
-    crow, col = pattern.crow_indices(), pattern.col_indices()
-
-    def sum_torch(data: np.ndarray) -> np.ndarray:
-        weighted = torch.sparse_csr_tensor(
-            crow, col, torch.from_numpy(data), size=shape, check_invariants=False
-        )
-        return torch.sparse.mm(weighted, yt).numpy()
-
-    return sum_torch
+    return lambda data: torch.sparse.mm(pattern.with_values(data), yt).numpy()
 
 
 def _transpose(m: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -163,19 +171,20 @@ def _cg_update(
     conf: sp.csr_matrix,
     reg: float,
     steps: int,
-    transposed: tuple[sp.csr_matrix, np.ndarray] | None = None,
+    pattern: _Pattern,
+    transposed: tuple[_Pattern, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Return new rows ``x`` solving the weighted least squares against fixed ``y``.
 
-    ``conf`` holds ``c - 1 = alpha * r`` on the interactions (rows of ``x`` x rows of ``y``);
-    ``transposed`` optionally its transpose and entry positions (see :func:`_sampled_dot`).
+    ``conf`` holds ``c - 1 = alpha * r`` on the interactions (rows of ``x`` x rows of ``y``),
+    ``pattern`` its sparsity pattern; ``transposed`` optionally the transpose's pattern and
+    entry positions (see :func:`_sampled_dot`).
     """
-    indptr, cols = conf.indptr, conf.indices
     extra = conf.data.astype(x.dtype)
     yty = y.T @ y
     y = np.ascontiguousarray(y, dtype=x.dtype)
-    sampled = _sampled_dot(indptr, cols, conf.shape, y, transposed=transposed)
-    weighted_sum = _weighted_sum(indptr, cols, conf.shape, y)
+    sampled = _sampled_dot(pattern, y, transposed=transposed)
+    weighted_sum = _weighted_sum(pattern, y)
 
     # b_u = sum_i c_ui y_i over interactions (p_ui = 1 there, 0 elsewhere)
     b = weighted_sum(extra + 1.0)
@@ -233,10 +242,17 @@ class ALS(Recommender):
         f = cfg.embedding_size
         users = (rng.standard_normal((interactions.n_users, f)) * 0.01).astype(np.float32)
         item_f = (rng.standard_normal((interactions.n_items, f)) * 0.01).astype(np.float32)
+        by_user, by_item = _Pattern(conf), _Pattern(conf_t)  # built once for every epoch
         for _ in range(cfg.epochs):
-            users = _cg_update(users, item_f, conf, cfg.reg, cfg.cg_steps)
+            users = _cg_update(users, item_f, conf, cfg.reg, cfg.cg_steps, by_user)
             item_f = _cg_update(
-                item_f, users, conf_t, cfg.reg, cfg.cg_steps, transposed=(conf, position)
+                item_f,
+                users,
+                conf_t,
+                cfg.reg,
+                cfg.cg_steps,
+                by_item,
+                transposed=(by_user, position),
             )
         self.user_factors_ = users.astype(np.float32)
         self.item_factors_ = item_f.astype(np.float32)

@@ -12,15 +12,13 @@ import pyarrow.parquet as pq
 
 from recsys_core.io import (
     CorruptFileError,
-    PreconditionFailed,
     Warehouse,
     atomic_path,
     is_remote,
     read_json,
     read_parquet,
     read_parquet_many,
-    read_versioned,
-    write_if_match,
+    update_if_match,
 )
 from recsys_core.schema import CLEAN_EVENTS_SCHEMA, CLEAN_ITEMS_SCHEMA, SOURCE_FILE, SOURCE_ROW
 
@@ -203,23 +201,21 @@ def record_raw_versions(warehouse: Warehouse, versions: dict[dt.date, dict[str, 
     if not warehouse.remote or not versions:
         return
     index = warehouse.raw_versions_index
-    for _ in range(20):
-        current = read_versioned(index)
+
+    def merged(content: bytes | None) -> bytes:
         try:
-            recorded = json.loads(current[0]) if current else {}
+            recorded = json.loads(content) if content else {}
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CorruptFileError(
                 f"{index}: corrupt JSON ({exc}); delete it and re-run (the dates it named are "
                 "then compared by time alone, and those stamped like their manifest re-cleaned)"
             ) from exc
         recorded.update({d.isoformat(): dict(sorted(v.items())) for d, v in versions.items()})
-        body = json.dumps(dict(sorted(recorded.items())), indent=1, sort_keys=True) + "\n"
-        try:
-            write_if_match(index, body.encode("utf-8"), current[1] if current else None)
-            return
-        except PreconditionFailed:
-            continue
-    raise RuntimeError(f"{index}: 20 concurrent updates in a row; re-run clean")
+        return (
+            json.dumps(dict(sorted(recorded.items())), indent=1, sort_keys=True) + "\n"
+        ).encode()
+
+    update_if_match(index, merged)
 
 
 def _dates(

@@ -42,6 +42,7 @@ from recsys_core.io._storage import (
     read_versioned,
     resolve_location,
     signed_url,
+    update_if_match,
     upload_dir,
     write_if_match,
 )
@@ -87,5 +88,6 @@ __all__ = [
     "signed_url",
     "sweep_temporaries",
     "upload_dir",
+    "update_if_match",
     "write_if_match",
 ]

@@ -58,6 +58,7 @@ __all__ = [
     "read_versioned",
     "resolve_location",
     "signed_url",
+    "update_if_match",
     "upload_dir",
     "with_retries",
     "write_bytes_remote",
@@ -433,6 +434,23 @@ def write_if_match(loc: Location, data: bytes, version: str | None) -> str:
         return with_retries(
             _url(loc), "conditional write", lambda: backend.replace(loc, data, version)
         )
+
+
+def update_if_match(
+    loc: Location, change: Callable[[bytes | None], bytes], *, attempts: int = 50
+) -> None:
+    """Read ``loc``, write ``change(content or None)`` with :func:`write_if_match`, and start
+    again when another writer got there first (at most ``attempts`` times): an update of one
+    small object by concurrent processes with no lock. ``change`` may raise to refuse."""
+    for _ in range(attempts):
+        current = read_versioned(loc)
+        body = change(current[0] if current else None)
+        try:
+            write_if_match(loc, body, current[1] if current else None)
+            return
+        except PreconditionFailed:
+            continue
+    raise RuntimeError(f"{loc}: {attempts} concurrent changes in a row; retry")
 
 
 def delete(loc: Location, *, version: str | None = None) -> None:

@@ -33,7 +33,7 @@ def item_popularity(train: pl.DataFrame) -> pl.DataFrame:
 
     Sorted by ``item_id``. Repeated events of one user on one item count once.
     """
-    n_users = distinct_count(train["user_id"]) if train.height else 0
+    n_users = distinct_count(train["user_id"])
     return (
         train.group_by("item_id")
         .agg(pl.col("user_id").n_unique().cast(pl.Int64).alias("n_users"))
@@ -58,7 +58,7 @@ def beyond_accuracy(recs: pl.DataFrame, train: pl.DataFrame, k: int) -> pl.DataF
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     pop = item_popularity(train)
-    n_users = distinct_count(train["user_id"]) if train.height else 0
+    n_users = distinct_count(train["user_id"])
     pop = pop.select("item_id", "n_users")
     top = recs.filter(pl.col("rank") <= k).select("user_id", "item_id")
     joined = top.join(pop, on="item_id", how="left").with_columns(pl.col("n_users").fill_null(0))

@@ -43,7 +43,7 @@ class DataWindow:
         return {
             "run_date": self.run_date.isoformat(),
             "events": self.events.height,
-            "users": distinct_count(self.events["user_id"]) if self.events.height else 0,
+            "users": distinct_count(self.events["user_id"]),
             "items": len(self.item_ids),
             "first_event": str(ts.min()) if ts is not None else None,
             "last_event": str(ts.max()) if ts is not None else None,

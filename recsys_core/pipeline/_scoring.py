@@ -199,8 +199,8 @@ def merge_scores(settings: Settings, run_date: dt.date, shards: list[ShardResult
     return ScoreResult(
         path=str(out),
         rows=n,
-        users=distinct_count(recs["user_id"]) if n else 0,
-        items=distinct_count(recs["item_id"]) if n else 0,
+        users=distinct_count(recs["user_id"]),
+        items=distinct_count(recs["item_id"]),
         model_id=model_id,
     )
 
@@ -246,8 +246,8 @@ def _merge_arms(
     return ScoreResult(
         path=str(out),
         rows=n,
-        users=distinct_count(recs["user_id"]) if n else 0,
-        items=distinct_count(recs["item_id"]) if n else 0,
+        users=distinct_count(recs["user_id"]),
+        items=distinct_count(recs["item_id"]),
         model_id=",".join(f"{a}={m}" for a, m in (arms[0] or {}).items()),
         experiment=experiment,
         arms=arms[0],

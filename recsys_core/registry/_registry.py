@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 from recsys_core.io import (
-    PreconditionFailed,
     atomic_write_json,
     atomic_write_text,
     delete_tree,
@@ -57,10 +56,9 @@ from recsys_core.io import (
     location,
     read_bytes,
     read_json,
-    read_versioned,
     replace_dir,
+    update_if_match,
     upload_dir,
-    write_if_match,
 )
 from recsys_core.io._atomic import TMP_PREFIX
 from recsys_core.models import Recommender
@@ -377,37 +375,31 @@ class ModelRegistry:
                 self._commit(new, **extra)
             return new
         path = self.root / CHAMPION_FILE
-        for _ in range(50):
-            current = read_versioned(path)
+        done: list[tuple[dict[str, Any], dict[str, Any]]] = []
+
+        def swap(content: bytes | None) -> bytes:
             pointer = None
-            if current is not None:
+            if content is not None:
                 try:
-                    pointer = self._check_pointer(json.loads(current[0]))
+                    pointer = self._check_pointer(json.loads(content))
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{path}: corrupt JSON ({exc})") from exc
             new, extra = change(pointer)
-            body = json.dumps(new, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-            try:
-                write_if_match(path, body.encode(), current[1] if current else None)
-            except PreconditionFailed:
-                continue
-            self._append_history(new, **extra)
-            return new
-        raise RuntimeError(f"{path}: too many concurrent changes; retry")
+            done[:] = [(new, extra)]
+            return (json.dumps(new, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+        update_if_match(path, swap)
+        new, extra = done[0]
+        self._append_history(new, **extra)
+        return new
 
     def _append_history(self, pointer: dict[str, Any], **extra: Any) -> None:
         """Append one audit line with compare-and-swap (object store)."""
         line = json.dumps(self._history_line(pointer, **extra), sort_keys=True)
-        path = self.root / HISTORY_FILE
-        for _ in range(50):
-            current = read_versioned(path)
-            text = current[0].decode("utf-8") if current else ""
-            try:
-                write_if_match(path, (text + line + "\n").encode(), current[1] if current else None)
-                return
-            except PreconditionFailed:
-                continue
-        raise RuntimeError(f"{path}: too many concurrent changes; retry")
+        update_if_match(
+            self.root / HISTORY_FILE,
+            lambda content: (content or b"") + (line + "\n").encode(),
+        )
 
     @staticmethod
     def _history_line(pointer: dict[str, Any], *, action: str, **extra: Any) -> dict[str, Any]:

@@ -48,11 +48,11 @@ def recommendation_stats(recs: pl.DataFrame, n_items: int) -> dict[str, Any]:
     for col in ("user_id", "item_id", "score"):
         if col not in recs.columns:
             raise ValueError(f"recommendations lack column {col!r}; they have {recs.columns}")
-    n_rec_items = distinct_count(recs["item_id"]) if recs.height else 0
+    n_rec_items = distinct_count(recs["item_id"])
     scores = recs["score"].cast(pl.Float64).drop_nulls().to_numpy()
     scores = scores[np.isfinite(scores)]
     out: dict[str, Any] = {
-        "n_users": distinct_count(recs["user_id"]) if recs.height else 0,
+        "n_users": distinct_count(recs["user_id"]),
         "n_rows": recs.height,
         "n_items_recommended": n_rec_items,
         "coverage": n_rec_items / n_items if n_items else 0.0,

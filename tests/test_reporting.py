@@ -335,7 +335,7 @@ def test_report_without_optional_parts_and_a_kept_champion(tmp_path):
     assert images(html) == []
 
 
-def test_run_history_reads_the_completed_nights(tmp_path):
+def test_run_history_reads_the_completed_nights(tmp_path, monkeypatch):
     """One history: the run markers, oldest first; a damaged or foreign marker is left out."""
     wh = Warehouse(tmp_path / "wh")
     for day, ndcg in ((dt.date(2026, 1, 28), 0.21), (dt.date(2026, 1, 29), 0.23)):
@@ -348,6 +348,16 @@ def test_run_history_reads_the_completed_nights(tmp_path):
     assert previous_run(wh, RUN).run_date == "2026-01-29"
     assert previous_run(wh, dt.date(2026, 1, 28)) is None
     hist = metrics_history(wh)
+    # the drift baseline reads markers newest first and stops at the first good one
+    from recsys_core.reporting import _history
+
+    read = []
+    real = _history.read_json
+    monkeypatch.setattr(_history, "read_json", lambda p: read.append(p.name) or real(p))
+    assert previous_run(wh, dt.date(2026, 2, 5)).run_date == "2026-01-29"
+    assert read == [f"run_date=2026-01-{d}.json" for d in (31, 30, 29)]
+    read.clear()
+    assert previous_run(wh, dt.date(2026, 1, 30)).run_date == "2026-01-29" and len(read) == 1
     ndcg = hist.filter((pl.col("role") == "challenger") & (pl.col("metric") == "ndcg"))
     assert ndcg["value"].to_list() == [0.21, 0.23]
     assert ndcg["model_id"].to_list() == ["ease-2026-01-28-1c4e0917", "ease-2026-01-29-1c4e0917"]

@@ -439,6 +439,104 @@ def test_pending_clean_dates_tell_same_second_stamps_apart(remote_root, tmp_path
             check()
 
 
+def _items_partition(day: dt.date, rows: list[tuple]) -> pl.DataFrame:
+    from recsys_core.schema import CLEAN_ITEMS_SCHEMA
+
+    return pl.DataFrame(
+        [
+            (item, f"{item} on {day}", None, None, None, updated, day, f"items/{day}.csv", row)
+            for row, (item, updated) in enumerate(rows, start=1)
+        ],
+        schema=CLEAN_ITEMS_SCHEMA,
+        orient="row",
+    )
+
+
+def test_catalog_checkpoint_gives_the_full_read_and_reads_only_new_partitions(
+    remote_root, monkeypatch, caplog
+):
+    """On an object store load_catalog starts from the checkpoint of the longest prefix of the
+    item partitions whose versions it names, and reads only the partitions after it. Every case
+    equals a read of every partition: a new day, an earlier as_of, a re-cleaned (rewritten)
+    partition, a damaged or deleted checkpoint, and a reader that may not write."""
+    from recsys_core.ingest import _load, load_catalog
+    from recsys_core.ingest._load import CATALOG_COLUMNS, _item_winners, read_dated_parquet
+    from recsys_core.io import forget_cached_objects
+    from recsys_core.schema import CLEAN_ITEMS_SCHEMA
+
+    wh = Warehouse(remote_root)
+    t = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    days = [D1 + dt.timedelta(days=i) for i in range(5)]
+    for i, day in enumerate(days):  # overlapping ids, null and tied updated_at across days
+        rows = [
+            (f"i{j}", None if j % 3 == 0 else t + dt.timedelta(hours=j % 2))
+            for j in range(i, i + 4)
+        ]
+        atomic_write_parquet(_items_partition(day, rows), wh.clean("items", day))
+
+    def full(as_of: dt.date) -> pl.DataFrame:
+        files = {d: wh.clean("items", d) for d in wh.clean_dates("items") if d <= as_of}
+        return _item_winners(read_dated_parquet(files, CLEAN_ITEMS_SCHEMA)).select(CATALOG_COLUMNS)
+
+    read_days: list[list[dt.date]] = []
+    real_read = _load.read_dated_parquet
+    monkeypatch.setattr(
+        _load,
+        "read_dated_parquet",
+        lambda files, *a: read_days.append(sorted(files)) or real_read(files, *a),
+    )
+
+    def fresh(as_of: dt.date) -> pl.DataFrame:  # as a new worker: nothing in memory
+        forget_cached_objects()
+        read_days.clear()
+        return load_catalog(wh, as_of)
+
+    def checkpoints() -> list[str]:
+        return files_under(wh.catalog_checkpoints)
+
+    assert fresh(days[2]).equals(full(days[2])) and read_days == [days[:3]]
+    assert len(checkpoints()) == 1
+    assert fresh(days[1]).equals(full(days[1])) and read_days == [days[:2]]
+    assert len(checkpoints()) == 2  # an earlier as_of deletes nothing
+    assert fresh(days[4]).equals(full(days[4])) and read_days == [days[3:]]
+    assert len(checkpoints()) == 1  # the whole chain: the others are superseded
+    read_days.clear()
+    assert load_catalog(wh, days[4]).equals(full(days[4])) and read_days == []  # from memory
+
+    # a re-clean rewrites day 2 (a changed title): every checkpoint from day 2 on is stale
+    rows = [("i1", t + dt.timedelta(days=9)), ("i9", None)]
+    atomic_write_parquet(_items_partition(days[1], rows), wh.clean("items", days[1]))
+    got = fresh(days[4])
+    assert got.equals(full(days[4])) and read_days == [days]
+    assert got.filter(pl.col("item_id") == "i9").height == 1
+    assert len(checkpoints()) == 1
+
+    # a damaged checkpoint is rebuilt; a deleted one too
+    (wh.catalog_checkpoints / checkpoints()[0]).write_bytes(b"not parquet")
+    assert fresh(days[4]).equals(full(days[4])) and read_days == [days]
+    delete(wh.catalog_checkpoints / checkpoints()[0])
+    assert fresh(days[4]).equals(full(days[4])) and read_days == [days]
+
+    # a reader that may not write still gets the catalog, and says the checkpoint was not kept
+    def refuse(*_a, **_k):
+        raise PermissionError("AccessDenied")
+
+    monkeypatch.setattr(_load, "atomic_write_parquet", refuse)
+    delete(wh.catalog_checkpoints / checkpoints()[0])
+    with caplog.at_level("WARNING", logger="recsys_core.ingest._load"):
+        assert fresh(days[4]).equals(full(days[4]))
+    assert "catalog checkpoint not updated" in caplog.text and checkpoints() == []
+
+
+def test_catalog_on_local_disk_keeps_no_checkpoint(tmp_path):
+    from recsys_core.ingest import load_catalog
+
+    wh = Warehouse(tmp_path / "wh")
+    atomic_write_parquet(_items_partition(D1, [("i1", None)]), wh.clean("items", D1))
+    assert load_catalog(wh, D1)["item_id"].to_list() == ["i1"]
+    assert not wh.catalog_checkpoints.exists()
+
+
 def test_concurrent_cleans_record_every_raw_version(remote_root):
     from concurrent.futures import ThreadPoolExecutor
 

@@ -46,6 +46,7 @@ __all__ = [
     "files_under",
     "files_with_stats",
     "forget_cached_objects",
+    "on_forget_cached_objects",
     "is_remote",
     "list_names",
     "listed_version",
@@ -271,12 +272,25 @@ _BLOBS_LOCK = threading.Lock()
 BLOB_CACHE_BYTES = 256 * 2**20
 
 
+#: Other in-process caches of stored objects (registered by their owners), emptied with ours.
+_FORGET_HOOKS: list[Callable[[], None]] = []
+
+
 def forget_cached_objects() -> None:
-    """Empty this process's object cache and listed versions (as a fresh worker starts)."""
+    """Empty this process's object caches and listed versions (as a fresh worker starts)."""
     with _BLOBS_LOCK:
         _BLOBS.clear()
     with _LISTED_LOCK:
         _LISTED.clear()
+    for forget in _FORGET_HOOKS:
+        forget()
+
+
+def on_forget_cached_objects(forget: Callable[[], None]) -> Callable[[], None]:
+    """Register ``forget`` (no arguments) to empty another cache of stored objects whenever
+    :func:`forget_cached_objects` runs."""
+    _FORGET_HOOKS.append(forget)
+    return forget
 
 
 def _blob_cache_get(url: str, version: str | None) -> bytes | None:

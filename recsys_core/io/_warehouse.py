@@ -7,6 +7,7 @@
       clean/{events,items}/date=YYYY-MM-DD/part-0.parquet   validated, normalised, de-duplicated
       quarantine/date=YYYY-MM-DD/part-0.parquet             invalid rows with a `reason`
       manifests/date=YYYY-MM-DD.json                        counts that reconcile
+      catalog/checkpoint-<chain>.parquet                    object stores: the catalog so far
       features/item_embeddings/part-0.parquet               item vectors, incremental
       models/<model_id>/                                    registry entries; models/champion.json
       tuning/<model>/trials.parquet                         every Bayesian-search trial
@@ -167,6 +168,12 @@ class Warehouse:
     @property
     def item_embeddings(self) -> Location:
         return self.root / "features" / "item_embeddings" / "part-0.parquet"
+
+    @property
+    def catalog_checkpoints(self) -> Location:
+        """Folder of the item catalog's checkpoints (object stores only; see
+        :func:`recsys_core.ingest.load_catalog`)."""
+        return self.root / "catalog"
 
     @property
     def models_dir(self) -> Location:

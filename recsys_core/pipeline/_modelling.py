@@ -98,10 +98,12 @@ def _tuning_state(settings: Settings, name: str) -> Location:
 
 def _reusable_tuning(settings: Settings, name: str, run_date: dt.date, force: bool) -> dict | None:
     """The stored search result if it may be reused tonight, else None."""
-    path = _tuning_state(settings, name)
-    if force or not exists(path):
+    if force:
         return None
-    state = read_json(path)
+    try:  # one request on an object store (no existence check first)
+        state = read_json(_tuning_state(settings, name))
+    except FileNotFoundError:
+        return None
     tuned_on = dt.date.fromisoformat(state["run_date"])
     fresh = 0 <= (run_date - tuned_on).days <= settings.train.tune_max_age_days
     same_budget = (
@@ -526,7 +528,7 @@ def _run_checks(
         gate["regression_note"] = f"No regression check: no events from {first_unseen} on."
         return checks
     try:
-        artifact = registry.load_model(champion["model_id"])
+        artifact = registry.load_model(champion["model_id"], entry=champion)
     except Exception as exc:  # an artifact that cannot be loaded cannot serve either: say so
         gate["regression_note"] = f"No regression check: the artifact did not load ({exc})."
         return checks

@@ -33,21 +33,25 @@ def run_history(warehouse: Warehouse, until: dt.date | None = None) -> list[RunS
     A marker that cannot be read or is not a run summary (damaged, or written by another version)
     is left out: one bad night must not break every later report.
     """
-    out = []
-    for day in warehouse.completed_run_dates():
-        if until is not None and day > until:
-            continue
-        try:
-            out.append(RunSummary.model_validate(read_json(warehouse.run_marker(day))))
-        except (FileNotFoundError, CorruptFileError, ValidationError):
-            continue
-    return out
+    days = [d for d in warehouse.completed_run_dates() if until is None or d <= until]
+    summaries = (_summary(warehouse, day) for day in days)
+    return [s for s in summaries if s is not None]
+
+
+def _summary(warehouse: Warehouse, day: dt.date) -> RunSummary | None:
+    try:
+        return RunSummary.model_validate(read_json(warehouse.run_marker(day)))
+    except (FileNotFoundError, CorruptFileError, ValidationError):
+        return None
 
 
 def previous_run(warehouse: Warehouse, run_date: dt.date) -> RunSummary | None:
-    """The latest completed night strictly before ``run_date`` (None if there is none)."""
-    earlier = run_history(warehouse, until=run_date - dt.timedelta(days=1))
-    return earlier[-1] if earlier else None
+    """The latest completed night strictly before ``run_date`` (None if there is none), read
+    newest first: one marker, unless the newest ones cannot be read."""
+    for day in reversed(warehouse.completed_run_dates()):
+        if day < run_date and (summary := _summary(warehouse, day)) is not None:
+            return summary
+    return None
 
 
 def metrics_frame(summaries: list[RunSummary]) -> pl.DataFrame:

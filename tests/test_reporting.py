@@ -353,7 +353,7 @@ def test_run_history_reads_the_completed_nights(tmp_path, monkeypatch):
 
     read = []
     real = _history.read_json
-    monkeypatch.setattr(_history, "read_json", lambda p: read.append(p.name) or real(p))
+    monkeypatch.setattr(_history, "read_json", lambda p, **k: read.append(p.name) or real(p, **k))
     assert previous_run(wh, dt.date(2026, 2, 5)).run_date == "2026-01-29"
     assert read == [f"run_date=2026-01-{d}.json" for d in (31, 30, 29)]
     read.clear()
@@ -367,6 +367,45 @@ def test_run_history_reads_the_completed_nights(tmp_path, monkeypatch):
         metrics_history(wh, until=dt.date(2026, 1, 28)).filter(pl.col("metric") == "ndcg").height
         == 2  # challenger and champion of one night
     )
+
+
+def test_metrics_history_on_an_object_store_reads_only_new_markers(s3_bucket, monkeypatch):
+    """On an object store the metrics over run dates start from a checkpoint named by the
+    markers' versions: a night reads the markers after it only, and a rewritten marker (a
+    re-run night) makes every later checkpoint stale. Always the same frame as reading every
+    marker."""
+    from recsys_core.io import files_under, forget_cached_objects
+    from recsys_core.reporting import _history
+
+    wh = Warehouse(f"{s3_bucket}/wh")
+    days = [dt.date(2026, 1, 20) + dt.timedelta(days=i) for i in range(7)]
+    for i, day in enumerate(days[:6]):
+        write_marker(wh, summary_for(day, 0.2 + i / 100))
+    read = []
+    real = _history.read_json
+    monkeypatch.setattr(_history, "read_json", lambda p, **k: read.append(p.name) or real(p, **k))
+
+    def fresh(until=None):  # as a new worker: nothing in memory
+        forget_cached_objects()
+        read.clear()
+        got = metrics_history(wh, until)
+        reads = list(read)
+        assert got.equals(_history.metrics_frame(run_history(wh, until)))
+        return got, reads
+
+    _, reads = fresh()
+    assert len(reads) == 6 and len(files_under(wh.checkpoints("run_metrics"))) == 1
+    write_marker(wh, summary_for(days[6], 0.3))
+    got, reads = fresh()
+    assert reads == ["run_date=2026-01-26.json"]
+    assert len(files_under(wh.checkpoints("run_metrics"))) == 1  # the older one is deleted
+    _, reads = fresh(until=days[2])  # three markers: folded directly, no checkpoint
+    assert len(reads) == 3 and len(files_under(wh.checkpoints("run_metrics"))) == 1
+    write_marker(wh, summary_for(days[3], 0.9))  # night 4 run again: a new version
+    got, reads = fresh()
+    assert len(reads) == 7
+    ndcg = got.filter((pl.col("role") == "challenger") & (pl.col("metric") == "ndcg"))
+    assert ndcg["value"].to_list()[3] == 0.9
 
 
 def test_run_marker_round_trips(tmp_path):

@@ -457,8 +457,8 @@ def test_catalog_checkpoint_gives_the_full_read_and_reads_only_new_partitions(
 ):
     """On an object store load_catalog starts from the checkpoint of the longest prefix of the
     item partitions whose versions it names, and reads only the partitions after it. Every case
-    equals a read of every partition: a new day, an earlier as_of, a re-cleaned (rewritten)
-    partition, a damaged or deleted checkpoint, and a reader that may not write."""
+    equals a read of every partition: a new day, an earlier as_of, a short history, a re-cleaned
+    (rewritten) partition, a damaged or deleted checkpoint, and a reader that may not write."""
     from recsys_core.ingest import _load, load_catalog
     from recsys_core.ingest._load import CATALOG_COLUMNS, _item_winners, read_dated_parquet
     from recsys_core.io import forget_cached_objects
@@ -466,7 +466,7 @@ def test_catalog_checkpoint_gives_the_full_read_and_reads_only_new_partitions(
 
     wh = Warehouse(remote_root)
     t = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    days = [D1 + dt.timedelta(days=i) for i in range(5)]
+    days = [D1 + dt.timedelta(days=i) for i in range(8)]
     for i, day in enumerate(days):  # overlapping ids, null and tied updated_at across days
         rows = [
             (f"i{j}", None if j % 3 == 0 else t + dt.timedelta(hours=j % 2))
@@ -492,40 +492,44 @@ def test_catalog_checkpoint_gives_the_full_read_and_reads_only_new_partitions(
         return load_catalog(wh, as_of)
 
     def checkpoints() -> list[str]:
-        return files_under(wh.catalog_checkpoints)
+        return files_under(wh.checkpoints("catalog"))
 
-    assert fresh(days[2]).equals(full(days[2])) and read_days == [days[:3]]
+    assert fresh(days[4]).equals(full(days[4])) and read_days == [days[:5]]
     assert len(checkpoints()) == 1
-    assert fresh(days[1]).equals(full(days[1])) and read_days == [days[:2]]
+    assert fresh(days[3]).equals(full(days[3])) and read_days == [days[:4]]
     assert len(checkpoints()) == 2  # an earlier as_of deletes nothing
-    assert fresh(days[4]).equals(full(days[4])) and read_days == [days[3:]]
+    assert fresh(days[2]).equals(full(days[2])) and read_days == [days[:3]]
+    assert len(checkpoints()) == 2  # three partitions are read directly
+    assert fresh(days[7]).equals(full(days[7])) and read_days == [days[5:]]
     assert len(checkpoints()) == 1  # the whole chain: the others are superseded
     read_days.clear()
-    assert load_catalog(wh, days[4]).equals(full(days[4])) and read_days == []  # from memory
+    assert load_catalog(wh, days[7]).equals(full(days[7])) and read_days == []  # from memory
 
     # a re-clean rewrites day 2 (a changed title): every checkpoint from day 2 on is stale
     rows = [("i1", t + dt.timedelta(days=9)), ("i9", None)]
     atomic_write_parquet(_items_partition(days[1], rows), wh.clean("items", days[1]))
-    got = fresh(days[4])
-    assert got.equals(full(days[4])) and read_days == [days]
+    got = fresh(days[7])
+    assert got.equals(full(days[7])) and read_days == [days]
     assert got.filter(pl.col("item_id") == "i9").height == 1
     assert len(checkpoints()) == 1
 
     # a damaged checkpoint is rebuilt; a deleted one too
-    (wh.catalog_checkpoints / checkpoints()[0]).write_bytes(b"not parquet")
-    assert fresh(days[4]).equals(full(days[4])) and read_days == [days]
-    delete(wh.catalog_checkpoints / checkpoints()[0])
-    assert fresh(days[4]).equals(full(days[4])) and read_days == [days]
+    (wh.checkpoints("catalog") / checkpoints()[0]).write_bytes(b"not parquet")
+    assert fresh(days[7]).equals(full(days[7])) and read_days == [days]
+    delete(wh.checkpoints("catalog") / checkpoints()[0])
+    assert fresh(days[7]).equals(full(days[7])) and read_days == [days]
 
     # a reader that may not write still gets the catalog, and says the checkpoint was not kept
+    from recsys_core.io import _checkpoint
+
     def refuse(*_a, **_k):
         raise PermissionError("AccessDenied")
 
-    monkeypatch.setattr(_load, "atomic_write_parquet", refuse)
-    delete(wh.catalog_checkpoints / checkpoints()[0])
-    with caplog.at_level("WARNING", logger="recsys_core.ingest._load"):
-        assert fresh(days[4]).equals(full(days[4]))
-    assert "catalog checkpoint not updated" in caplog.text and checkpoints() == []
+    monkeypatch.setattr(_checkpoint, "atomic_write_parquet", refuse)
+    delete(wh.checkpoints("catalog") / checkpoints()[0])
+    with caplog.at_level("WARNING", logger="recsys_core.io._checkpoint"):
+        assert fresh(days[7]).equals(full(days[7]))
+    assert "checkpoint not updated" in caplog.text and checkpoints() == []
 
 
 def test_catalog_on_local_disk_keeps_no_checkpoint(tmp_path):
@@ -534,7 +538,7 @@ def test_catalog_on_local_disk_keeps_no_checkpoint(tmp_path):
     wh = Warehouse(tmp_path / "wh")
     atomic_write_parquet(_items_partition(D1, [("i1", None)]), wh.clean("items", D1))
     assert load_catalog(wh, D1)["item_id"].to_list() == ["i1"]
-    assert not wh.catalog_checkpoints.exists()
+    assert not (tmp_path / "wh" / "checkpoints").exists()
 
 
 def test_concurrent_cleans_record_every_raw_version(remote_root):

@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
-import logging
-import re
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -20,11 +14,8 @@ from recsys_core.io import (
     CorruptFileError,
     Warehouse,
     atomic_path,
-    atomic_write_parquet,
-    delete,
-    files_under,
+    fold_with_checkpoint,
     is_remote,
-    on_forget_cached_objects,
     read_json,
     read_parquet,
     read_parquet_many,
@@ -43,8 +34,6 @@ __all__ = [
     "write_partition",
     "write_raw_partition",
 ]
-
-log = logging.getLogger(__name__)
 
 #: Columns of :func:`load_catalog`'s result.
 CATALOG_COLUMNS: tuple[str, ...] = (
@@ -161,18 +150,28 @@ def load_catalog(warehouse: Warehouse, as_of: dt.date) -> pl.DataFrame:
     empty in the catalog). Sorted by ``item_id``; columns :data:`CATALOG_COLUMNS`.
 
     On an object store, where every partition read is a request, the call starts from a
-    checkpoint (:func:`_checkpointed_winners`): a night reads one checkpoint and the partitions
-    after it, not every item partition ever written. The result is the same.
+    checkpoint (:func:`recsys_core.io.fold_with_checkpoint`): a night reads one checkpoint and
+    the partitions after it, not every item partition ever written. The result is the same.
     """
     stats = warehouse.partition_stats(warehouse.root / "clean" / "items")  # one listing
     days = sorted(d for d in stats if d <= as_of)
     files = {d: warehouse.clean("items", d) for d in days}
+
+    def read(dates: Sequence[dt.date]) -> pl.DataFrame:
+        return read_dated_parquet({d: files[d] for d in dates}, CLEAN_ITEMS_SCHEMA)
+
     if warehouse.remote and days and all(stats[d].version for d in days):
-        winners = _checkpointed_winners(
-            warehouse, files, {d: str(stats[d].version) for d in days}, len(days) == len(stats)
+        winners = fold_with_checkpoint(
+            warehouse.checkpoints("catalog"),
+            {d: str(stats[d].version) for d in days},
+            read,
+            _item_winners,
+            schema=CLEAN_ITEMS_SCHEMA,
+            tag="catalog v1",
+            covers_all=len(days) == len(stats),
         )
     else:
-        winners = _item_winners(read_dated_parquet(files, CLEAN_ITEMS_SCHEMA))
+        winners = _item_winners(read(days))
     return winners.select(CATALOG_COLUMNS)
 
 
@@ -181,94 +180,6 @@ def _item_winners(df: pl.DataFrame) -> pl.DataFrame:
     return df.sort(
         ["item_id", "date", "updated_at", SOURCE_FILE, SOURCE_ROW], nulls_last=False
     ).unique(subset="item_id", keep="last", maintain_order=True)
-
-
-_CHECKPOINT_NAME = re.compile(r"^checkpoint-[0-9a-f]{32}\.parquet$")
-#: Checkpoints this process has read or written, by URL (their names fix their content).
-_CHECKPOINTS: OrderedDict[str, pl.DataFrame] = OrderedDict()
-_CHECKPOINTS_LOCK = threading.Lock()
-_CHECKPOINTS_KEPT = 4
-on_forget_cached_objects(_CHECKPOINTS.clear)
-
-
-def catalog_chain(versions: Mapping[dt.date, str]) -> list[str]:
-    """The checkpoint name of every prefix of the item partitions (date order): a hash chained
-    over each partition's date and version, so that it names exactly the partition versions a
-    checkpoint was built from. Rewriting a partition (a re-clean) changes its version and so the
-    name of every checkpoint from its date on: a stale checkpoint is never found."""
-    h = hashlib.sha256(b"recsys catalog checkpoint v1")
-    out = []
-    for day in sorted(versions):
-        h.update(f"{day.isoformat()}={versions[day]};".encode())
-        out.append(f"checkpoint-{h.hexdigest()[:32]}.parquet")
-    return out
-
-
-def _checkpointed_winners(
-    warehouse: Warehouse,
-    files: Mapping[dt.date, Path],
-    versions: Mapping[dt.date, str],
-    covers_all: bool,
-) -> pl.DataFrame:
-    """:func:`_item_winners` of ``files``, starting from the longest checkpoint of a prefix of
-    them (``catalog/checkpoint-<chain>.parquet``, see :func:`catalog_chain`): the winners of a
-    set of rows are the winners of (the winners of a subset, the other rows), since the order is
-    total. Writes the checkpoint of the whole chain when it was not there; ``covers_all`` (the
-    chain holds every listed partition) then also deletes every other checkpoint (superseded
-    or stale; one that a concurrent reader has just listed costs that reader a full read, never
-    a wrong answer). A checkpoint read or written here is kept in memory by name."""
-    folder = warehouse.catalog_checkpoints
-    days = sorted(files)
-    chain = catalog_chain(versions)
-    with _CHECKPOINTS_LOCK:
-        hit = _CHECKPOINTS.get(str(folder / chain[-1]))
-    if hit is not None:
-        return hit
-    names = set(files_under(folder))
-    base, start = None, 0
-    for i in range(len(chain) - 1, -1, -1):
-        if chain[i] not in names:
-            continue
-        try:
-            base = _read_checkpoint(folder / chain[i])
-        except (FileNotFoundError, CorruptFileError):  # deleted meanwhile, or damaged: rebuild
-            break
-        start = i + 1
-        break
-    rest = read_dated_parquet({d: files[d] for d in days[start:]}, CLEAN_ITEMS_SCHEMA)
-    winners = _item_winners(rest if base is None else pl.concat([base, rest]))
-    try:  # a cache: a reader without write access (serving) still gets the catalog
-        if start < len(chain):
-            atomic_write_parquet(winners, folder / chain[-1])
-        if covers_all:
-            for name in sorted(names - {chain[-1]}):
-                if _CHECKPOINT_NAME.match(name):
-                    delete(folder / name)
-    except OSError as exc:
-        log.warning("catalog checkpoint not updated in %s: %s", folder, exc)
-    _remember_checkpoint(str(folder / chain[-1]), winners)
-    return winners
-
-
-def _read_checkpoint(path: Any) -> pl.DataFrame:
-    key = str(path)
-    with _CHECKPOINTS_LOCK:
-        hit = _CHECKPOINTS.get(key)
-    if hit is not None:
-        return hit
-    df = read_parquet(path)
-    if dict(df.schema) != CLEAN_ITEMS_SCHEMA:
-        raise CorruptFileError(f"{path}: not a catalog checkpoint (columns {df.schema})")
-    _remember_checkpoint(key, df)
-    return df
-
-
-def _remember_checkpoint(key: str, df: pl.DataFrame) -> None:
-    with _CHECKPOINTS_LOCK:
-        _CHECKPOINTS[key] = df
-        _CHECKPOINTS.move_to_end(key)
-        while len(_CHECKPOINTS) > _CHECKPOINTS_KEPT:
-            _CHECKPOINTS.popitem(last=False)
 
 
 def pending_clean_dates(warehouse: Warehouse, until: dt.date) -> list[dt.date]:

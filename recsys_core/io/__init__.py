@@ -18,6 +18,7 @@ from recsys_core.io._atomic import (
     replace_dir,
     sweep_temporaries,
 )
+from recsys_core.io._checkpoint import checkpoint_chain, fold_with_checkpoint
 from recsys_core.io._fence import LeaseLostError
 from recsys_core.io._lease import RunLockedError
 from recsys_core.io._storage import (
@@ -62,6 +63,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_parquet",
     "atomic_write_text",
+    "checkpoint_chain",
     "delete",
     "delete_tree",
     "download_files",
@@ -69,6 +71,7 @@ __all__ = [
     "files_under",
     "files_with_stats",
     "files_with_versions",
+    "fold_with_checkpoint",
     "forget_cached_objects",
     "on_forget_cached_objects",
     "is_remote",

@@ -7,7 +7,7 @@
       clean/{events,items}/date=YYYY-MM-DD/part-0.parquet   validated, normalised, de-duplicated
       quarantine/date=YYYY-MM-DD/part-0.parquet             invalid rows with a `reason`
       manifests/date=YYYY-MM-DD.json                        counts that reconcile
-      catalog/checkpoint-<chain>.parquet                    object stores: the catalog so far
+      checkpoints/{catalog,run_metrics}/                    object stores: folds so far
       features/item_embeddings/part-0.parquet               item vectors, incremental
       models/<model_id>/                                    registry entries; models/champion.json
       tuning/<model>/trials.parquet                         every Bayesian-search trial
@@ -169,11 +169,10 @@ class Warehouse:
     def item_embeddings(self) -> Location:
         return self.root / "features" / "item_embeddings" / "part-0.parquet"
 
-    @property
-    def catalog_checkpoints(self) -> Location:
-        """Folder of the item catalog's checkpoints (object stores only; see
-        :func:`recsys_core.ingest.load_catalog`)."""
-        return self.root / "catalog"
+    def checkpoints(self, name: str) -> Location:
+        """Folder of one fold's checkpoints (object stores only; see
+        :mod:`recsys_core.io._checkpoint`): ``catalog``, ``run_metrics``."""
+        return self.root / "checkpoints" / name
 
     @property
     def models_dir(self) -> Location:
@@ -215,7 +214,7 @@ class Warehouse:
         return self.dates_with(self.root / "clean" / kind, "part-0.parquet")
 
     def completed_run_dates(self) -> list[dt.date]:
-        return partition_dates(self.root / "runs")
+        return sorted(self.partition_stats(self.root / "runs"))
 
     # ---- concurrency --------------------------------------------------------------------------
     @contextmanager

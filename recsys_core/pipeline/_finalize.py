@@ -60,8 +60,8 @@ def finalize_step(settings: Settings, run_date: dt.date, steps: RunSteps) -> Run
         build_report,
         data_stats,
         drift_signals,
+        previous_run,
         recommendation_stats,
-        run_history,
     )
 
     recs = read_parquet(wh.recommendations(run_date))
@@ -71,9 +71,7 @@ def finalize_step(settings: Settings, run_date: dt.date, steps: RunSteps) -> Run
     # items and items with events), not over the items recommended (which would always give 1.0)
     n_items = steps.train.n_items or 1
     stats = {**recommendation_stats(recs, n_items), "models": _serving_models(wh, recs)}
-    history = run_history(wh, until=run_date)  # read once: the drift baseline and the report's plot
-    earlier = [s for s in history if s.run_date < run_date.isoformat()]
-    previous = earlier[-1] if earlier else None
+    previous = previous_run(wh, run_date)
     drift = drift_signals(
         {**stats, **data_stats(tonight, before)},
         previous.recommendation_stats.model_dump() if previous else None,
@@ -87,7 +85,7 @@ def finalize_step(settings: Settings, run_date: dt.date, steps: RunSteps) -> Run
         recommendation_stats=RecommendationStats(**stats),
         drift=[DriftSignal(**s) for s in drift],
     )
-    report = build_report(wh, run_date, summary=summary, recommendations=recs, history=history)
+    report = build_report(wh, run_date, summary=summary, recommendations=recs)
     summary = summary.model_copy(update={"report": str(report)})
     atomic_write_json(wh.run_marker(run_date), summary.model_dump())
     return summary

@@ -9,11 +9,12 @@ the previous night's drift baseline (:func:`previous_run`) and the "metrics over
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import polars as pl
 from pydantic import ValidationError
 
-from recsys_core.io import CorruptFileError, Warehouse, read_json
+from recsys_core.io import CorruptFileError, Warehouse, fold_with_checkpoint, read_json
 from recsys_core.results import RunSummary
 
 __all__ = ["metrics_frame", "metrics_history", "previous_run", "run_history"]
@@ -40,7 +41,8 @@ def run_history(warehouse: Warehouse, until: dt.date | None = None) -> list[RunS
 
 def _summary(warehouse: Warehouse, day: dt.date) -> RunSummary | None:
     try:
-        return RunSummary.model_validate(read_json(warehouse.run_marker(day)))
+        # a marker at the version the listing showed is read once per process
+        return RunSummary.model_validate(read_json(warehouse.run_marker(day), cached=True))
     except (FileNotFoundError, CorruptFileError, ValidationError):
         return None
 
@@ -74,5 +76,25 @@ def metrics_frame(summaries: list[RunSummary]) -> pl.DataFrame:
 
 
 def metrics_history(warehouse: Warehouse, until: dt.date | None = None) -> pl.DataFrame:
-    """:func:`metrics_frame` of every completed night dated on or before ``until``."""
-    return metrics_frame(run_history(warehouse, until))
+    """:func:`metrics_frame` of every completed night dated on or before ``until``.
+
+    On an object store it starts from a checkpoint (:func:`recsys_core.io.fold_with_checkpoint`):
+    a night reads one checkpoint and the markers after it, not every marker ever written."""
+    stats = warehouse.partition_stats(warehouse.root / "runs")  # one listing
+    days = sorted(d for d in stats if until is None or d <= until)
+    if not (warehouse.remote and days and all(stats[d].version for d in days)):
+        return metrics_frame(run_history(warehouse, until))
+
+    def read(dates: Sequence[dt.date]) -> pl.DataFrame:
+        summaries = (_summary(warehouse, day) for day in dates)
+        return metrics_frame([s for s in summaries if s is not None])
+
+    return fold_with_checkpoint(
+        warehouse.checkpoints("run_metrics"),
+        {d: str(stats[d].version) for d in days},
+        read,
+        lambda df: df.sort("run_date", "role", "metric"),
+        schema=_METRICS_SCHEMA,
+        tag="run metrics v1",
+        covers_all=len(days) == len(stats),
+    )

@@ -29,7 +29,7 @@ from recsys_core.io import (
 from recsys_core.metrics import METRIC_NAMES
 from recsys_core.reporting._abtest import abtest_section, gate_section
 from recsys_core.reporting._digest import fmt, headline, metrics_table
-from recsys_core.reporting._history import metrics_frame, run_history
+from recsys_core.reporting._history import metrics_frame, metrics_history
 from recsys_core.reporting._plots import (
     convergence_png,
     metrics_over_time_png,
@@ -234,12 +234,10 @@ def build_report(
     *,
     summary: RunSummary,
     recommendations: pl.DataFrame | None = None,
-    history: list[RunSummary] | None = None,
 ) -> Path:
     """Write ``<warehouse>/reports/run_date=D/report.html`` (self-contained, plots embedded) from
     the night's ``summary``. ``recommendations``: tonight's table when the caller has just read
-    it (else it is read here, when there is one). ``history``: :func:`run_history` up to
-    ``run_date`` when the caller has just read it. Returns the report's path."""
+    it (else it is read here, when there is one). Returns the report's path."""
     ev, train = summary.steps.evaluate, summary.steps.train
     promote, title, reason = headline(ev)
     metric = ev.metric or "ndcg"
@@ -295,7 +293,7 @@ def build_report(
     parts.append(_section_segments(ev.challenger_metrics))
     parts.append(_section_ingest(warehouse, summary, run_date))
 
-    history = metrics_frame(run_history(warehouse, until=run_date) if history is None else history)
+    history = metrics_history(warehouse, until=run_date)
     if run_date not in set(history["run_date"].to_list()):  # tonight's marker comes last
         history = pl.concat([history, metrics_frame([summary])]).sort("run_date", "role", "metric")
     if history.height:

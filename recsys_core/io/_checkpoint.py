@@ -1,0 +1,131 @@
+"""Checkpoints of a fold over dated objects, for object stores.
+
+Some readers fold every dated object ever written into one frame: the item catalog (each item's
+latest row over every clean item partition) and the metrics over run dates (every run marker).
+On an object store each object read is a request, so such a fold would cost one request per day
+of history, every night. :func:`fold_with_checkpoint` keeps the fold's result as a checkpoint
+object named by a hash chained over the dates and versions (ETags, from the listing the reader
+makes anyway) of the objects it was built from, and a later call reads the longest listed
+checkpoint of a prefix of its objects plus the objects after it.
+
+The name fixes the content: rewriting an object changes its version and so the name of every
+checkpoint from its date on, so a stale checkpoint is never found. The result is the same as
+folding every object, provided ``fold(concat(fold(a), b)) == fold(concat(a, b))`` (true of
+"latest row per key" under a total order, and of a sort). Checkpoints are a cache: a damaged or
+vanished one is rebuilt, and a reader that may not write still gets its result (with a
+warning). Local folders do not need them (their versions are unknown; a local read is cheap).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+
+import polars as pl
+
+from recsys_core.io._atomic import CorruptFileError, atomic_write_parquet, read_parquet
+from recsys_core.io._storage import Location, delete, files_under, on_forget_cached_objects
+
+__all__ = ["checkpoint_chain", "fold_with_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^checkpoint-[0-9a-f]{32}\.parquet$")
+#: Checkpoints this process has read or written, by URL (a name fixes its content).
+_KEPT: OrderedDict[str, pl.DataFrame] = OrderedDict()
+_KEPT_LOCK = threading.Lock()
+_KEPT_MAX = 8
+#: A checkpoint costs a listing, a write and, the next night, a read and a delete: below this
+#: many objects, reading them all is cheaper.
+MIN_OBJECTS = 4
+on_forget_cached_objects(_KEPT.clear)
+
+
+def checkpoint_chain(versions: Mapping[dt.date, str], tag: str) -> list[str]:
+    """The checkpoint name of every prefix of the dated objects (date order): a hash chained
+    over ``tag`` and each object's date and version."""
+    h = hashlib.sha256(f"recsys checkpoint {tag}".encode())
+    out = []
+    for day in sorted(versions):
+        h.update(f"{day.isoformat()}={versions[day]};".encode())
+        out.append(f"checkpoint-{h.hexdigest()[:32]}.parquet")
+    return out
+
+
+def fold_with_checkpoint(
+    folder: Location,
+    versions: Mapping[dt.date, str],
+    read: Callable[[Sequence[dt.date]], pl.DataFrame],
+    fold: Callable[[pl.DataFrame], pl.DataFrame],
+    *,
+    schema: Mapping[str, pl.DataType],
+    tag: str,
+    covers_all: bool,
+    min_objects: int = MIN_OBJECTS,
+) -> pl.DataFrame:
+    """``fold(read(dates))`` for the dated objects whose ``versions`` are given, starting from
+    the checkpoint in ``folder`` of the longest prefix of them that has one.
+
+    ``read(dates)`` reads those objects into one frame of ``schema`` (the fold's input and
+    result). The checkpoint of the whole chain is written when it was not there; with
+    ``covers_all`` (the chain holds every object listed) every other checkpoint is then deleted:
+    superseded or stale (one that a concurrent reader has just listed costs that reader a full
+    read, never a wrong answer). A checkpoint read or written here is kept in memory by name.
+    Fewer than ``min_objects`` objects are folded directly (a checkpoint would cost more
+    requests than it saves).
+    """
+    days = sorted(versions)
+    if len(days) < min_objects:
+        return fold(read(days))
+    chain = checkpoint_chain(versions, tag)
+    with _KEPT_LOCK:
+        hit = _KEPT.get(str(folder / chain[-1]))
+    if hit is not None:
+        return hit
+    names = set(files_under(folder))
+    base, start = None, 0
+    for i in range(len(chain) - 1, -1, -1):
+        if chain[i] in names:
+            # deleted since the listing, or damaged: fold every object (and write it again)
+            with contextlib.suppress(FileNotFoundError, CorruptFileError):
+                base, start = _read(folder / chain[i], schema), i + 1
+            break
+    rest = read(days[start:])
+    result = fold(rest if base is None else pl.concat([base, rest]))
+    try:  # a cache: a reader without write access still gets the result
+        if start < len(chain):
+            atomic_write_parquet(result, folder / chain[-1])
+        if covers_all:
+            for name in sorted(names - {chain[-1]}):
+                if _NAME.match(name):
+                    delete(folder / name)
+    except OSError as exc:
+        log.warning("checkpoint not updated in %s: %s", folder, exc)
+    _keep(str(folder / chain[-1]), result)
+    return result
+
+
+def _read(path: Location, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    with _KEPT_LOCK:
+        hit = _KEPT.get(str(path))
+    if hit is not None:
+        return hit
+    df = read_parquet(path)
+    if df.schema != pl.Schema(schema):
+        raise CorruptFileError(f"{path}: not a checkpoint of {dict(schema)} (found {df.schema})")
+    _keep(str(path), df)
+    return df
+
+
+def _keep(key: str, df: pl.DataFrame) -> None:
+    with _KEPT_LOCK:
+        _KEPT[key] = df
+        _KEPT.move_to_end(key)
+        while len(_KEPT) > _KEPT_MAX:
+            _KEPT.popitem(last=False)

@@ -379,6 +379,8 @@ def test_normalisation_keeps_ids_as_strings(landing: Path, wh: Warehouse) -> Non
         ("events/date=2026-01-04/a.csv#3", "007", "0001", "rating", 4.5),
     ]
     assert ev["timestamp"][0] == dt.datetime(2026, 1, 4, 10, 0, tzinfo=dt.UTC)
+    some = load_clean_events(wh, until=D1, columns=("item_id", "user_id"))
+    assert some.equals(ev.select("item_id", "user_id"))  # only those columns, in that order
 
 
 # ---- clean: duplicates -----------------------------------------------------------------------

@@ -134,12 +134,19 @@ def write_raw_partition(
 
 
 def load_clean_events(
-    warehouse: Warehouse, until: dt.date, since: dt.date | None = None
+    warehouse: Warehouse,
+    until: dt.date,
+    since: dt.date | None = None,
+    columns: Sequence[str] | None = None,
 ) -> pl.DataFrame:
     """Clean events of every partition dated in ``[since, until]`` (never after ``until``),
-    in date order, with :data:`~recsys_core.schema.CLEAN_EVENTS_SCHEMA`."""
+    in date order, with :data:`~recsys_core.schema.CLEAN_EVENTS_SCHEMA` (only ``columns`` of
+    it, in that order, when given: the others are not read)."""
     files = {d: warehouse.clean("events", d) for d in _dates(warehouse, "events", until, since)}
-    return read_dated_parquet(files, CLEAN_EVENTS_SCHEMA)
+    schema = CLEAN_EVENTS_SCHEMA
+    if columns is not None:
+        schema = {c: CLEAN_EVENTS_SCHEMA[c] for c in columns}
+    return read_dated_parquet(files, schema)
 
 
 def load_catalog(warehouse: Warehouse, as_of: dt.date) -> pl.DataFrame:

@@ -65,8 +65,9 @@ def finalize_step(settings: Settings, run_date: dt.date, steps: RunSteps) -> Run
     )
 
     recs = read_parquet(wh.recommendations(run_date))
-    tonight = load_clean_events(wh, until=run_date, since=run_date)
-    before = load_clean_events(wh, until=run_date - dt.timedelta(days=1))
+    ids = ("user_id", "item_id")  # all the drift statistics read (``before`` is every night)
+    tonight = load_clean_events(wh, until=run_date, since=run_date, columns=ids)
+    before = load_clean_events(wh, until=run_date - dt.timedelta(days=1), columns=ids)
     # coverage is over the whole catalog as of tonight (the train step's item vocabulary: catalog
     # items and items with events), not over the items recommended (which would always give 1.0)
     n_items = steps.train.n_items or 1

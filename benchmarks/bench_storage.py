@@ -30,6 +30,7 @@ import datetime as dt
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -248,6 +249,15 @@ def main() -> None:
                         runs = _runs([r[col] for r in times[side, night]])
                         print(f"  {label}: {best:7.2f} s   (runs: {runs})")
                     print(f"  ratio S3 / local: {so / lo:5.2f}x   (target <= 1.5x)")
+                    paired = sorted(
+                        s[col] / loc[col]
+                        for loc, s in zip(times["local", night], times["S3", night], strict=True)
+                    )
+                    print(
+                        f"  paired ratios (each repeat's S3 run over its own local run, seconds "
+                        f"apart): median {statistics.median(paired):.2f}x, "
+                        f"range {paired[0]:.2f}x to {paired[-1]:.2f}x"
+                    )
             print(
                 "(nightly() returns on a whole second after its start: Prefect joins its flow-run "
                 "heartbeat thread, which sleeps in 1 s steps; the first figure is the run's own cost)"

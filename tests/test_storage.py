@@ -587,6 +587,39 @@ def test_a_step_lists_each_prefix_once_and_sees_its_own_writes(remote_root, monk
     assert files_under(root / "t") == ["c.json", "sub/b.json"] and len(listings) == 5
 
 
+def test_prefetched_listings_serve_the_step(remote_root, monkeypatch):
+    """prefetch_listings lists several prefixes at once on pool threads, into the step's
+    snapshot: the step's own listings of them then make no request. Outside a step, and for
+    local folders, it lists nothing."""
+    import threading
+
+    from recsys_core.io import _storage, listing_snapshot, prefetch_listings
+
+    root = location(remote_root)
+    for name in ("a/1.json", "b/2.json", "c/3.json"):
+        atomic_write_json(root / name, {})
+    listings = []
+    real = _storage._list
+    monkeypatch.setattr(
+        _storage,
+        "_list",
+        lambda loc, base: (
+            listings.append((base, threading.current_thread().name)) or real(loc, base)
+        ),
+    )
+    prefetch_listings(root / "a", root / "b")  # no step: nothing
+    assert listings == []
+    with listing_snapshot():
+        prefetch_listings(root / "a", root / "b", root / "c", "/tmp/not-listed")
+        assert len(listings) == 3
+        assert all(thread.startswith("recsys-list") for _, thread in listings)
+        assert files_under(root / "a") == ["1.json"] and files_under(root / "c") == ["3.json"]
+        assert files_under(root / "b") == ["2.json"] and len(listings) == 3
+    with listing_snapshot():  # a missing prefix is an empty listing, as it would be later
+        prefetch_listings(root / "none", root / "a")
+        assert files_under(root / "none") == [] and len(listings) == 5
+
+
 def test_registry_on_each_backend(root):
     from recsys_core.registry import ModelRegistry
 

@@ -16,7 +16,15 @@ from recsys_core.ingest import (
     plan_ingest,
     scan_landing,
 )
-from recsys_core.io import Warehouse, exists, listing_snapshot, read_json, sweep_temporaries
+from recsys_core.io import (
+    Warehouse,
+    exists,
+    listing_snapshot,
+    location,
+    prefetch_listings,
+    read_json,
+    sweep_temporaries,
+)
 from recsys_core.pipeline._context import jsonable
 from recsys_core.pipeline._faults import maybe_fail
 from recsys_core.pipeline._finalize import withdraw_completion
@@ -73,6 +81,9 @@ def plan_ingest_step(
     """Withdraw ``run_date``'s completion marker, sweep temporaries left by killed runs, and plan
     the ingest (raises, before writing anything, as :func:`ingest_step` does)."""
     wh = Warehouse(settings.warehouse)
+    landing = location(settings.landing)
+    # the landing zone and the raw tables, listed at once
+    prefetch_listings(*(r / k for r in (landing, wh.root / "raw") for k in ("events", "items")))
     withdrawn = withdraw_completion(settings, run_date)
     swept = sweep_temporaries(wh.root)
     maybe_fail(settings, "ingest")
@@ -120,6 +131,10 @@ def clean_step(settings: Settings, run_date: dt.date, *, force: bool = False) ->
     """
     wh = Warehouse(settings.warehouse)
     maybe_fail(settings, "clean")
+    raw = wh.root / "raw"  # what the pending check and the passes list, listed at once
+    prefetch_listings(
+        wh.root / "manifests", raw / "events", raw / "items", wh.root / "clean" / "events"
+    )
     todo = set(pending_clean_dates(wh, run_date))
     if force and (exists(wh.raw("events", run_date)) or exists(wh.raw("items", run_date))):
         todo.add(run_date)

@@ -13,6 +13,7 @@ from recsys_core.io import (
     delete,
     exists,
     listing_snapshot,
+    prefetch_listings,
     read_parquet,
 )
 from recsys_core.pipeline._context import code_version
@@ -64,6 +65,7 @@ def finalize_step(settings: Settings, run_date: dt.date, steps: RunSteps) -> Run
         recommendation_stats,
     )
 
+    prefetch_listings(wh.root / "clean" / "events", wh.root / "runs")
     recs = read_parquet(wh.recommendations(run_date))
     ids = ("user_id", "item_id")  # all the drift statistics read (``before`` is every night)
     tonight = load_clean_events(wh, until=run_date, since=run_date, columns=ids)

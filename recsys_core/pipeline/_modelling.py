@@ -42,6 +42,7 @@ from recsys_core.io import (
     atomic_write_json,
     exists,
     listing_snapshot,
+    prefetch_listings,
     read_json,
 )
 from recsys_core.models import get_model_class
@@ -123,6 +124,8 @@ def train_step(settings: Settings, run_date: dt.date, *, force: bool = False) ->
     """Search (or reuse) every candidate's hyperparameters, pick the best, fit and register it."""
     wh = Warehouse(settings.warehouse)
     maybe_fail(settings, "train")
+    clean = wh.root / "clean"  # what the window and the catalog list, listed at once
+    prefetch_listings(clean / "events", clean / "items", wh.checkpoints("catalog"))
     window = load_window(settings, run_date)
     train_ev, _ = temporal_split(window.events, run_date, settings.evaluation.holdout_days)
     if train_ev.height == 0:
@@ -317,6 +320,7 @@ def evaluate_step(settings: Settings, run_date: dt.date, challenger_id: str) -> 
         from recsys_core.abtest._experiment import pin_experiment
 
         pin_experiment(wh, settings.abtest, run_date)
+    prefetch_listings(wh.root / "clean" / "events", wh.root / "clean" / "items")
     window = load_window(settings, run_date)
     holdout_days = settings.evaluation.holdout_days
     cut = run_date - dt.timedelta(days=holdout_days - 1)

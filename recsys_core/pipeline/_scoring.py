@@ -21,6 +21,7 @@ from recsys_core.io import (
     atomic_write_parquet,
     delete_tree,
     listing_snapshot,
+    prefetch_listings,
     read_json,
     read_parquet,
 )
@@ -65,6 +66,8 @@ def score_shard(settings: Settings, run_date: dt.date, shard: int, n_shards: int
         raise ValueError(f"shard {shard} out of range for {n_shards} shards")
     wh = Warehouse(settings.warehouse)
     maybe_fail(settings, "score")
+    if settings.scoring.active_days:  # the active users' events and the catalog, at once
+        prefetch_listings(wh.root / "clean" / "events", wh.root / "clean" / "items")
     registry = ModelRegistry(wh.models_dir)
     if settings.abtest.experiment:
         return _score_shard_arms(settings, run_date, shard, n_shards, wh, registry)

@@ -532,6 +532,26 @@ def test_catalog_checkpoint_gives_the_full_read_and_reads_only_new_partitions(
     assert "checkpoint not updated" in caplog.text and checkpoints() == []
 
 
+def test_checkpoints_held_in_memory_are_bounded(monkeypatch):
+    """At most KEPT_BYTES of checkpoints stay in memory, the least recently used dropped first;
+    one larger than half of it is not held at all (read again next time)."""
+    from collections import OrderedDict
+
+    from recsys_core.io import _checkpoint
+
+    monkeypatch.setattr(_checkpoint, "KEPT_BYTES", 3000)
+    monkeypatch.setattr(_checkpoint, "_KEPT", OrderedDict())
+    small = pl.DataFrame({"x": list(range(100))})  # 800 bytes
+    for key in "abc":
+        _checkpoint._keep(key, small)
+    assert _checkpoint._kept("a") is small  # now the most recently used
+    _checkpoint._keep("d", small)  # 3,200 bytes: the least recently used goes
+    assert _checkpoint._kept("b") is None
+    assert all(_checkpoint._kept(k) is small for k in "acd")
+    _checkpoint._keep("e", pl.DataFrame({"x": list(range(200))}))  # 1,600 > 1,500
+    assert _checkpoint._kept("e") is None and _checkpoint._kept("a") is small
+
+
 def test_catalog_on_local_disk_keeps_no_checkpoint(tmp_path):
     from recsys_core.ingest import load_catalog
 

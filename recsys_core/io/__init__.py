@@ -18,7 +18,7 @@ from recsys_core.io._atomic import (
     replace_dir,
     sweep_temporaries,
 )
-from recsys_core.io._checkpoint import checkpoint_chain, fold_with_checkpoint
+from recsys_core.io._checkpoint import fold_with_checkpoint
 from recsys_core.io._fence import LeaseLostError
 from recsys_core.io._lease import RunLockedError
 from recsys_core.io._storage import (
@@ -64,7 +64,6 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_parquet",
     "atomic_write_text",
-    "checkpoint_chain",
     "delete",
     "delete_tree",
     "download_files",

@@ -37,10 +37,11 @@ __all__ = ["checkpoint_chain", "fold_with_checkpoint"]
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^checkpoint-[0-9a-f]{32}\.parquet$")
-#: Checkpoints this process has read or written, by URL (a name fixes its content).
-_KEPT: OrderedDict[str, pl.DataFrame] = OrderedDict()
+#: Checkpoints this process has read or written, by URL (a name fixes its content), with
+#: their sizes; at most :data:`KEPT_BYTES` in all, the least recently used dropped first.
+_KEPT: OrderedDict[str, tuple[pl.DataFrame, int]] = OrderedDict()
 _KEPT_LOCK = threading.Lock()
-_KEPT_MAX = 8
+KEPT_BYTES = 256 * 2**20
 #: A checkpoint costs a listing, a write and, the next night, a read and a delete: below this
 #: many objects, reading them all is cheaper.
 MIN_OBJECTS = 4
@@ -84,8 +85,7 @@ def fold_with_checkpoint(
     if len(days) < min_objects:
         return fold(read(days))
     chain = checkpoint_chain(versions, tag)
-    with _KEPT_LOCK:
-        hit = _KEPT.get(str(folder / chain[-1]))
+    hit = _kept(str(folder / chain[-1]))
     if hit is not None:
         return hit
     names = set(files_under(folder))
@@ -112,8 +112,7 @@ def fold_with_checkpoint(
 
 
 def _read(path: Location, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
-    with _KEPT_LOCK:
-        hit = _KEPT.get(str(path))
+    hit = _kept(str(path))
     if hit is not None:
         return hit
     df = read_parquet(path)
@@ -123,9 +122,21 @@ def _read(path: Location, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
     return df
 
 
-def _keep(key: str, df: pl.DataFrame) -> None:
+def _kept(key: str) -> pl.DataFrame | None:
     with _KEPT_LOCK:
-        _KEPT[key] = df
+        hit = _KEPT.get(key)
+        if hit is None:
+            return None
         _KEPT.move_to_end(key)
-        while len(_KEPT) > _KEPT_MAX:
+        return hit[0]
+
+
+def _keep(key: str, df: pl.DataFrame) -> None:
+    size = df.estimated_size()
+    if size > KEPT_BYTES // 2:  # a huge catalog is read again rather than held
+        return
+    with _KEPT_LOCK:
+        _KEPT[key] = (df, size)
+        _KEPT.move_to_end(key)
+        while sum(s for _, s in _KEPT.values()) > KEPT_BYTES:
             _KEPT.popitem(last=False)

@@ -167,18 +167,15 @@ def load_catalog(warehouse: Warehouse, as_of: dt.date) -> pl.DataFrame:
     def read(dates: Sequence[dt.date]) -> pl.DataFrame:
         return read_dated_parquet({d: files[d] for d in dates}, CLEAN_ITEMS_SCHEMA)
 
-    if warehouse.remote and days and all(stats[d].version for d in days):
-        winners = fold_with_checkpoint(
-            warehouse.checkpoints("catalog"),
-            {d: str(stats[d].version) for d in days},
-            read,
-            _item_winners,
-            schema=CLEAN_ITEMS_SCHEMA,
-            tag="catalog v1",
-            covers_all=len(days) == len(stats),
-        )
-    else:
-        winners = _item_winners(read(days))
+    winners = fold_with_checkpoint(
+        warehouse.checkpoints("catalog"),
+        {d: s.version for d, s in stats.items()},
+        days,
+        read,
+        _item_winners,
+        schema=CLEAN_ITEMS_SCHEMA,
+        tag="catalog v1",
+    )
     return winners.select(CATALOG_COLUMNS)
 
 

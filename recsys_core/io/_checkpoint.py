@@ -61,30 +61,33 @@ def checkpoint_chain(versions: Mapping[dt.date, str], tag: str) -> list[str]:
 
 def fold_with_checkpoint(
     folder: Location,
-    versions: Mapping[dt.date, str],
+    versions: Mapping[dt.date, str | None],
+    days: Sequence[dt.date],
     read: Callable[[Sequence[dt.date]], pl.DataFrame],
     fold: Callable[[pl.DataFrame], pl.DataFrame],
     *,
     schema: Mapping[str, pl.DataType],
     tag: str,
-    covers_all: bool,
     min_objects: int = MIN_OBJECTS,
 ) -> pl.DataFrame:
-    """``fold(read(dates))`` for the dated objects whose ``versions`` are given, starting from
-    the checkpoint in ``folder`` of the longest prefix of them that has one.
+    """``fold(read(days))``: ``days`` are some of the dated objects of one listing, whose
+    ``versions`` (every listed object's; None where the store gives none, as on local disk)
+    name them. Starts from the checkpoint in ``folder`` of the longest prefix of ``days`` that
+    has one.
 
     ``read(dates)`` reads those objects into one frame of ``schema`` (the fold's input and
-    result). The checkpoint of the whole chain is written when it was not there; with
-    ``covers_all`` (the chain holds every object listed) every other checkpoint is then deleted:
-    superseded or stale (one that a concurrent reader has just listed costs that reader a full
-    read, never a wrong answer). A checkpoint read or written here is kept in memory by name.
-    Fewer than ``min_objects`` objects are folded directly (a checkpoint would cost more
-    requests than it saves).
+    result). The checkpoint of the whole chain is written when it was not there; when ``days``
+    are every listed object, every other checkpoint is then deleted: superseded or stale (one
+    that a concurrent reader has just listed costs that reader a full read, never a wrong
+    answer). A checkpoint read or written here is kept in memory by name. Objects without a
+    version, or fewer than ``min_objects``, are folded directly (no checkpoint; below that
+    many, one would cost more requests than it saves).
     """
-    days = sorted(versions)
-    if len(days) < min_objects:
+    days = sorted(days)
+    if len(days) < min_objects or any(versions[d] is None for d in days):
         return fold(read(days))
-    chain = checkpoint_chain(versions, tag)
+    covers_all = len(days) == len(versions)
+    chain = checkpoint_chain({d: str(versions[d]) for d in days}, tag)
     hit = _kept(str(folder / chain[-1]))
     if hit is not None:
         return hit

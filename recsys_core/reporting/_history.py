@@ -34,7 +34,12 @@ def run_history(warehouse: Warehouse, until: dt.date | None = None) -> list[RunS
     A marker that cannot be read or is not a run summary (damaged, or written by another version)
     is left out: one bad night must not break every later report.
     """
-    days = [d for d in warehouse.completed_run_dates() if until is None or d <= until]
+    return _summaries(
+        warehouse, [d for d in warehouse.completed_run_dates() if until is None or d <= until]
+    )
+
+
+def _summaries(warehouse: Warehouse, days: Sequence[dt.date]) -> list[RunSummary]:
     summaries = (_summary(warehouse, day) for day in days)
     return [s for s in summaries if s is not None]
 
@@ -81,20 +86,12 @@ def metrics_history(warehouse: Warehouse, until: dt.date | None = None) -> pl.Da
     On an object store it starts from a checkpoint (:func:`recsys_core.io.fold_with_checkpoint`):
     a night reads one checkpoint and the markers after it, not every marker ever written."""
     stats = warehouse.partition_stats(warehouse.root / "runs")  # one listing
-    days = sorted(d for d in stats if until is None or d <= until)
-    if not (warehouse.remote and days and all(stats[d].version for d in days)):
-        return metrics_frame(run_history(warehouse, until))
-
-    def read(dates: Sequence[dt.date]) -> pl.DataFrame:
-        summaries = (_summary(warehouse, day) for day in dates)
-        return metrics_frame([s for s in summaries if s is not None])
-
     return fold_with_checkpoint(
         warehouse.checkpoints("run_metrics"),
-        {d: str(stats[d].version) for d in days},
-        read,
+        {d: s.version for d, s in stats.items()},
+        [d for d in stats if until is None or d <= until],
+        lambda dates: metrics_frame(_summaries(warehouse, dates)),
         lambda df: df.sort("run_date", "role", "metric"),
         schema=_METRICS_SCHEMA,
         tag="run metrics v1",
-        covers_all=len(days) == len(stats),
     )

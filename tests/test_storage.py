@@ -532,6 +532,110 @@ def test_catalog_checkpoint_gives_the_full_read_and_reads_only_new_partitions(
     assert "checkpoint not updated" in caplog.text and checkpoints() == []
 
 
+def _events_partition(day: dt.date, users: int) -> pl.DataFrame:
+    from recsys_core.schema import CLEAN_EVENTS_SCHEMA
+
+    t = dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)
+    return pl.DataFrame(
+        [
+            (f"e{day}-{u}", f"u{u}", f"i{u % 3}", "click", t, 1.0, day, f"events/{day}.csv", u)
+            for u in range(users)
+        ],
+        schema=CLEAN_EVENTS_SCHEMA,
+        orient="row",
+    )
+
+
+def test_events_checkpoint_gives_the_full_read_and_is_rewritten_every_few_partitions(
+    remote_root, monkeypatch
+):
+    """On an object store the whole event history starts from a checkpoint, written again only
+    once EVENTS_REWRITE_AFTER partitions follow it (each rewrite copies every event): a fresh
+    worker reads one checkpoint and the few partitions after it; one that holds the partitions
+    reads them. A read of an earlier prefix
+    (the finalize step's history before tonight) or of a window (``since``) writes nothing.
+    Every case equals a read of every partition."""
+    from recsys_core.ingest import _load, load_clean_events
+    from recsys_core.ingest._load import EVENTS_REWRITE_AFTER, read_dated_parquet
+    from recsys_core.io import forget_cached_objects
+    from recsys_core.schema import CLEAN_EVENTS_SCHEMA
+
+    assert EVENTS_REWRITE_AFTER == 7
+    wh = Warehouse(remote_root)
+    days = [D1 + dt.timedelta(days=i) for i in range(16)]
+    for i, day in enumerate(days[:9]):
+        atomic_write_parquet(_events_partition(day, 2 + i % 3), wh.clean("events", day))
+
+    def full(until: dt.date, since: dt.date | None = None) -> pl.DataFrame:
+        files = {
+            d: wh.clean("events", d)
+            for d in wh.clean_dates("events")
+            if d <= until and (since is None or d >= since)
+        }
+        return read_dated_parquet(files, CLEAN_EVENTS_SCHEMA)
+
+    read_days: list[list[dt.date]] = []
+    real_read = _load.read_dated_parquet
+    monkeypatch.setattr(
+        _load,
+        "read_dated_parquet",
+        lambda files, *a: read_days.append(sorted(files)) or real_read(files, *a),
+    )
+
+    def fresh(until: dt.date, **kw) -> pl.DataFrame:  # as a new worker: nothing in memory
+        forget_cached_objects()
+        read_days.clear()
+        return load_clean_events(wh, until, **kw)
+
+    def checkpoints() -> list[str]:
+        return files_under(wh.checkpoints("events"))
+
+    # a worker that holds the partitions (it has just written them) reads them directly
+    assert load_clean_events(wh, days[8]).equals(full(days[8])) and read_days == [days[:9]]
+    assert checkpoints() == []
+    assert fresh(days[5]).equals(full(days[5])) and read_days == [days[:6]]
+    assert checkpoints() == []  # six partitions are read directly
+    assert fresh(days[8]).equals(full(days[8])) and read_days == [days[:9]]
+    assert len(checkpoints()) == 1
+    first = checkpoints()
+
+    # an earlier prefix, with two columns (the history before tonight): nothing written
+    ids = ("user_id", "item_id")
+    assert fresh(days[7], columns=ids).equals(full(days[7]).select(ids))
+    assert read_days == [days[:8]] and checkpoints() == first
+    assert fresh(days[8], since=days[7]).equals(full(days[8], days[7]))  # a window: direct
+    assert read_days == [days[7:9]] and checkpoints() == first
+
+    # new nights: the checkpoint and the partitions after it, until seven follow it
+    for n in range(9, 16):
+        atomic_write_parquet(_events_partition(days[n], 3), wh.clean("events", days[n]))
+        assert fresh(days[n]).equals(full(days[n])) and read_days == [days[9 : n + 1]]
+        if n < 15:
+            assert checkpoints() == first
+    assert len(checkpoints()) == 1 and checkpoints() != first  # rewritten; the old one deleted
+    got = fresh(days[15])
+    assert read_days == [[]]  # the checkpoint alone
+    read_days.clear()
+    again = load_clean_events(wh, days[15], columns=ids)
+    assert read_days == []  # the checkpoint, from memory
+    assert got.equals(full(days[15])) and again.equals(full(days[15]).select(ids))
+
+    # a re-clean rewrites day 3: the checkpoint is stale, every partition is read again
+    atomic_write_parquet(_events_partition(days[2], 5), wh.clean("events", days[2]))
+    assert fresh(days[15]).equals(full(days[15])) and read_days == [days]
+
+
+def test_events_on_local_disk_keep_no_checkpoint(tmp_path):
+    from recsys_core.ingest import load_clean_events
+
+    wh = Warehouse(tmp_path / "wh")
+    days = [D1 + dt.timedelta(days=i) for i in range(9)]
+    for day in days:
+        atomic_write_parquet(_events_partition(day, 2), wh.clean("events", day))
+    assert load_clean_events(wh, days[-1]).height == 18
+    assert not (tmp_path / "wh" / "checkpoints").exists()
+
+
 def test_checkpoints_held_in_memory_are_bounded(monkeypatch):
     """At most KEPT_BYTES of checkpoints stay in memory, the least recently used dropped first;
     one larger than half of it is not held at all (read again next time)."""

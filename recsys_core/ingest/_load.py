@@ -15,6 +15,7 @@ from recsys_core.io import (
     Warehouse,
     atomic_path,
     fold_with_checkpoint,
+    held_in_memory,
     is_remote,
     read_json,
     read_parquet,
@@ -141,12 +142,49 @@ def load_clean_events(
 ) -> pl.DataFrame:
     """Clean events of every partition dated in ``[since, until]`` (never after ``until``),
     in date order, with :data:`~recsys_core.schema.CLEAN_EVENTS_SCHEMA` (only ``columns`` of
-    it, in that order, when given: the others are not read)."""
-    files = {d: warehouse.clean("events", d) for d in _dates(warehouse, "events", until, since)}
+    it, in that order, when given: the others are not read).
+
+    On an object store, the whole history (no ``since``) starts from a checkpoint
+    (:func:`recsys_core.io.fold_with_checkpoint`), rewritten once at least
+    :data:`EVENTS_REWRITE_AFTER` partitions follow the last one: a fresh worker's night reads
+    one checkpoint and at most a few partitions, not one object per day of history. Partitions
+    this process holds (it has just written or read them: the clean step reads the last
+    ``event_id_horizon_days``) cost no request, so when fewer than that many would be fetched
+    they are read directly. The result is the same.
+    """
     schema = CLEAN_EVENTS_SCHEMA
     if columns is not None:
         schema = {c: CLEAN_EVENTS_SCHEMA[c] for c in columns}
-    return read_dated_parquet(files, schema)
+    if since is not None or not warehouse.remote:
+        files = {d: warehouse.clean("events", d) for d in _dates(warehouse, "events", until, since)}
+        return read_dated_parquet(files, schema)
+    stats = warehouse.partition_stats(warehouse.root / "clean" / "events")  # one listing
+    files = {d: warehouse.clean("events", d) for d in sorted(stats) if d <= until}
+    if sum(not held_in_memory(f) for f in files.values()) < EVENTS_REWRITE_AFTER:
+        return read_dated_parquet(files, schema)
+
+    def read(dates: Sequence[dt.date]) -> pl.DataFrame:
+        return read_dated_parquet({d: files[d] for d in dates}, CLEAN_EVENTS_SCHEMA)
+
+    events = fold_with_checkpoint(
+        warehouse.checkpoints("events"),
+        {d: s.version for d, s in stats.items()},
+        list(files),
+        read,
+        lambda df: df,
+        schema=CLEAN_EVENTS_SCHEMA,
+        tag="clean events v1",
+        min_objects=EVENTS_REWRITE_AFTER,
+        rewrite_after=EVENTS_REWRITE_AFTER,
+        partial_writes=False,
+    )
+    return events if columns is None else events.select(columns)
+
+
+#: On an object store, the checkpoint of every clean event is written again once this many
+#: partitions follow it (a week of nights): each rewrite copies the whole history, each night
+#: without one reads the partitions after it (see :func:`load_clean_events`).
+EVENTS_REWRITE_AFTER = 7
 
 
 def load_catalog(warehouse: Warehouse, as_of: dt.date) -> pl.DataFrame:

@@ -69,6 +69,8 @@ def fold_with_checkpoint(
     schema: Mapping[str, pl.DataType],
     tag: str,
     min_objects: int = MIN_OBJECTS,
+    rewrite_after: int = 1,
+    partial_writes: bool = True,
 ) -> pl.DataFrame:
     """``fold(read(days))``: ``days`` are some of the dated objects of one listing, whose
     ``versions`` (every listed object's; None where the store gives none, as on local disk)
@@ -76,12 +78,16 @@ def fold_with_checkpoint(
     has one.
 
     ``read(dates)`` reads those objects into one frame of ``schema`` (the fold's input and
-    result). The checkpoint of the whole chain is written when it was not there; when ``days``
-    are every listed object, every other checkpoint is then deleted: superseded or stale (one
-    that a concurrent reader has just listed costs that reader a full read, never a wrong
-    answer). A checkpoint read or written here is kept in memory by name. Objects without a
-    version, or fewer than ``min_objects``, are folded directly (no checkpoint; below that
-    many, one would cost more requests than it saves).
+    result). The checkpoint of the whole chain is written when at least ``rewrite_after``
+    objects follow the checkpoint it started from (1: whenever it was not there; a fold whose
+    checkpoint is the whole history, such as every event, is rewritten only every few objects);
+    when ``days`` are every listed object, every other checkpoint is then deleted: superseded or
+    stale (one that a concurrent reader has just listed costs that reader a full read, never a
+    wrong answer). ``partial_writes=False``: only a chain of every listed object is written (a
+    reader of an earlier prefix, such as the history before tonight, then writes nothing that
+    the next night would not use). A checkpoint read or written here is kept in memory by name.
+    Objects without a version, or fewer than ``min_objects``, are folded directly (no
+    checkpoint; below that many, one would cost more requests than it saves).
     """
     days = sorted(days)
     if len(days) < min_objects or any(versions[d] is None for d in days):
@@ -102,9 +108,13 @@ def fold_with_checkpoint(
     rest = read(days[start:])
     result = fold(rest if base is None else pl.concat([base, rest]))
     try:  # a cache: a reader without write access still gets the result
-        if start < len(chain):
+        written = start == len(chain)
+        # with fewer than ``rewrite_after`` objects after the checkpoint, reading them again
+        # next time costs less than rewriting the whole result now
+        if not written and len(chain) - start >= rewrite_after and (partial_writes or covers_all):
             atomic_write_parquet(result, folder / chain[-1])
-        if covers_all:
+            written = True
+        if written and covers_all:
             for name in sorted(names - {chain[-1]}):
                 if _NAME.match(name):
                     delete(folder / name)

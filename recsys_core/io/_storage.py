@@ -46,6 +46,7 @@ __all__ = [
     "files_under",
     "files_with_stats",
     "forget_cached_objects",
+    "held_in_memory",
     "on_forget_cached_objects",
     "is_remote",
     "list_names",
@@ -313,6 +314,13 @@ def _blob_cache_put(url: str, version: str | None, blob: bytes) -> None:
         while total > BLOB_CACHE_BYTES and _BLOBS:
             _, old = _BLOBS.popitem(last=False)
             total -= len(old)
+
+
+def held_in_memory(loc: Location) -> bool:
+    """Whether a read of ``loc`` with ``cached=True`` would fetch nothing: the version a fresh
+    listing showed is in this process's cache (it wrote or read that object)."""
+    loc = location(loc)
+    return is_remote(loc) and _blob_cache_get(str(loc), listed_version(loc)) is not None
 
 
 def read_bytes(loc: Location, *, cached: bool = False) -> bytes:

@@ -452,6 +452,20 @@ def _items_partition(day: dt.date, rows: list[tuple]) -> pl.DataFrame:
     )
 
 
+def _record_partition_reads(monkeypatch) -> list[list[dt.date]]:
+    """The dates of every ``read_dated_parquet`` call the loaders make, one list per call."""
+    from recsys_core.ingest import _load
+
+    read_days: list[list[dt.date]] = []
+    real_read = _load.read_dated_parquet
+    monkeypatch.setattr(
+        _load,
+        "read_dated_parquet",
+        lambda files, *a: read_days.append(sorted(files)) or real_read(files, *a),
+    )
+    return read_days
+
+
 def test_catalog_checkpoint_gives_the_full_read_and_reads_only_new_partitions(
     remote_root, monkeypatch, caplog
 ):
@@ -459,7 +473,7 @@ def test_catalog_checkpoint_gives_the_full_read_and_reads_only_new_partitions(
     item partitions whose versions it names, and reads only the partitions after it. Every case
     equals a read of every partition: a new day, an earlier as_of, a short history, a re-cleaned
     (rewritten) partition, a damaged or deleted checkpoint, and a reader that may not write."""
-    from recsys_core.ingest import _load, load_catalog
+    from recsys_core.ingest import load_catalog
     from recsys_core.ingest._load import CATALOG_COLUMNS, _item_winners, read_dated_parquet
     from recsys_core.io import forget_cached_objects
     from recsys_core.schema import CLEAN_ITEMS_SCHEMA
@@ -478,13 +492,7 @@ def test_catalog_checkpoint_gives_the_full_read_and_reads_only_new_partitions(
         files = {d: wh.clean("items", d) for d in wh.clean_dates("items") if d <= as_of}
         return _item_winners(read_dated_parquet(files, CLEAN_ITEMS_SCHEMA)).select(CATALOG_COLUMNS)
 
-    read_days: list[list[dt.date]] = []
-    real_read = _load.read_dated_parquet
-    monkeypatch.setattr(
-        _load,
-        "read_dated_parquet",
-        lambda files, *a: read_days.append(sorted(files)) or real_read(files, *a),
-    )
+    read_days = _record_partition_reads(monkeypatch)
 
     def fresh(as_of: dt.date) -> pl.DataFrame:  # as a new worker: nothing in memory
         forget_cached_objects()
@@ -555,7 +563,7 @@ def test_events_checkpoint_gives_the_full_read_and_is_rewritten_every_few_partit
     reads them. A read of an earlier prefix
     (the finalize step's history before tonight) or of a window (``since``) writes nothing.
     Every case equals a read of every partition."""
-    from recsys_core.ingest import _load, load_clean_events
+    from recsys_core.ingest import load_clean_events
     from recsys_core.ingest._load import EVENTS_REWRITE_AFTER, read_dated_parquet
     from recsys_core.io import forget_cached_objects
     from recsys_core.schema import CLEAN_EVENTS_SCHEMA
@@ -574,13 +582,7 @@ def test_events_checkpoint_gives_the_full_read_and_is_rewritten_every_few_partit
         }
         return read_dated_parquet(files, CLEAN_EVENTS_SCHEMA)
 
-    read_days: list[list[dt.date]] = []
-    real_read = _load.read_dated_parquet
-    monkeypatch.setattr(
-        _load,
-        "read_dated_parquet",
-        lambda files, *a: read_days.append(sorted(files)) or real_read(files, *a),
-    )
+    read_days = _record_partition_reads(monkeypatch)
 
     def fresh(until: dt.date, **kw) -> pl.DataFrame:  # as a new worker: nothing in memory
         forget_cached_objects()

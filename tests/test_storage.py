@@ -626,6 +626,35 @@ def test_events_checkpoint_gives_the_full_read_and_is_rewritten_every_few_partit
     atomic_write_parquet(_events_partition(days[2], 5), wh.clean("events", days[2]))
     assert fresh(days[15]).equals(full(days[15])) and read_days == [days]
 
+    # a history too big to keep decoded is fetched once per process all the same (train,
+    # evaluate and the report each load it): its bytes are held like a partition's
+    from recsys_core.io import _checkpoint
+
+    monkeypatch.setattr(_checkpoint, "KEPT_BYTES", 0)
+    fs = location(wh.root).fs
+    fetched: list[str] = []
+    depth = [0]  # adlfs's cat calls its cat_file: one fetch, counted once
+
+    def counting(real):
+        def call(path, *a, **k):
+            if not depth[0]:
+                fetched.append(str(path))
+            depth[0] += 1
+            try:
+                return real(path, *a, **k)
+            finally:
+                depth[0] -= 1
+
+        return call
+
+    for name in ("cat", "cat_file"):
+        monkeypatch.setattr(fs, name, counting(getattr(fs, name)))
+    want = full(days[15])
+    forget_cached_objects()
+    for _ in range(3):
+        assert load_clean_events(wh, days[15]).equals(want)
+    assert len([p for p in fetched if "/checkpoints/events/" in p]) == 1
+
 
 def test_events_on_local_disk_keep_no_checkpoint(tmp_path):
     from recsys_core.ingest import load_clean_events

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import polars as pl
 
-from recsys_core.io._atomic import CorruptFileError, atomic_write_parquet, read_parquet
+from recsys_core.io._atomic import CorruptFileError, atomic_write_parquet, read_parquet_many
 from recsys_core.io._storage import Location, delete, files_under, on_forget_cached_objects
 
 __all__ = ["checkpoint_chain", "fold_with_checkpoint"]
@@ -128,7 +128,7 @@ def _read(path: Location, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
     hit = _kept(str(path))
     if hit is not None:
         return hit
-    df = read_parquet(path)
+    df = read_parquet_many([path])[0]  # the listed version's bytes are held, like a partition's
     if df.schema != pl.Schema(schema):
         raise CorruptFileError(f"{path}: not a checkpoint of {dict(schema)} (found {df.schema})")
     _keep(str(path), df)

@@ -272,6 +272,9 @@ def exists(loc: Location) -> bool:
 _BLOBS: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 _BLOBS_LOCK = threading.Lock()
 BLOB_CACHE_BYTES = 256 * 2**20
+#: The largest object held (a checkpoint of every clean event, read by train, evaluate and the
+#: report, may be tens of MiB); a larger one is fetched each time it is read.
+BLOB_MAX_BYTES = BLOB_CACHE_BYTES // 2
 
 
 #: Other in-process caches of stored objects (registered by their owners), emptied with ours.
@@ -306,7 +309,7 @@ def _blob_cache_get(url: str, version: str | None) -> bytes | None:
 
 
 def _blob_cache_put(url: str, version: str | None, blob: bytes) -> None:
-    if version is None or len(blob) > BLOB_CACHE_BYTES // 16:
+    if version is None or len(blob) > BLOB_MAX_BYTES:
         return
     with _BLOBS_LOCK:
         _BLOBS[(url, version)] = blob

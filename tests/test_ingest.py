@@ -532,6 +532,37 @@ def test_counts_reconcile_and_manifest_is_complete(landing: Path, wh: Warehouse)
     assert manifest["clean_config"]["dedupe_window_seconds"] == 60
 
 
+def test_a_date_whose_output_fails_gets_no_manifest(
+    landing: Path, wh: Warehouse, monkeypatch
+) -> None:
+    """Clean writes every output of every date at once, then each date's manifest once its own
+    outputs are written: a failed write leaves that date unpublished (no manifest, pending
+    again), the other dates complete, and the error is raised."""
+    from recsys_core.ingest import _clean
+
+    for day in (D1, D2, D3):
+        put(
+            landing, "events", day, "a.csv", csv(f"u,i,view,{day.isoformat()}T10:00:00Z,,{day.day}")
+        )
+        put(landing, "items", day, "i.csv", "item_id,title\ni,T\n")
+    ingest(landing, wh, D3)
+    real = _clean.write_partition
+
+    def failing(df, target):
+        if f"items/date={D2.isoformat()}" in str(target):
+            raise OSError(28, "No space left on device", str(target))
+        return real(df, target)
+
+    monkeypatch.setattr(_clean, "write_partition", failing)
+    with pytest.raises(OSError, match="No space left"):
+        clean_days(wh, [D1, D2, D3])
+    assert wh.manifest(D1).is_file() and wh.manifest(D3).is_file()
+    assert not wh.manifest(D2).exists()
+    assert pending_clean_dates(wh, until=D3) == [D2]
+    monkeypatch.setattr(_clean, "write_partition", real)
+    assert [m["date"] for m in clean_days(wh, pending_clean_dates(wh, until=D3))] == ["2026-01-05"]
+
+
 def test_load_clean_events_never_reads_after_until(landing: Path, wh: Warehouse) -> None:
     for day in (D1, D2, D3):
         put(

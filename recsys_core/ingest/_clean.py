@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -339,21 +340,33 @@ def _clean_pass(
 
     no_events, no_items = clean_ev.clear(), clean_it.clear()
 
-    def write_day(d: dt.date) -> dict[str, Any]:
-        write_partition(ev_by_day.get(d, no_events), warehouse.clean("events", d))
+    def outputs(d: dt.date) -> list[Callable[[], Any]]:
+        out = [partial(write_partition, ev_by_day.get(d, no_events), warehouse.clean("events", d))]
         if d in it_files:
-            write_partition(it_by_day.get(d, no_items), warehouse.clean("items", d))
-        quarantine = warehouse.quarantine(d)
+            out.append(
+                partial(write_partition, it_by_day.get(d, no_items), warehouse.clean("items", d))
+            )
         if d in q_by_day:
-            write_partition(q_by_day[d], quarantine)
+            out.append(partial(write_partition, q_by_day[d], warehouse.quarantine(d)))
         else:  # nothing quarantined: no file (and none left from an earlier run)
-            delete(quarantine)
+            out.append(partial(delete, warehouse.quarantine(d)))
+        return out
+
+    def publish(d: dt.date, written: list[Future[Any]]) -> dict[str, Any]:
+        for job in written:
+            job.result()  # the first error, if any, and no manifest for this date
         manifest = _manifest(d, stats, config, _landing(warehouse, d), extra)
         atomic_write_json(warehouse.manifest(d), manifest)  # last: the date is complete
         return manifest
 
-    with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:  # overlaps the fsync waits
-        return list(pool.map(write_day, days))
+    # every output of every date at once (overlapping the fsync waits, or the round trips to an
+    # object store: one date's three partitions are one round, not three), then each date's
+    # manifest once its own outputs are written. The pool runs jobs in order, so a manifest job
+    # only waits on jobs already started: no deadlock.
+    with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
+        written = {d: [pool.submit(job) for job in outputs(d)] for d in days}
+        manifests = [pool.submit(publish, d, written[d]) for d in days]
+        return [m.result() for m in manifests]
 
 
 def _in_order(df: pl.DataFrame, order: list[str]) -> pl.DataFrame:

@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -305,7 +306,8 @@ def plan_ingest(
     changes_of: dict[tuple[str, dt.date], list[tuple[str, str]]] = {}
     refresh: list[tuple[str, dt.date, dict[str, str]]] = []
     late_before: dict[tuple[str, dt.date], list[dict[str, str]]] = {}
-    index = {kind: _read_index(warehouse, kind) for kind in KINDS}
+    with ThreadPoolExecutor(max_workers=len(KINDS)) as pool:  # one round of reads
+        index = dict(zip(KINDS, pool.map(partial(_read_index, warehouse), KINDS), strict=True))
     index_stale = dict.fromkeys(KINDS, False)
     ingested = {kind: set(warehouse.raw_dates(kind)) for kind in KINDS}  # one listing each
     side = {  # (the same listings, on an object store within a step)
@@ -461,7 +463,8 @@ def commit_ingest(
         dates[kind].append(day.isoformat())
         rows[kind] += n
     notes = [note for w in written for note in w[4]]
-    for kind in KINDS:
+
+    def write_index(kind: str) -> None:
         index = dict(plan.index[kind])
         done = [w[1] for w in written if w[0] == kind] + [
             day for k, day, _ in plan.refresh if k == kind
@@ -470,6 +473,9 @@ def commit_ingest(
             index[day.isoformat()] = _listed(plan.files[(kind, day)])
         if done or plan.index_stale[kind]:
             atomic_write_json(_index_path(warehouse, kind), dict(sorted(index.items())))
+
+    with ThreadPoolExecutor(max_workers=len(KINDS)) as pool:  # one round of writes
+        list(pool.map(write_index, KINDS))
     skipped = {kind: plan.available[kind] - len(dates[kind]) for kind in KINDS}
     _warn("; ".join(notes[:5]) + (f"; ... ({len(notes) - 5} more)" if len(notes) > 5 else ""))
     if plan.late:

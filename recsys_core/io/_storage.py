@@ -27,6 +27,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar, copy_context
 from pathlib import Path, PurePath
@@ -656,8 +657,6 @@ def prefetch_listings(*locs: Any) -> None:
     remote = [loc for loc in map(location, locs) if is_remote(loc)]
     if len(remote) < 2:
         return
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(len(remote), thread_name_prefix="recsys-list") as pool:
         # each listing runs in a copy of this context: the same snapshot
         done = [pool.submit(copy_context().run, files_with_versions, loc) for loc in remote]
@@ -827,6 +826,10 @@ def signed_url(loc: Location, expires_seconds: int) -> str:
 def upload_dir(local: Path, loc: Location) -> list[str]:
     """Upload every file under the local folder ``local`` to ``loc``; returns the relative paths."""
     rels = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
-    for rel in rels:
-        put_remote_file(local / rel, loc / rel)
+    if len(rels) < 2:
+        for rel in rels:
+            put_remote_file(local / rel, loc / rel)
+        return rels
+    with ThreadPoolExecutor(max_workers=min(8, len(rels))) as pool:  # one round of uploads
+        list(pool.map(lambda rel: put_remote_file(local / rel, loc / rel), rels))
     return rels

@@ -24,6 +24,7 @@ from recsys_core.io import (
     prefetch_listings,
     read_json,
     read_parquet,
+    read_parquet_many,
 )
 from recsys_core.pipeline._faults import maybe_fail
 from recsys_core.registry import ModelRegistry
@@ -182,7 +183,8 @@ def merge_scores(settings: Settings, run_date: dt.date, shards: list[ShardResult
             f"shards were scored by different models {sorted(model_ids)}; re-run score"
         )
     model_id = model_ids.pop()
-    frames = [read_parquet(s.path) for s in sorted(shards, key=lambda s: s.shard)]
+    # every shard in one round of reads (concurrent on an object store)
+    frames = read_parquet_many([s.path for s in sorted(shards, key=lambda s: s.shard)])
     recs = pl.concat(frames) if frames else pl.DataFrame()
     n = recs.height
     recs = (
@@ -226,7 +228,7 @@ def _merge_arms(
     if any(a != arms[0] for a in arms):
         raise RuntimeError(f"shards were scored with different arm models {arms}; re-run score")
     ordered = sorted(shards, key=lambda s: s.shard)
-    recs = pl.concat([read_parquet(s.path) for s in ordered], how="diagonal_relaxed")
+    recs = pl.concat(read_parquet_many([s.path for s in ordered]), how="diagonal_relaxed")
     recs = (
         recs.with_columns(pl.lit(run_date).alias("run_date"))
         .select([pl.col(c).cast(t) for c, t in ARM_RECOMMENDATIONS_SCHEMA.items()])
@@ -234,7 +236,7 @@ def _merge_arms(
     )
     experiment = str(settings.abtest.experiment)
     assigned = (
-        pl.concat([read_parquet(s.assignments_path) for s in ordered])
+        pl.concat(read_parquet_many([s.assignments_path for s in ordered]))
         .with_columns(pl.lit(experiment).alias("experiment"), pl.lit(run_date).alias("run_date"))
         .select([pl.col(c).cast(t) for c, t in ASSIGNMENTS_SCHEMA.items()])
         .sort("user_id")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -363,12 +364,14 @@ def _section_tuning(train: TrainResult) -> str:
         return ""
     parts = ["<h2>Hyperparameter tuning</h2>"]
     to_draw: dict[str, list[float]] = {}
-    for c in train.candidates:
+    paths = [c.convergence_png for c in train.candidates]
+    with ThreadPoolExecutor(max_workers=len(paths)) as pool:  # one round of reads
+        pngs = list(pool.map(_bytes_or_none, paths))  # no existence check first
+    for c, png in zip(train.candidates, pngs, strict=True):
         parts.append(
             f"<p><b>{html.escape(c.model)}</b>: best validation objective "
             f"{fmt(c.validation_score)}</p>"
         )
-        png = _bytes_or_none(c.convergence_png)  # one read, no existence check first
         if png is not None:
             parts.append(_img(png, f"{c.model} convergence"))
             continue

@@ -31,7 +31,6 @@ import warnings
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +48,7 @@ from recsys_core.io import (
     CorruptFileError,
     Warehouse,
     atomic_write_json,
+    concurrently,
     delete,
     location,
     read_json,
@@ -306,8 +306,8 @@ def plan_ingest(
     changes_of: dict[tuple[str, dt.date], list[tuple[str, str]]] = {}
     refresh: list[tuple[str, dt.date, dict[str, str]]] = []
     late_before: dict[tuple[str, dt.date], list[dict[str, str]]] = {}
-    with ThreadPoolExecutor(max_workers=len(KINDS)) as pool:  # one round of reads
-        index = dict(zip(KINDS, pool.map(partial(_read_index, warehouse), KINDS), strict=True))
+    indexes = concurrently(lambda kind: _read_index(warehouse, kind), KINDS)  # one round
+    index = dict(zip(KINDS, indexes, strict=True))
     index_stale = dict.fromkeys(KINDS, False)
     ingested = {kind: set(warehouse.raw_dates(kind)) for kind in KINDS}  # one listing each
     side = {  # (the same listings, on an object store within a step)
@@ -474,8 +474,7 @@ def commit_ingest(
         if done or plan.index_stale[kind]:
             atomic_write_json(_index_path(warehouse, kind), dict(sorted(index.items())))
 
-    with ThreadPoolExecutor(max_workers=len(KINDS)) as pool:  # one round of writes
-        list(pool.map(write_index, KINDS))
+    concurrently(write_index, KINDS)  # one round of writes
     skipped = {kind: plan.available[kind] - len(dates[kind]) for kind in KINDS}
     _warn("; ".join(notes[:5]) + (f"; ... ({len(notes) - 5} more)" if len(notes) > 5 else ""))
     if plan.late:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -23,6 +24,9 @@ from recsys_core.io import (
     update_if_match,
 )
 from recsys_core.schema import CLEAN_EVENTS_SCHEMA, CLEAN_ITEMS_SCHEMA, SOURCE_FILE, SOURCE_ROW
+
+if TYPE_CHECKING:
+    from recsys_core.io._warehouse import PartitionStat
 
 __all__ = [
     "CATALOG_COLUMNS",
@@ -162,17 +166,13 @@ def load_clean_events(
     files = {d: warehouse.clean("events", d) for d in sorted(stats) if d <= until}
     if sum(not held_in_memory(f) for f in files.values()) < EVENTS_REWRITE_AFTER:
         return read_dated_parquet(files, schema)
-
-    def read(dates: Sequence[dt.date]) -> pl.DataFrame:
-        return read_dated_parquet({d: files[d] for d in dates}, CLEAN_EVENTS_SCHEMA)
-
-    events = fold_with_checkpoint(
-        warehouse.checkpoints("events"),
-        {d: s.version for d, s in stats.items()},
-        list(files),
-        read,
+    events = _fold_clean(
+        warehouse,
+        "events",
+        stats,
+        until,
         lambda df: df,
-        schema=CLEAN_EVENTS_SCHEMA,
+        checkpoints="events",
         tag="clean events v1",
         min_objects=EVENTS_REWRITE_AFTER,
         rewrite_after=EVENTS_REWRITE_AFTER,
@@ -199,22 +199,36 @@ def load_catalog(warehouse: Warehouse, as_of: dt.date) -> pl.DataFrame:
     the partitions after it, not every item partition ever written. The result is the same.
     """
     stats = warehouse.partition_stats(warehouse.root / "clean" / "items")  # one listing
-    days = sorted(d for d in stats if d <= as_of)
-    files = {d: warehouse.clean("items", d) for d in days}
-
-    def read(dates: Sequence[dt.date]) -> pl.DataFrame:
-        return read_dated_parquet({d: files[d] for d in dates}, CLEAN_ITEMS_SCHEMA)
-
-    winners = fold_with_checkpoint(
-        warehouse.checkpoints("catalog"),
-        {d: s.version for d, s in stats.items()},
-        days,
-        read,
-        _item_winners,
-        schema=CLEAN_ITEMS_SCHEMA,
-        tag="catalog v1",
+    winners = _fold_clean(
+        warehouse, "items", stats, as_of, _item_winners, checkpoints="catalog", tag="catalog v1"
     )
     return winners.select(CATALOG_COLUMNS)
+
+
+def _fold_clean(
+    warehouse: Warehouse,
+    kind: str,
+    stats: Mapping[dt.date, PartitionStat],
+    until: dt.date,
+    fold: Callable[[pl.DataFrame], pl.DataFrame],
+    *,
+    checkpoints: str,
+    **options: Any,
+) -> pl.DataFrame:
+    """``fold`` of the clean ``kind`` partitions listed in ``stats`` dated ``<= until``, from
+    the checkpoints in ``Warehouse.checkpoints(checkpoints)`` (``options``: those of
+    :func:`recsys_core.io.fold_with_checkpoint`)."""
+    schema = CLEAN_EVENTS_SCHEMA if kind == "events" else CLEAN_ITEMS_SCHEMA
+    days = sorted(d for d in stats if d <= until)
+    return fold_with_checkpoint(
+        warehouse.checkpoints(checkpoints),
+        {d: s.version for d, s in stats.items()},
+        days,
+        lambda dates: read_dated_parquet({d: warehouse.clean(kind, d) for d in dates}, schema),
+        fold,
+        schema=schema,
+        **options,
+    )
 
 
 def _item_winners(df: pl.DataFrame) -> pl.DataFrame:

@@ -1,7 +1,8 @@
 """Checkpoints of a fold over dated objects, for object stores.
 
 Some readers fold every dated object ever written into one frame: the item catalog (each item's
-latest row over every clean item partition) and the metrics over run dates (every run marker).
+latest row over every clean item partition), the metrics over run dates (every run marker) and
+the training window (every clean event).
 On an object store each object read is a request, so such a fold would cost one request per day
 of history, every night. :func:`fold_with_checkpoint` keeps the fold's result as a checkpoint
 object named by a hash chained over the dates and versions (ETags, from the listing the reader

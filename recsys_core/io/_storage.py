@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar, copy_context
@@ -40,6 +40,7 @@ __all__ = [
     "Location",
     "PreconditionFailed",
     "StorageError",
+    "concurrently",
     "delete",
     "delete_tree",
     "download_files",
@@ -71,6 +72,7 @@ __all__ = [
 
 Location = Any  # pathlib.Path | upath.UPath (kept loose: UPath is imported lazily)
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: Packages that provide each protocol (installed on demand: ``pip install <name>``).
 _EXTRAS = {
@@ -655,13 +657,27 @@ def prefetch_listings(*locs: Any) -> None:
     if _SNAPSHOT.get() is None:
         return
     remote = [loc for loc in map(location, locs) if is_remote(loc)]
-    if len(remote) < 2:
-        return
-    with ThreadPoolExecutor(len(remote), thread_name_prefix="recsys-list") as pool:
-        # each listing runs in a copy of this context: the same snapshot
-        done = [pool.submit(copy_context().run, files_with_versions, loc) for loc in remote]
-        for future in done:
-            future.result()
+    if len(remote) >= 2:
+        concurrently(files_with_versions, remote, thread_name_prefix="recsys-list")
+
+
+def concurrently(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    max_workers: int = 8,
+    thread_name_prefix: str = "recsys-io",
+) -> list[R]:
+    """``[fn(x) for x in items]``, the calls at once on threads when there are two or more:
+    independent object-store requests then cost one round trip, not one each. Each call runs in
+    a copy of the caller's context (the step's listing snapshot and leases); the first error in
+    ``items`` order is raised."""
+    items = list(items)
+    if len(items) < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(min(max_workers, len(items)), thread_name_prefix) as pool:
+        futures = [pool.submit(copy_context().run, fn, x) for x in items]
+        return [f.result() for f in futures]
 
 
 def _bare(url: str) -> str:
@@ -826,10 +842,5 @@ def signed_url(loc: Location, expires_seconds: int) -> str:
 def upload_dir(local: Path, loc: Location) -> list[str]:
     """Upload every file under the local folder ``local`` to ``loc``; returns the relative paths."""
     rels = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
-    if len(rels) < 2:
-        for rel in rels:
-            put_remote_file(local / rel, loc / rel)
-        return rels
-    with ThreadPoolExecutor(max_workers=min(8, len(rels))) as pool:  # one round of uploads
-        list(pool.map(lambda rel: put_remote_file(local / rel, loc / rel), rels))
+    concurrently(lambda rel: put_remote_file(local / rel, loc / rel), rels)
     return rels

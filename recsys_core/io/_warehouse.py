@@ -7,7 +7,7 @@
       clean/{events,items}/date=YYYY-MM-DD/part-0.parquet   validated, normalised, de-duplicated
       quarantine/date=YYYY-MM-DD/part-0.parquet             invalid rows with a `reason`
       manifests/date=YYYY-MM-DD.json                        counts that reconcile
-      checkpoints/{catalog,run_metrics}/                    object stores: folds so far
+      checkpoints/{catalog,run_metrics,events}/             object stores: folds so far
       features/item_embeddings/part-0.parquet               item vectors, incremental
       models/<model_id>/                                    registry entries; models/champion.json
       tuning/<model>/trials.parquet                         every Bayesian-search trial
@@ -171,7 +171,7 @@ class Warehouse:
 
     def checkpoints(self, name: str) -> Location:
         """Folder of one fold's checkpoints (object stores only; see
-        :mod:`recsys_core.io._checkpoint`): ``catalog``, ``run_metrics``."""
+        :mod:`recsys_core.io._checkpoint`): ``catalog``, ``run_metrics``, ``events``."""
         return self.root / "checkpoints" / name
 
     @property

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import polars as pl
@@ -41,6 +40,7 @@ from recsys_core.io import (
     Location,
     Warehouse,
     atomic_write_json,
+    concurrently,
     exists,
     listing_snapshot,
     prefetch_listings,
@@ -135,8 +135,7 @@ def train_step(settings: Settings, run_date: dt.date, *, force: bool = False) ->
     candidates: list[dict[str, Any]] = []
     search_data: dict[str, Any] = {}  # the validation split, built once for every candidate
     models = list(settings.train.models)
-    with ThreadPoolExecutor(max_workers=max(1, len(models))) as pool:  # one round of reads
-        stored = list(pool.map(lambda n: _reusable_tuning(settings, n, run_date, force), models))
+    stored = concurrently(lambda n: _reusable_tuning(settings, n, run_date, force), models)
     for name, state in zip(models, stored, strict=True):
         if state is None:
             state = _tune_one(settings, window, train_ev, name, run_date, embeddings, search_data)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from recsys_core.io import (
     CorruptFileError,
     Warehouse,
     atomic_write_text,
+    concurrently,
     exists,
     read_bytes,
     read_json,
@@ -365,8 +365,7 @@ def _section_tuning(train: TrainResult) -> str:
     parts = ["<h2>Hyperparameter tuning</h2>"]
     to_draw: dict[str, list[float]] = {}
     paths = [c.convergence_png for c in train.candidates]
-    with ThreadPoolExecutor(max_workers=len(paths)) as pool:  # one round of reads
-        pngs = list(pool.map(_bytes_or_none, paths))  # no existence check first
+    pngs = concurrently(_bytes_or_none, paths)  # one round of reads, no existence check first
     for c, png in zip(train.candidates, pngs, strict=True):
         parts.append(
             f"<p><b>{html.escape(c.model)}</b>: best validation objective "

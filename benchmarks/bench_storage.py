@@ -126,6 +126,7 @@ def recs(warehouse: str, day: dt.date):
 def count_s3_requests() -> collections.Counter:
     """Requests sent to S3 by this process, by operation (cleared before each S3 nightly)."""
     import s3fs
+    from fsspec.asyn import sync_wrapper
 
     counts: collections.Counter = collections.Counter()
     call = s3fs.S3FileSystem._call_s3
@@ -135,6 +136,9 @@ def count_s3_requests() -> collections.Counter:
         return await call(self, method, *args, **kwargs)
 
     s3fs.S3FileSystem._call_s3 = counted
+    # s3fs's blocking ``call_s3`` (conditional writes: locks, leases, the champion pointer) was
+    # bound to the original coroutine when the class was made: count it too
+    s3fs.S3FileSystem.call_s3 = sync_wrapper(counted)
     return counts
 
 

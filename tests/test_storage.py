@@ -560,7 +560,7 @@ def test_events_checkpoint_gives_the_full_read_and_is_rewritten_every_few_partit
     """On an object store the whole event history starts from a checkpoint, written again only
     once EVENTS_REWRITE_AFTER partitions follow it (each rewrite copies every event): a fresh
     worker reads one checkpoint and the few partitions after it; one that holds the partitions
-    reads them. A read of an earlier prefix
+    reads them and writes it. A read of an earlier prefix
     (the finalize step's history before tonight) or of a window (``since``) writes nothing.
     Every case equals a read of every partition."""
     from recsys_core.ingest import load_clean_events
@@ -592,14 +592,14 @@ def test_events_checkpoint_gives_the_full_read_and_is_rewritten_every_few_partit
     def checkpoints() -> list[str]:
         return files_under(wh.checkpoints("events"))
 
-    # a worker that holds the partitions (it has just written them) reads them directly
+    # a worker that holds the partitions (it has just written them: a cold night's catch-up)
+    # reads them, and writes the checkpoint all the same, for the next night's fresh worker
     assert load_clean_events(wh, days[8]).equals(full(days[8])) and read_days == [days[:9]]
-    assert checkpoints() == []
-    assert fresh(days[5]).equals(full(days[5])) and read_days == [days[:6]]
-    assert checkpoints() == []  # six partitions are read directly
-    assert fresh(days[8]).equals(full(days[8])) and read_days == [days[:9]]
     assert len(checkpoints()) == 1
     first = checkpoints()
+    assert fresh(days[5]).equals(full(days[5])) and read_days == [days[:6]]
+    assert checkpoints() == first  # six partitions are read directly
+    assert fresh(days[8]).equals(full(days[8])) and read_days == [[]]  # the checkpoint alone
 
     # an earlier prefix, with two columns (the history before tonight): nothing written
     ids = ("user_id", "item_id")
@@ -654,6 +654,90 @@ def test_events_checkpoint_gives_the_full_read_and_is_rewritten_every_few_partit
     for _ in range(3):
         assert load_clean_events(wh, days[15]).equals(want)
     assert len([p for p in fetched if "/checkpoints/events/" in p]) == 1
+
+
+def test_the_clean_steps_id_look_up_reads_the_events_checkpoint_on_a_fresh_worker(
+    remote_root, tmp_path, monkeypatch
+):
+    """On a fresh worker the clean step's look-up of earlier event ids (the last
+    ``event_id_horizon_days``) and of the near-duplicate anchors comes from the events
+    checkpoint, not from one read per earlier date, and cleans exactly what a local warehouse
+    cleans: ids kept on earlier dates (conflicts naming the kept rows), a near repeat of the
+    previous day's last event."""
+    from recsys_core.config import Settings
+    from recsys_core.ingest import load_clean_events
+    from recsys_core.io import forget_cached_objects
+    from recsys_core.pipeline import clean_step, ingest_step
+
+    header = "user_id,item_id,event_type,timestamp,value,event_id\n"
+    days = [D1 + dt.timedelta(days=i) for i in range(10)]
+
+    def drop(day: dt.date, rows: list[str]) -> None:
+        folder = tmp_path / "landing" / "events" / f"date={day.isoformat()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "a.csv").write_text(header + "".join(r + "\n" for r in rows))
+
+    def ev(day: dt.date, hms: str, eid: str, user: str = "u", item: str = "i") -> str:
+        return f"{user},{item},view,{day.isoformat()}T{hms}Z,,{eid}"
+
+    for n, day in enumerate(days[:9]):
+        drop(day, [ev(day, "10:00:00", f"e{n}", user=f"u{n}"), ev(day, "23:59:50", f"f{n}")])
+    last = days[9]
+    drop(
+        last,
+        [
+            ev(last, "10:00:00", "e2", user="w"),  # day 3's id, other content: a conflict
+            ev(last, "11:00:00", "e5", user="v"),  # day 6's too
+            ev(last, "00:00:05", ""),  # 15 s after day 9's last event: a near duplicate
+            ev(last, "12:00:00", "g"),  # new
+        ],
+    )
+    outs = {}
+    for name, root in (("local", tmp_path / "local-wh"), ("remote", remote_root)):
+        s = Settings(landing=tmp_path / "landing", warehouse=root)
+        wh = Warehouse(root)
+        for day in days[:9]:
+            ingest_step(s, day)
+            clean_step(s, day)
+        load_clean_events(wh, days[8])  # the training window: writes the checkpoint remotely
+        forget_cached_objects()  # the next night on a fresh worker
+        read_days = _record_partition_reads(monkeypatch)
+        ingest_step(s, last)
+        clean_step(s, last)
+        monkeypatch.undo()
+        outs[name] = (wh, read_days)
+
+    (local, _), (remote, read_days) = outs["local"], outs["remote"]
+    assert files_under(remote.checkpoints("events"))
+    assert all(set(r) <= {last} for r in read_days), read_days  # no earlier partition read
+    m_local, m_remote = (read_json(w.manifest(last)) for w in (local, remote))
+    assert (
+        m_remote["events"]
+        == m_local["events"]
+        == {
+            "ingested": 4,
+            "clean": 1,
+            "duplicates": 1,
+            "quarantined": 2,
+        }
+    )
+    assert m_remote["reasons"] == m_local["reasons"] == {"conflicting_event_id": 2}
+    assert m_remote["duplicate_kinds"]["events_near"] == 1
+    for path in (lambda w: w.clean("events", last), lambda w: w.quarantine(last)):
+        assert read_parquet(path(remote)).equals(read_parquet(path(local)))
+
+    # any dates and columns, some from the checkpoint, are what those partitions hold
+    from recsys_core.ingest._load import read_clean_events_of, read_dated_parquet
+    from recsys_core.schema import CLEAN_EVENTS_SCHEMA
+
+    some = [days[1], days[4], days[8], last]
+    for schema in (CLEAN_EVENTS_SCHEMA, {"event_id": pl.String(), "_source_row": pl.Int64()}):
+        forget_cached_objects()
+        want = read_dated_parquet({d: remote.clean("events", d) for d in some}, schema, "_d")
+        forget_cached_objects()
+        read_days = _record_partition_reads(monkeypatch)
+        assert read_clean_events_of(remote, some, schema, "_d").equals(want)
+        assert read_days == [[last]]  # the others from the checkpoint
 
 
 def test_events_on_local_disk_keep_no_checkpoint(tmp_path):

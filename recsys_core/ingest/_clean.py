@@ -49,7 +49,12 @@ from recsys_core.ingest._events import (
 )
 from recsys_core.ingest._ingest import IO_THREADS, date_batches, landing_record
 from recsys_core.ingest._items import clean_items_frame, items_output, validate_items
-from recsys_core.ingest._load import read_dated_parquet, record_raw_versions, write_partition
+from recsys_core.ingest._load import (
+    read_clean_events_of,
+    read_dated_parquet,
+    record_raw_versions,
+    write_partition,
+)
 from recsys_core.io import Warehouse, atomic_write_json, delete
 from recsys_core.schema import (
     CLEAN_EVENTS_SCHEMA,
@@ -232,15 +237,12 @@ def _clean_ids_before(
     is among ``hashes`` if given: a superset, to be checked by the caller) of the on-disk dates in
     ``[first, last)`` not in ``skip``: ``event_id``, lineage, ``columns`` and ``_date``. Only
     those columns are read (a month of clean events is most of the warehouse)."""
-    on_disk = set(warehouse.clean_dates("events"))  # one listing
-    files = {
-        d: warehouse.clean("events", d)
-        for k in range((last - first).days)
-        if (d := first + dt.timedelta(days=k)) not in skip and d in on_disk
-    }
+    days = [
+        d for k in range((last - first).days) if (d := first + dt.timedelta(days=k)) not in skip
+    ]
     wanted = ("event_id", SOURCE_FILE, SOURCE_ROW, *columns)
     schema = {c: t for c, t in CLEAN_EVENTS_SCHEMA.items() if c in wanted}
-    df = read_dated_parquet(files, schema, "_date")
+    df = read_clean_events_of(warehouse, days, schema, "_date")  # one listing
     if ids is not None:  # first: a hash probe is cheaper than the lineage check
         df = df.filter(pl.col("event_id").is_in(ids.implode()))
     if hashes is not None and df.height:
@@ -485,11 +487,10 @@ def _anchors(warehouse: Warehouse, days: list[dt.date], window_seconds: int) -> 
     lookback = math.ceil(window_seconds / 86400)
     batch = set(days)
     before = {d - dt.timedelta(days=k) for d in days for k in range(1, lookback + 1)} - batch
-    on_disk = set(warehouse.clean_dates("events"))  # one listing
-    files = {d: warehouse.clean("events", d) for d in before if d in on_disk}
-    if not files:
+    listed = warehouse.partition_stats(warehouse.root / "clean" / "events")  # one listing
+    if not before & set(listed):
         return None
-    prev = read_dated_parquet(files, CLEAN_EVENTS_SCHEMA)
+    prev = read_clean_events_of(warehouse, before, CLEAN_EVENTS_SCHEMA, "_d", listed).drop("_d")
     return (
         prev.group_by("date", "user_id", "item_id", "event_type")
         .agg(pl.col("timestamp").max().dt.epoch("us").alias("_ts"))

@@ -12,12 +12,15 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from recsys_core.io import (
+    BLOB_MAX_BYTES,
     CorruptFileError,
     Warehouse,
     atomic_path,
     fold_with_checkpoint,
     held_in_memory,
     is_remote,
+    listed_checkpoint,
+    read_checkpoint,
     read_json,
     read_parquet,
     read_parquet_many,
@@ -33,6 +36,7 @@ __all__ = [
     "load_catalog",
     "load_clean_events",
     "pending_clean_dates",
+    "read_clean_events_of",
     "read_dated_parquet",
     "read_raw_versions",
     "record_raw_versions",
@@ -151,10 +155,11 @@ def load_clean_events(
     On an object store, the whole history (no ``since``) starts from a checkpoint
     (:func:`recsys_core.io.fold_with_checkpoint`), rewritten once at least
     :data:`EVENTS_REWRITE_AFTER` partitions follow the last one: a fresh worker's night reads
-    one checkpoint and at most a few partitions, not one object per day of history. Partitions
-    this process holds (it has just written or read them: the clean step reads the last
-    ``event_id_horizon_days``) cost no request, so when fewer than that many would be fetched
-    they are read directly. The result is the same.
+    one checkpoint and at most a few partitions, not one object per day of history (and the
+    clean step's look-up of recent event ids reads the same checkpoint, see
+    :func:`read_clean_events_of`). A read of the whole listing writes it even when this
+    process holds every partition (it has just cleaned them): the next night's worker does not.
+    An earlier prefix whose partitions are all held is read directly. The result is the same.
     """
     schema = CLEAN_EVENTS_SCHEMA
     if columns is not None:
@@ -164,7 +169,13 @@ def load_clean_events(
         return read_dated_parquet(files, schema)
     stats = warehouse.partition_stats(warehouse.root / "clean" / "events")  # one listing
     files = {d: warehouse.clean("events", d) for d in sorted(stats) if d <= until}
-    if sum(not held_in_memory(f) for f in files.values()) < EVENTS_REWRITE_AFTER:
+    # a read of the whole listing keeps the checkpoint up to date even when every partition is
+    # held (a cold night's catch-up wrote them all), so that the next night's fresh worker
+    # starts from it; an earlier prefix writes none, and costs nothing when held
+    whole = len(files) == len(stats)
+    if len(files) < EVENTS_REWRITE_AFTER or (
+        not whole and all(held_in_memory(f) for f in files.values())
+    ):
         return read_dated_parquet(files, schema)
     events = _fold_clean(
         warehouse,
@@ -173,13 +184,63 @@ def load_clean_events(
         until,
         lambda df: df,
         checkpoints="events",
-        tag="clean events v1",
+        tag=EVENTS_TAG,
         min_objects=EVENTS_REWRITE_AFTER,
         rewrite_after=EVENTS_REWRITE_AFTER,
         partial_writes=False,
     )
     return events if columns is None else events.select(columns)
 
+
+def read_clean_events_of(
+    warehouse: Warehouse,
+    days: Sequence[dt.date],
+    schema: Mapping[str, pl.DataType],
+    date_col: str,
+    listed: Mapping[dt.date, PartitionStat] | None = None,
+) -> pl.DataFrame:
+    """:func:`read_dated_parquet` of the clean event partitions of ``days`` (listed ones; only
+    ``schema``'s columns of :data:`~recsys_core.schema.CLEAN_EVENTS_SCHEMA`, plus ``date_col``).
+    ``listed``: the listing of clean events the caller made (else one is made).
+
+    On an object store the dates that the latest events checkpoint covers (see
+    :func:`load_clean_events`) come from it, one GET instead of one per date, when that saves a
+    request and the checkpoint is small enough to be held once read (the training window then
+    reads it from memory): the clean step's look-up of a month of event ids on a fresh worker.
+    The result is the same: the checkpoint holds every row of those partitions, in order.
+    """
+    if listed is None:
+        listed = warehouse.partition_stats(warehouse.root / "clean" / "events")  # one listing
+    days = sorted(d for d in set(days) if d in listed)
+    fetched = [d for d in days if not held_in_memory(warehouse.clean("events", d))]
+    found = None
+    if warehouse.remote and fetched:
+        found = listed_checkpoint(
+            warehouse.checkpoints("events"), {d: s.version for d, s in listed.items()}, EVENTS_TAG
+        )
+    saved = len(set(found.days) & set(fetched)) if found is not None else 0
+    if (
+        found is not None
+        and saved
+        and (found.held or (found.size <= BLOB_MAX_BYTES and saved >= 2))
+    ):
+        covered = set(found.days)
+        try:
+            base = read_checkpoint(found.path, CLEAN_EVENTS_SCHEMA)
+        except (FileNotFoundError, CorruptFileError):  # gone or damaged: the partitions instead
+            base = None
+        if base is not None:
+            from_base = pl.Series([d for d in days if d in covered], dtype=pl.Date())
+            head = base.filter(pl.col("date").is_in(from_base.implode())).select(
+                *[pl.col(c).cast(t) for c, t in schema.items()], pl.col("date").alias(date_col)
+            )
+            rest = {d: warehouse.clean("events", d) for d in days if d not in covered}
+            return pl.concat([head, read_dated_parquet(rest, schema, date_col)])
+    return read_dated_parquet({d: warehouse.clean("events", d) for d in days}, schema, date_col)
+
+
+#: The tag of the events checkpoints' names (see :func:`recsys_core.io.checkpoint_chain`).
+EVENTS_TAG = "clean events v1"
 
 #: On an object store, the checkpoint of every clean event is written again once this many
 #: partitions follow it (a week of nights): each rewrite copies the whole history, each night

@@ -18,10 +18,11 @@ from recsys_core.io._atomic import (
     replace_dir,
     sweep_temporaries,
 )
-from recsys_core.io._checkpoint import fold_with_checkpoint
+from recsys_core.io._checkpoint import fold_with_checkpoint, listed_checkpoint, read_checkpoint
 from recsys_core.io._fence import LeaseLostError
 from recsys_core.io._lease import RunLockedError
 from recsys_core.io._storage import (
+    BLOB_MAX_BYTES,
     Location,
     PreconditionFailed,
     StorageError,
@@ -54,6 +55,7 @@ from recsys_core.io._storage import (
 from recsys_core.io._warehouse import Warehouse, parse_date, partition_dates
 
 __all__ = [
+    "BLOB_MAX_BYTES",
     "CorruptFileError",
     "LeaseLostError",
     "Location",
@@ -80,6 +82,7 @@ __all__ = [
     "on_forget_cached_objects",
     "is_remote",
     "list_names",
+    "listed_checkpoint",
     "listing_snapshot",
     "local_copy",
     "location",
@@ -88,6 +91,7 @@ __all__ = [
     "prefetch_listings",
     "put_if_absent",
     "read_bytes",
+    "read_checkpoint",
     "read_json",
     "read_parquet",
     "read_parquet_many",

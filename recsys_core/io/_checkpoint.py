@@ -27,13 +27,27 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import polars as pl
 
 from recsys_core.io._atomic import CorruptFileError, atomic_write_parquet, read_parquet_many
-from recsys_core.io._storage import Location, delete, files_under, on_forget_cached_objects
+from recsys_core.io._storage import (
+    Location,
+    delete,
+    files_under,
+    files_with_versions,
+    held_in_memory,
+    on_forget_cached_objects,
+)
 
-__all__ = ["checkpoint_chain", "fold_with_checkpoint"]
+__all__ = [
+    "ListedCheckpoint",
+    "checkpoint_chain",
+    "fold_with_checkpoint",
+    "listed_checkpoint",
+    "read_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +137,48 @@ def fold_with_checkpoint(
         log.warning("checkpoint not updated in %s: %s", folder, exc)
     _keep(str(folder / chain[-1]), result)
     return result
+
+
+class ListedCheckpoint(NamedTuple):
+    """A checkpoint found by :func:`listed_checkpoint`."""
+
+    path: Location
+    #: the dates of the objects it was folded from (a prefix of the listing)
+    days: list[dt.date]
+    size: int
+    #: this process holds it (read or written here): reading it costs no request
+    held: bool
+
+
+def listed_checkpoint(
+    folder: Location, versions: Mapping[dt.date, str | None], tag: str
+) -> ListedCheckpoint | None:
+    """The listed checkpoint in ``folder``
+    of the longest prefix of the dated objects whose ``versions`` are given (the listing a reader
+    made: a name fixes the content, so the checkpoint is exactly those objects' fold), or None
+    (none listed, or an object without a version, as on local disk). One listing of ``folder``.
+
+    For a reader that needs some of the objects and not their fold: where the fold keeps every
+    row (as every clean event's does), the rows of the covered dates are in the checkpoint.
+    """
+    days = sorted(versions)
+    if not days or any(versions[d] is None for d in days):
+        return None
+    chain = checkpoint_chain({d: str(versions[d]) for d in days}, tag)
+    sizes = {rel: size for rel, size, _, _ in files_with_versions(folder)}
+    for i in range(len(chain) - 1, -1, -1):
+        if chain[i] in sizes:
+            path = folder / chain[i]
+            held = _kept(str(path)) is not None or held_in_memory(path)
+            return ListedCheckpoint(path, days[: i + 1], sizes[chain[i]], held)
+    return None
+
+
+def read_checkpoint(path: Location, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """A checkpoint's frame (kept in memory by name, like the folds'); :class:`CorruptFileError`
+    if it is not a frame of ``schema``, FileNotFoundError if it has gone (the caller then reads
+    the objects themselves)."""
+    return _read(path, schema)
 
 
 def _read(path: Location, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:

@@ -11,7 +11,9 @@ latency per request and more bandwidth).
 2. nightly, S3: landing and warehouse under ``s3://<new bucket>/``; best of ``--repeats``.
    Printed: seconds of each and the ratio S3 / local (target: at most 1.5), for the cold night
    (``--days`` dates to catch up) and for the warm night after it on the same warehouse (one new
-   date; the process's object cache emptied first, as on a fresh worker).
+   date; the process's object cache emptied first, as on a fresh worker), and the CPU seconds
+   of this process and of the S3 server it started (steadier than wall time on a shared
+   machine); each S3 night's requests, by operation.
 3. backfill of 8 dates (a fresh S3 warehouse each) with the thread runner, then with a 2-worker
    Dask ``LocalCluster`` (processes, one for the whole backfill): seconds and the ratio Dask /
    threads (on 2 cores Dask cannot win: it adds serialisation and a second copy of the model). The recommendations
@@ -148,6 +150,18 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def cpu_seconds(server: subprocess.Popen | None) -> float:
+    """CPU seconds used so far by this process (every thread) and by the S3 server the bench
+    started (none when ``$AWS_ENDPOINT_URL`` names one)."""
+    import psutil
+
+    own = time.process_time()
+    if server is None:
+        return own
+    t = psutil.Process(server.pid).cpu_times()
+    return own + t.user + t.system
+
+
 def timed_night(run_date: dt.date, cfg: Path) -> tuple[float, float]:
     """``(seconds until nightly() returned, seconds until its flow run was Completed)``.
 
@@ -217,12 +231,19 @@ def main() -> None:
             warm = write_config(tmp / "warm-up", str(landing), str(tmp / "warm-up" / "wh"), 2)
             timed_night(END, warm)
             times: dict[tuple[str, str], list[tuple[float, float]]] = collections.defaultdict(list)
+            cpu: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+
+            def night(side: str, name: str, day: dt.date, cfg: Path) -> None:
+                c0 = cpu_seconds(server)
+                times[side, name].append(timed_night(day, cfg))
+                cpu[side, name].append(cpu_seconds(server) - c0)
+
             for i in range(args.repeats):
                 wh = str(tmp / f"local-{i}" / "warehouse")
                 cfg = write_config(tmp / f"local-{i}", str(landing), wh, shards=2)
-                times["local", "cold"].append(timed_night(END, cfg))
+                night("local", "cold", END, cfg)
                 local_recs = recs(wh, END)
-                times["local", "warm"].append(timed_night(WARM, cfg))
+                night("local", "warm", WARM, cfg)
                 local_warm = recs(wh, WARM)
 
                 bucket = new_bucket()
@@ -230,37 +251,45 @@ def main() -> None:
                 cfg = write_config(
                     tmp / f"s3-{i}", f"{bucket}/landing", f"{bucket}/warehouse", shards=2
                 )
-                for night, day in (("cold", END), ("warm", WARM)):
+                for name, day in (("cold", END), ("warm", WARM)):
                     forget_cached_objects()  # as a fresh worker: nothing this process read
                     requests.clear()
-                    times["S3", night].append(timed_night(day, cfg))
+                    night("S3", name, day, cfg)
                     per_op = ", ".join(f"{op} {n}" for op, n in requests.most_common())
-                    print(f"S3 {night} night {i + 1}: {sum(requests.values())} requests ({per_op})")
+                    print(f"S3 {name} night {i + 1}: {sum(requests.values())} requests ({per_op})")
                 assert recs(f"{bucket}/warehouse", END).equals(local_recs), "S3 != local"
                 assert recs(f"{bucket}/warehouse", WARM).equals(local_warm), "S3 != local"
-            for night in ("cold", "warm"):
+            for name in ("cold", "warm"):
                 for col, what in (
                     (1, "until the flow run is Completed"),
                     (0, "until nightly() returns"),
                 ):
-                    lo = min(r[col] for r in times["local", night])
-                    so = min(r[col] for r in times["S3", night])
-                    print(f"{night} nightly, {what} (best of {args.repeats}):")
+                    lo = min(r[col] for r in times["local", name])
+                    so = min(r[col] for r in times["S3", name])
+                    print(f"{name} nightly, {what} (best of {args.repeats}):")
                     for side, label, best in (
                         ("local", "local disk", lo),
                         ("S3", "S3 (moto) ", so),
                     ):
-                        runs = _runs([r[col] for r in times[side, night]])
+                        runs = _runs([r[col] for r in times[side, name]])
                         print(f"  {label}: {best:7.2f} s   (runs: {runs})")
                     print(f"  ratio S3 / local: {so / lo:5.2f}x   (target <= 1.5x)")
                     paired = sorted(
                         s[col] / loc[col]
-                        for loc, s in zip(times["local", night], times["S3", night], strict=True)
+                        for loc, s in zip(times["local", name], times["S3", name], strict=True)
                     )
                     print(
                         f"  paired ratios (each repeat's S3 run over its own local run, seconds "
                         f"apart): median {statistics.median(paired):.2f}x, "
                         f"range {paired[0]:.2f}x to {paired[-1]:.2f}x"
+                    )
+            if server is not None:
+                for name in ("cold", "warm"):
+                    lo, so = min(cpu["local", name]), min(cpu["S3", name])
+                    print(
+                        f"{name} nightly, CPU seconds of this process and the S3 server (best of "
+                        f"{args.repeats}; steadier than wall time on a shared machine): local "
+                        f"{lo:.2f}, S3 {so:.2f}, ratio {so / lo:.2f}x"
                     )
             print(
                 "(nightly() returns on a whole second after its start: Prefect joins its flow-run "

@@ -143,8 +143,9 @@ def _weighted_sum(pattern: _Pattern, y: np.ndarray):
     sums the rows of ``y`` its entries point at, weighted (SpMM). Below TORCH_MIN_NNZ scipy's
     kernel; above it torch's, which splits the rows over the threads (2x scipy's on the item
     half-step of a 200,000-user fit, where the gathered user rows do not fit in cache). Both
-    add each row's entries in storage order, one row per thread: the result is bitwise scipy's,
-    whatever the thread count (checked with 1 and 2)."""
+    add each row's entries in storage order, one row per thread: whatever the thread count the
+    result is the same bits (checked with 1 and 2), and scipy's bits on a CPU without AVX-512
+    (with it, torch's kernel fuses multiply-adds: within float32 rounding of scipy's)."""
     if pattern.tensor is None:
         return lambda data: (
             sp.csr_matrix((data, pattern.cols, pattern.indptr), shape=pattern.shape) @ y

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -219,24 +220,24 @@ def read_clean_events_of(
             warehouse.checkpoints("events"), {d: s.version for d, s in listed.items()}, EVENTS_TAG
         )
     saved = len(set(found.days) & set(fetched)) if found is not None else 0
+    base = None
     if (
         found is not None
         and saved
         and (found.held or (found.size <= BLOB_MAX_BYTES and saved >= 2))
     ):
-        covered = set(found.days)
-        try:
+        with contextlib.suppress(FileNotFoundError, CorruptFileError):  # gone or damaged
             base = read_checkpoint(found.path, CLEAN_EVENTS_SCHEMA)
-        except (FileNotFoundError, CorruptFileError):  # gone or damaged: the partitions instead
-            base = None
-        if base is not None:
-            from_base = pl.Series([d for d in days if d in covered], dtype=pl.Date())
-            head = base.filter(pl.col("date").is_in(from_base.implode())).select(
-                *[pl.col(c).cast(t) for c, t in schema.items()], pl.col("date").alias(date_col)
-            )
-            rest = {d: warehouse.clean("events", d) for d in days if d not in covered}
-            return pl.concat([head, read_dated_parquet(rest, schema, date_col)])
-    return read_dated_parquet({d: warehouse.clean("events", d) for d in days}, schema, date_col)
+    covered = set(found.days) if found is not None and base is not None else set()
+    rest = read_dated_parquet(
+        {d: warehouse.clean("events", d) for d in days if d not in covered}, schema, date_col
+    )
+    if base is None:
+        return rest
+    head = base.filter(
+        pl.col("date").is_in(pl.Series(sorted(covered & set(days)), dtype=pl.Date()).implode())
+    ).select(*[pl.col(c).cast(t) for c, t in schema.items()], pl.col("date").alias(date_col))
+    return pl.concat([head, rest])
 
 
 #: The tag of the events checkpoints' names (see :func:`recsys_core.io.checkpoint_chain`).

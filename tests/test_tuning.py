@@ -167,6 +167,28 @@ def test_bayes_is_deterministic_for_a_seed(planted: None, split) -> None:
     assert a.best_params == b.best_params
 
 
+def test_the_search_ranks_with_the_threads_it_is_given_and_finds_the_same(
+    monkeypatch: pytest.MonkeyPatch, split
+) -> None:
+    from recsys_core.models import EASE
+
+    train, valid = split
+    asked: list[int] = []
+    recommend = EASE.recommend
+
+    def spy(self, *args, **kwargs):
+        asked.append(kwargs["threads"])
+        return recommend(self, *args, **kwargs)
+
+    monkeypatch.setattr(EASE, "recommend", spy)
+    one = tune("ease", train, valid, n_calls=3, seed=2, n_initial_points=2)
+    assert asked == [1, 1, 1]
+    two = tune("ease", train, valid, n_calls=3, seed=2, n_initial_points=2, threads=2)
+    assert asked[3:] == [2, 2, 2]
+    assert one.trials["params_json"].equals(two.trials["params_json"])
+    assert one.trials["ndcg"].equals(two.trials["ndcg"]) and one.best_params == two.best_params
+
+
 def test_zero_calls_evaluates_the_defaults_only(split) -> None:
     train, valid = split
     res = tune("ease", train, valid, n_calls=0, seed=4)

@@ -21,6 +21,7 @@ Tonight's protocol for ``run_date`` D (all data read is dated on or before D):
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from typing import Any
 
@@ -70,6 +71,12 @@ __all__ = ["embed_step", "evaluate_step", "prepare_arms", "train_step"]
 
 
 # ---- embed ----------------------------------------------------------------------------------------
+def ranking_threads(settings: Settings) -> int:
+    """Blocks of users ranked at once by the search and the gate: ``scoring.threads``, or every
+    core (each of these steps is the only work of its task; rankings do not depend on it)."""
+    return settings.scoring.threads or (os.cpu_count() or 1)
+
+
 def embed_step(settings: Settings, run_date: dt.date, *, log: Any = None) -> EmbedResult:
     """Embed the text of every catalog item that is new or changed (incremental)."""
     wh = Warehouse(settings.warehouse)
@@ -222,6 +229,7 @@ def _tune_one(
         items=window.catalog,
         item_embeddings=embeddings,
         max_users=settings.train.tune_max_users or None,
+        threads=ranking_threads(settings),
     )
     tdir = Warehouse(settings.warehouse).tuning_dir / name
     save_tuning(result, tdir)
@@ -357,7 +365,12 @@ def evaluate_step(settings: Settings, run_date: dt.date, challenger_id: str) -> 
 
     def score(model: Any, truth_ev: pl.DataFrame, seen_ev: pl.DataFrame):
         users = sorted(set(truth_ev["user_id"].to_list()))
-        recs = model.recommend(users, settings.k, block_size=settings.scoring.block_size)
+        recs = model.recommend(
+            users,
+            settings.k,
+            block_size=settings.scoring.block_size,
+            threads=ranking_threads(settings),
+        )
         if id(seen_ev) not in facts:  # the frame is kept with its facts: its id stays its own
             facts[id(seen_ev)] = (seen_ev, TrainFacts.of(seen_ev))
         seen = facts[id(seen_ev)][1]

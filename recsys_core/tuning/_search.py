@@ -126,14 +126,23 @@ def evaluate_params(
     metric: str,
     items: pl.DataFrame | None = None,
     item_embeddings: pl.DataFrame | None = None,
+    threads: int = 1,
 ) -> tuple[float, float, float]:
-    """Fit ``model_name(**params)`` on ``train`` and score it on ``truth``.
+    """Fit ``model_name(**params)`` on ``train`` and score it on ``truth`` (ranking ``threads``
+    blocks of users at once: the result does not depend on it).
 
     Returns ``(metric value, fit seconds, score seconds)``.
     """
     started = time.perf_counter()
     per_user, fit_seconds = _fit_and_score(
-        model_name, params, train, truth, k=k, items=items, item_embeddings=item_embeddings
+        model_name,
+        params,
+        train,
+        truth,
+        k=k,
+        items=items,
+        item_embeddings=item_embeddings,
+        threads=threads,
     )
     value = mean_metrics(per_user)[metric]
     return float(value), fit_seconds, time.perf_counter() - started - fit_seconds
@@ -176,6 +185,7 @@ def _fit_and_score(
     k: int,
     items: pl.DataFrame | None,
     item_embeddings: pl.DataFrame | None,
+    threads: int = 1,
 ) -> tuple[pl.DataFrame, float]:
     """(per-user metrics on ``truth``, fit seconds)."""
     cls = get_model_class(model_name)
@@ -183,7 +193,7 @@ def _fit_and_score(
     model = cls(params).fit(train, items=items, item_embeddings=item_embeddings)
     fit_seconds = time.perf_counter() - started
     users = truth["user_id"].unique(maintain_order=True).to_list()
-    recs = model.recommend(users, k, exclude_seen=True)
+    recs = model.recommend(users, k, exclude_seen=True, threads=threads)
     return ranking_metrics(recs, truth, k), fit_seconds
 
 
@@ -224,12 +234,14 @@ def tune(
     method: Literal["bayes", "random"] = "bayes",
     fixed_params: dict[str, Any] | None = None,
     max_users: int | None = None,
+    threads: int = 1,
 ) -> TuningResult:
     """Search ``model_name``'s hyperparameters on ``train`` -> ``valid`` (``user_id, item_id``).
 
     See the module docstring for the objective, the budget and ``max_users`` (None: every user).
     Deterministic for a given ``seed``. ``fixed_params`` are applied to every call and never
-    searched; the model seed is ``seed`` unless ``fixed_params`` sets it.
+    searched; the model seed is ``seed`` unless ``fixed_params`` sets it. Each call ranks the
+    validation users ``threads`` blocks at a time (the result does not depend on it).
     """
     if metric not in METRIC_NAMES:
         raise ValueError(f"unknown metric {metric!r}; expected one of {list(METRIC_NAMES)}")
@@ -273,6 +285,7 @@ def tune(
             metric=metric,
             items=items,
             item_embeddings=item_embeddings,
+            threads=threads,
         )
 
     log = _TrialLog(defaults, metric, evaluate)

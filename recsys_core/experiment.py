@@ -32,6 +32,7 @@ Outputs in ``out_dir``: ``recommendations.parquet`` (best model), ``recommendati
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -273,6 +274,7 @@ def run_experiment(
     cfg = ExperimentConfig(**{**(config.model_dump() if config else {}), **overrides})
     models, k, metric, seed = cfg.models, cfg.k, cfg.metric, cfg.seed
     budgets = cfg.budgets()
+    threads = os.cpu_count() or 1  # users ranked in blocks on every core: the same rankings
     started = time.perf_counter()
     out_dir = Path(out_dir)
     train_df = read_interaction_file(train_path)
@@ -308,6 +310,7 @@ def run_experiment(
             n_initial_points=cfg.n_initial_points,
             items=items,
             item_embeddings=embeddings,
+            threads=threads,
         )
         tdir = out_dir / "tuning" / name
         save_tuning(result, tdir)
@@ -328,7 +331,7 @@ def run_experiment(
         )
         fit_seconds = time.perf_counter() - t0
         model_id = make_model_id(name, None, params)
-        recs = model.recommend(test_users, k, exclude_seen=True).with_columns(
+        recs = model.recommend(test_users, k, exclude_seen=True, threads=threads).with_columns(
             pl.lit(model_id).alias("model_id")
         )
         atomic_write_parquet(recs, out_dir / f"recommendations_{name}.parquet")

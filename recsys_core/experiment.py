@@ -427,6 +427,7 @@ def _selection(
             k=cfg.k,
             items=items,
             item_embeddings=embeddings,
+            threads=os.cpu_count() or 1,
         )
 
     _, a, b = align_per_user(per_user(runner_up), per_user(winner), metric)

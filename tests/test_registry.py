@@ -99,6 +99,22 @@ def test_register_list_and_load_round_trip(registry, fitted, tmp_path):
     assert [p.name for p in registry.root.iterdir() if p.name.startswith(".tmp-")] == []
 
 
+def test_model_arrays_are_a_deflated_npz_that_numpy_reads_without_pickle(fitted, tmp_path):
+    import zipfile
+
+    import numpy as np
+
+    path = fitted.save(tmp_path / "m") / "arrays.npz"
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+    assert {i.filename for i in infos} >= {"__item_ids.npy", "__seen_indices.npy"}
+    assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in infos)
+    assert sum(i.compress_size for i in infos) < sum(i.file_size for i in infos)
+    with np.load(path, allow_pickle=False) as z:
+        assert list(z["__item_ids"]) == list(fitted.item_ids_)
+        assert (z["__seen_indices"] == fitted.interactions_.matrix.indices).all()
+
+
 def test_reregister_replaces_and_register_failure_leaves_nothing(registry, fitted, monkeypatch):
     register(registry, fitted, "ease-2026-01-31-aaaaaaaa")
     again = register(registry, fitted, "ease-2026-01-31-aaaaaaaa", run_date=dt.date(2026, 2, 1))

@@ -157,9 +157,11 @@ def validation_per_user(
     k: int,
     items: pl.DataFrame | None = None,
     item_embeddings: pl.DataFrame | None = None,
+    threads: int = 1,
 ) -> pl.DataFrame:
     """Per-user metrics at ``k`` (:func:`recsys_core.metrics.ranking_metrics`) of ``model_name``
-    fit on ``train`` with ``params``, on the usable pairs of ``valid`` (:func:`validation_truth`).
+    fit on ``train`` with ``params``, on the usable pairs of ``valid`` (:func:`validation_truth`),
+    ranked ``threads`` blocks of users at a time (the result does not depend on it).
 
     The mean of a column is the value :func:`tune` logged for those parameters: use it to compare
     two tuned models user by user on the validation split they were chosen on.
@@ -171,7 +173,14 @@ def validation_per_user(
         )
         return ranking_metrics(no_recs, truth, k)
     per_user, _ = _fit_and_score(
-        model_name, params, train, truth, k=k, items=items, item_embeddings=item_embeddings
+        model_name,
+        params,
+        train,
+        truth,
+        k=k,
+        items=items,
+        item_embeddings=item_embeddings,
+        threads=threads,
     )
     return per_user
 

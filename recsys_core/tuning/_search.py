@@ -135,14 +135,7 @@ def evaluate_params(
     """
     started = time.perf_counter()
     per_user, fit_seconds = _fit_and_score(
-        model_name,
-        params,
-        train,
-        truth,
-        k=k,
-        items=items,
-        item_embeddings=item_embeddings,
-        threads=threads,
+        model_name, params, train, truth, k, items, item_embeddings, threads
     )
     value = mean_metrics(per_user)[metric]
     return float(value), fit_seconds, time.perf_counter() - started - fit_seconds
@@ -173,14 +166,7 @@ def validation_per_user(
         )
         return ranking_metrics(no_recs, truth, k)
     per_user, _ = _fit_and_score(
-        model_name,
-        params,
-        train,
-        truth,
-        k=k,
-        items=items,
-        item_embeddings=item_embeddings,
-        threads=threads,
+        model_name, params, train, truth, k, items, item_embeddings, threads
     )
     return per_user
 
@@ -190,13 +176,12 @@ def _fit_and_score(
     params: dict[str, Any],
     train: Interactions,
     truth: pl.DataFrame,
-    *,
     k: int,
     items: pl.DataFrame | None,
     item_embeddings: pl.DataFrame | None,
-    threads: int = 1,
+    threads: int,
 ) -> tuple[pl.DataFrame, float]:
-    """(per-user metrics on ``truth``, fit seconds)."""
+    """(per-user metrics on ``truth``, fit seconds); ``threads`` blocks of users ranked at once."""
     cls = get_model_class(model_name)
     started = time.perf_counter()
     model = cls(params).fit(train, items=items, item_embeddings=item_embeddings)

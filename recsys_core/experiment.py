@@ -317,7 +317,7 @@ def run_experiment(
         convergence_plot(result, tdir / "convergence.png")
         results[name] = result
     best = pick_best({name: results[name].best_score for name in models})
-    selection = _selection(results, best, tune_train, valid, cfg, items, embeddings)
+    selection = _selection(results, best, tune_train, valid, cfg, items, embeddings, threads)
 
     # ---- refit on all of train, recommend, then (only now) read the test file ----------------
     fitted: dict[str, tuple[pl.DataFrame, float, str]] = {}
@@ -392,6 +392,7 @@ def _selection(
     cfg: ExperimentConfig,
     items: pl.DataFrame | None,
     embeddings: pl.DataFrame | None,
+    threads: int,
 ) -> dict[str, Any]:
     """How clear the pick is: winner minus runner-up on validation, paired over users.
 
@@ -427,7 +428,7 @@ def _selection(
             k=cfg.k,
             items=items,
             item_embeddings=embeddings,
-            threads=os.cpu_count() or 1,
+            threads=threads,
         )
 
     _, a, b = align_per_user(per_user(runner_up), per_user(winner), metric)

@@ -122,20 +122,8 @@ def align_per_user(
 
     A user missing from one frame (or a null value) counts 0 for that model.
     """
-    for name, frame in (("a", a), ("b", b)):
-        if "user_id" not in frame.columns or metric not in frame.columns:
-            raise ValueError(
-                f"per-user frame {name} has columns {frame.columns}; expected 'user_id' and {metric!r}"
-            )
-    users = pl.concat([a.select("user_id"), b.select("user_id")]).unique().sort("user_id")
-    left = a.select("user_id", pl.col(metric).cast(pl.Float64).alias("_a"))
-    right = b.select("user_id", pl.col(metric).cast(pl.Float64).alias("_b"))
-    joined = (
-        users.join(left, on="user_id", how="left")
-        .join(right, on="user_id", how="left")
-        .with_columns(pl.col("_a").fill_null(0.0), pl.col("_b").fill_null(0.0))
-    )
-    return joined["user_id"].to_list(), joined["_a"].to_numpy(), joined["_b"].to_numpy()
+    users, aligned = _align_many(a, b, [metric])
+    return users, *aligned[metric]
 
 
 def decide_promotion(
@@ -254,7 +242,7 @@ def compare_metrics(
     paired = [
         m for m in metrics if champion_per_user is not None and m in champion_per_user.columns
     ]
-    aligned = _align_many(champion_per_user, challenger_per_user, paired) if paired else {}
+    aligned = _align_many(champion_per_user, challenger_per_user, paired)[1] if paired else {}
     boots = dict(
         zip(
             paired,
@@ -290,10 +278,16 @@ def compare_metrics(
 
 def _align_many(
     a: pl.DataFrame, b: pl.DataFrame, metrics: Sequence[str]
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """:func:`align_per_user` of several metrics with one pairing of the users."""
-    for m in metrics:  # the same checks and messages as one metric's alignment
-        align_per_user(a.head(0), b.head(0), m)
+) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """:func:`align_per_user` of several metrics with one pairing of the users: (the users,
+    each metric's (a's values, b's values))."""
+    for name, frame in (("a", a), ("b", b)):
+        for metric in metrics:
+            if "user_id" not in frame.columns or metric not in frame.columns:
+                raise ValueError(
+                    f"per-user frame {name} has columns {frame.columns}; expected 'user_id' and "
+                    f"{metric!r}"
+                )
     users = pl.concat([a.select("user_id"), b.select("user_id")]).unique().sort("user_id")
     left = a.select(
         "user_id", *[pl.col(m).cast(pl.Float64).alias(f"_a{j}") for j, m in enumerate(metrics)]
@@ -306,6 +300,6 @@ def _align_many(
         .join(right, on="user_id", how="left")
         .with_columns(pl.all().exclude("user_id").fill_null(0.0))
     )
-    return {
+    return joined["user_id"].to_list(), {
         m: (joined[f"_a{j}"].to_numpy(), joined[f"_b{j}"].to_numpy()) for j, m in enumerate(metrics)
     }

@@ -140,7 +140,7 @@ def evaluate(
     if n_items is not None:
         coverage = catalog_coverage(recs, n_items, k)
         metrics["coverage"] = coverage
-    if facts is not None and pairs is not None:
+    if facts is not None:
         beyond = beyond_accuracy(recs, pairs, k)
         per_user = per_user.join(beyond, on="user_id", how="left").sort("user_id")
         if beyond.height:

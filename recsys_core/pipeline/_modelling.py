@@ -70,13 +70,13 @@ from recsys_core.tuning import pick_best
 __all__ = ["embed_step", "evaluate_step", "prepare_arms", "train_step"]
 
 
-# ---- embed ----------------------------------------------------------------------------------------
 def ranking_threads(settings: Settings) -> int:
     """Blocks of users ranked at once by the search and the gate: ``scoring.threads``, or every
     core (each of these steps is the only work of its task; rankings do not depend on it)."""
     return settings.scoring.threads or (os.cpu_count() or 1)
 
 
+# ---- embed ----------------------------------------------------------------------------------------
 def embed_step(settings: Settings, run_date: dt.date, *, log: Any = None) -> EmbedResult:
     """Embed the text of every catalog item that is new or changed (incremental)."""
     wh = Warehouse(settings.warehouse)

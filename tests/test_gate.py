@@ -117,3 +117,21 @@ def test_planted_bad_night_is_refused_and_the_report_says_why(first_night, tmp_p
     assert "Kept the champion" in html and "Regression check" in html
     assert "Same recipe as the serving champion" in html
     assert champion["model_id"] in html
+
+
+def test_a_shard_staged_late_by_another_run_is_never_merged(first_night, tmp_path):
+    """Shards used to share one staging name per (date, shard): a shard staged late by another
+    run of the date (a Dask worker of a run that lost its lock: workers are not fenced) replaced
+    this run's, and this run's merge published the other run's rows under its own model id.
+    Each call now stages a file of its own, and the merge reads only the ones it was given."""
+    settings = _copy(first_night, tmp_path / "w")
+    mine = pipeline.score_shard(settings, D1, 0, 1)
+    late = pipeline.score_shard(settings.model_copy(update={"k": 3}), D1, 0, 1)
+    assert mine.users == late.users > 0
+    assert late.rows < mine.rows  # the other run's shard differs (3 per user, not 10)
+    merged = pipeline.merge_scores(settings, D1, [mine])
+    recs = read_parquet(merged.path)
+    assert merged.rows == recs.height == mine.rows
+    assert recs.group_by("user_id").len()["len"].max() == settings.k
+    staging = Path(settings.warehouse) / "_staging"
+    assert not [p for p in staging.rglob("*") if p.is_file()]  # the late shard is cleared too

@@ -14,7 +14,9 @@ A thread started without that context (a plain thread pool inside a step) falls 
 lease held in this process over the warehouse it writes to. Other processes are not fenced:
 on Dask, the workers' ingest slices (raw partitions) and score shards (staged) are written
 without the lease; the flow's process commits the date (the ingest index, clean partitions and
-manifests, models and the champion, recommendations, the completion marker) and is fenced.
+manifests, models and the champion, recommendations, the completion marker) and is fenced. A
+score shard is staged under a name unique to its call, so a late one of a run that lost its
+lock is never merged into another run's recommendations.
 """
 
 from __future__ import annotations

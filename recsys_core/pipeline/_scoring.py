@@ -1,14 +1,18 @@
 """Score step: top-K for every active user with the champion, in shards that merge deterministically.
 
-Each shard writes a hidden staging file; the merge sorts every row by (user_id, rank), so the
-partition is identical whatever the number of shards or the task runner, then renames it into
-``recommendations/run_date=D/part-0.parquet`` in one step.
+Each shard writes a staging file under a name of its own (a fresh suffix per call); the merge
+reads exactly the files its shard results name, sorts every row by (user_id, rank), so the
+partition is identical whatever the number of shards or the task runner, and writes it to
+``recommendations/run_date=D/part-0.parquet`` in one step, then clears the date's staging folder.
+A shard written late -- by a failed attempt, or on a Dask worker (not fenced by the lock's lease)
+for a run that lost its lock -- is therefore never merged into another run's partition.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import uuid
 from typing import Any
 
 import polars as pl
@@ -43,6 +47,11 @@ __all__ = [
 
 def _staging(wh: Warehouse, run_date: dt.date) -> Any:
     return wh.root / "_staging" / "recommendations" / f"run_date={run_date.isoformat()}"
+
+
+def _shard_stem(wh: Warehouse, run_date: dt.date, shard: int, n_shards: int) -> Any:
+    """This call's staging name for a shard: unique, so no other run or attempt writes it."""
+    return _staging(wh, run_date) / f"shard-{shard:05d}-of-{n_shards:05d}-{uuid.uuid4().hex[:12]}"
 
 
 def active_users(settings: Settings, run_date: dt.date, known: set[str]) -> list[str]:
@@ -80,7 +89,7 @@ def score_shard(settings: Settings, run_date: dt.date, shard: int, n_shards: int
     catalog = load_catalog(wh, as_of=run_date)
     recs = _recommend(settings, model, users, catalog, n_shards)
     maybe_fail(settings, "score", point="shard-written")
-    path = _staging(wh, run_date) / f"shard-{shard:05d}-of-{n_shards:05d}.parquet"
+    path = _shard_stem(wh, run_date, shard, n_shards).with_suffix(".parquet")
     atomic_write_parquet(recs, path)
     return ShardResult(
         shard=shard,
@@ -156,7 +165,7 @@ def _score_shard_arms(
         )
     recs = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
     maybe_fail(settings, "score", point="shard-written")
-    stem = _staging(wh, run_date) / f"shard-{shard:05d}-of-{n_shards:05d}"
+    stem = _shard_stem(wh, run_date, shard, n_shards)
     path = stem.with_suffix(".parquet")
     atomic_write_parquet(recs, path)
     apath = stem.with_name(stem.name + "-assignments.parquet")

@@ -300,3 +300,41 @@ def test_a_run_that_lost_its_lock_publishes_nothing_for_its_date(
     published = [f for f in files_under(wh.root) if not f.startswith("_locks/")]
     assert not [f for f in published if day in f or "champion" in f], published
     assert json.loads(read_versioned(lock)[0])["holder"] == "pid 4242 on other-host"
+
+
+def test_an_ingest_slice_elsewhere_writes_only_while_its_run_holds_the_lock(
+    landing_master, s3_bucket, tmp_path
+):
+    """A Dask worker holds no lease, so an ingest slice there reads the run's lock object before
+    each pass of writes. Once another run has taken the lock over, the slice raises
+    LeaseLostError naming the lock and the new holder and writes no raw partition; with the
+    run's token in the lock object the same slice writes. (This process plays the worker after
+    it has let go of the lease: a worker process never had it.)"""
+    from recsys_core import pipeline
+    from recsys_core.config import load_settings
+    from recsys_core.io import LeaseLostError, read_versioned, write_if_match
+
+    settings = load_settings(
+        _config(tmp_path / "recsys.toml", str(landing_master), f"{s3_bucket}/warehouse")
+    )
+    wh = Warehouse(settings.warehouse)
+    name = f"run_date={END.isoformat()}"
+    lock = wh.root / "_locks" / f"{name}.lock"
+    with wh.lock(name):
+        planned = pipeline.plan_ingest_step(settings, END)
+        assert planned.fence is not None and planned.fence.url == str(lock)
+        other = {"holder": "pid 4242 on other-host", "token": "other", "acquired_at": "now",
+                 "expires_at": "2999-01-01T00:00:00+00:00"}  # fmt: skip
+        write_if_match(lock, json.dumps(other).encode(), read_versioned(lock)[1])
+    (part,) = planned.slices(1)
+    with pytest.raises(LeaseLostError) as err:
+        pipeline.ingest_slice_step(settings, planned, part)
+    assert f"lost the lock {lock}" in str(err.value)
+    assert "pid 4242 on other-host" in str(err.value)
+    assert not [f for f in files_under(wh.root) if f.startswith("raw/")]
+
+    ours = {**other, "holder": "this run", "token": planned.fence.token}
+    write_if_match(lock, json.dumps(ours).encode(), read_versioned(lock)[1])
+    done = pipeline.ingest_slice_step(settings, planned, part)
+    assert len(done.written) == len(part) > 0
+    assert len([f for f in files_under(wh.root) if f.startswith("raw/")]) == len(part)

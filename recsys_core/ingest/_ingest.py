@@ -46,8 +46,10 @@ from recsys_core.ingest._read import (
 )
 from recsys_core.io import (
     CorruptFileError,
+    Fence,
     Warehouse,
     atomic_write_json,
+    check_fence,
     concurrently,
     delete,
     location,
@@ -403,11 +405,13 @@ def ingest_partitions(
     parts: tuple[tuple[str, dt.date], ...],
     *,
     batch_mib: float = BATCH_MIB,
+    fence: Fence | None = None,
 ) -> IngestedSlice:
     """Read and write the raw partitions ``parts`` (a slice of ``plan.todo``), each with its
     landing record in its footer, in date-ordered passes of at most ``batch_mib`` MiB of landing
     files (peak memory follows a pass, not the backlog). Touches nothing else, so slices can run
-    at once on different machines."""
+    at once on different machines. ``fence``: the run's lock, checked before each pass's writes
+    where this process does not hold its lease (:func:`recsys_core.io.check_fence`)."""
     written: list[tuple[str, dt.date, int, int, tuple[str, ...]]] = []
     max_bytes = max(1, int(batch_mib * 2**20))
     with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:  # overlaps the fsync waits
@@ -433,6 +437,7 @@ def ingest_partitions(
                     }
                     for day, files, digs in zip(days, listed, digests, strict=True)
                 ]
+                check_fence(fence, targets[0])
                 list(pool.map(write_raw_partition, [df for df, _, _ in read], targets, notes))
                 for day in days:  # the footer now holds the record: the side file goes
                     if (kind, day) in plan.side_records:

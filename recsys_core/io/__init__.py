@@ -19,8 +19,8 @@ from recsys_core.io._atomic import (
     sweep_temporaries,
 )
 from recsys_core.io._checkpoint import fold_with_checkpoint, listed_checkpoint, read_checkpoint
-from recsys_core.io._fence import LeaseLostError
-from recsys_core.io._lease import RunLockedError
+from recsys_core.io._fence import Fence, LeaseLostError, held_fence
+from recsys_core.io._lease import RunLockedError, check_fence
 from recsys_core.io._storage import (
     BLOB_MAX_BYTES,
     Location,
@@ -57,6 +57,7 @@ from recsys_core.io._warehouse import Warehouse, parse_date, partition_dates
 __all__ = [
     "BLOB_MAX_BYTES",
     "CorruptFileError",
+    "Fence",
     "LeaseLostError",
     "Location",
     "PreconditionFailed",
@@ -68,6 +69,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_parquet",
     "atomic_write_text",
+    "check_fence",
     "concurrently",
     "delete",
     "delete_tree",
@@ -78,6 +80,7 @@ __all__ = [
     "files_with_versions",
     "fold_with_checkpoint",
     "forget_cached_objects",
+    "held_fence",
     "held_in_memory",
     "on_forget_cached_objects",
     "is_remote",

@@ -11,12 +11,15 @@ lost, or once the lease has run out without a renewal. The check costs no reques
 The held leases live in a context variable: the run's own thread and the tasks it starts
 (Prefect's thread runner copies the context into each task) see exactly the leases of their run.
 A thread started without that context (a plain thread pool inside a step) falls back to every
-lease held in this process over the warehouse it writes to. Other processes are not fenced:
-on Dask, the workers' ingest slices (raw partitions) and score shards (staged) are written
-without the lease; the flow's process commits the date (the ingest index, clean partitions and
-manifests, models and the champion, recommendations, the completion marker) and is fenced. A
-score shard is staged under a name unique to its call, so a late one of a run that lost its
-lock is never merged into another run's recommendations.
+lease held in this process over the warehouse it writes to.
+
+Other processes (Dask workers) hold no lease. An ingest slice there carries the run's
+:class:`Fence` (the lock's URL and the run's token) and reads the lock object before each pass of
+writes (:func:`recsys_core.io.check_fence`): once another run holds it, or it is gone, the slice
+raises :class:`LeaseLostError` before writing. A score shard is staged under a name unique to its
+call, so a late one is never merged into another run's recommendations. The flow's process
+commits the date (the ingest index, clean partitions and manifests, models and the champion,
+recommendations, the completion marker) and is fenced as above.
 """
 
 from __future__ import annotations
@@ -26,20 +29,38 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["Lease", "LeaseLostError", "check_leases", "holding", "unfenced"]
+__all__ = [
+    "Fence",
+    "Lease",
+    "LeaseLostError",
+    "check_leases",
+    "held_fence",
+    "held_here",
+    "holding",
+    "unfenced",
+]
 
 
 class LeaseLostError(RuntimeError):
     """The lock of this run was lost (taken over or deleted); the run must publish nothing more."""
 
 
+class Fence(NamedTuple):
+    """What a process without the lease needs to check it: the lock's URL and the holder's
+    token (kept in the lock object while this run holds it)."""
+
+    url: str
+    token: str
+
+
 class Lease:
     """One held lease: the lock's URL, when it runs out, and why it was lost (if it was)."""
 
-    def __init__(self, url: str, seconds: float, root: str) -> None:
+    def __init__(self, url: str, seconds: float, root: str, token: str = "") -> None:
         self.url = url
+        self.token = token
         self.seconds = seconds
         self.root = root.rstrip("/") + "/"
         self._lock = threading.Lock()
@@ -101,6 +122,26 @@ def check_leases(target: Any) -> None:
             held = tuple(lease for lease in _ALL.values() if url.startswith(lease.root))
     for lease in held:
         lease.check(target)
+
+
+def held_fence(target: Any) -> Fence | None:
+    """The fence of the lease this context holds over ``target`` (for work sent to another
+    process), or None when no lease fences it (local disk, or no lock held)."""
+    url = str(target)
+    held = _HELD.get(())
+    if not held:
+        with _ALL_LOCK:
+            held = tuple(_ALL.values())
+    for lease in held:
+        if url.rstrip("/") + "/" == lease.root or url.startswith(lease.root):
+            return Fence(lease.url, lease.token)
+    return None
+
+
+def held_here(fence: Fence) -> bool:
+    """Whether this process holds the lease of ``fence`` (its writes are then fenced by it)."""
+    with _ALL_LOCK:
+        return any(lease.url == fence.url for lease in _ALL.values())
 
 
 @contextmanager

@@ -26,17 +26,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from recsys_core.io._fence import Lease, holding, unfenced
+from recsys_core.io._fence import Fence, Lease, LeaseLostError, held_here, holding, unfenced
 from recsys_core.io._storage import (
     Location,
     PreconditionFailed,
     delete,
+    location,
     put_if_absent,
     read_versioned,
     write_if_match,
 )
 
-__all__ = ["RunLockedError", "lease_lock", "lease_seconds"]
+__all__ = ["RunLockedError", "check_fence", "lease_lock", "lease_seconds"]
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def lease_lock(loc: Location, *, wait: bool = False, poll: float = 1.0) -> Itera
     acquired = _now().isoformat(timespec="seconds")
     started = time.monotonic()
     etag = _acquire(loc, holder, token, seconds, acquired, wait=wait, poll=poll)
-    lease = Lease(str(loc), seconds, root=str(loc.parent.parent))
+    lease = Lease(str(loc), seconds, root=str(loc.parent.parent), token=token)
     lease.renewed(started)
     state: dict[str, Any] = {"etag": etag}
     stop = threading.Event()
@@ -130,6 +131,26 @@ def lease_lock(loc: Location, *, wait: bool = False, poll: float = 1.0) -> Itera
                 unfenced().run(delete, loc, version=state["etag"])
             except PreconditionFailed:
                 log.warning("%s: lock was taken over by another run before release", loc)
+
+
+def check_fence(fence: Fence | None, target: Any) -> None:
+    """Before writing ``target`` in a process that does not hold the run's lease (a Dask
+    worker): raise :class:`LeaseLostError` unless the lock object still holds the run's token.
+    Costs one read of the lock object; nothing where the lease is held in this process (its
+    writes are fenced already) or where no lease fences the run (``fence`` None)."""
+    if fence is None or held_here(fence):
+        return
+    loc = location(fence.url)
+    current = read_versioned(loc)
+    try:
+        token = json.loads(current[0]).get("token") if current is not None else None
+    except (ValueError, AttributeError):
+        token = None
+    if token != fence.token:
+        raise LeaseLostError(
+            f"lost the lock {fence.url}: {_taken_by(loc)}; stopped before writing {target} "
+            "(this run publishes nothing more; re-run the date once the other run has finished)"
+        )
 
 
 def _taken_by(loc: Location) -> str:

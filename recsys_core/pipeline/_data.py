@@ -17,8 +17,10 @@ from recsys_core.ingest import (
     scan_landing,
 )
 from recsys_core.io import (
+    Fence,
     Warehouse,
     exists,
+    held_fence,
     listing_snapshot,
     location,
     prefetch_listings,
@@ -48,6 +50,8 @@ class PlannedIngest:
     plan: IngestPlan
     swept_temporaries: int
     completion_marker_withdrawn: bool
+    #: The run's lock, for slices written in a process that does not hold its lease.
+    fence: Fence | None = None
 
     def slices(self, n: int) -> list[tuple[tuple[str, dt.date], ...]]:
         """The partitions to write, cut into at most ``n`` independent slices (by date)."""
@@ -94,7 +98,12 @@ def plan_ingest_step(
         force=force,
         unrecognised=settings.ingest.unrecognised_paths,
     )
-    return PlannedIngest(plan=plan, swept_temporaries=swept, completion_marker_withdrawn=withdrawn)
+    return PlannedIngest(
+        plan=plan,
+        swept_temporaries=swept,
+        completion_marker_withdrawn=withdrawn,
+        fence=held_fence(wh.root),
+    )
 
 
 @listing_snapshot()
@@ -102,9 +111,14 @@ def ingest_slice_step(
     settings: Settings, planned: PlannedIngest, part: tuple[tuple[str, dt.date], ...]
 ) -> IngestedSlice:
     """Write one slice of the planned raw partitions (from the landing zone into the warehouse:
-    on any machine that reaches both)."""
+    on any machine that reaches both). Before each pass of writes it checks that the run still
+    holds its lock (on another machine: one read of the lock object)."""
     return ingest_partitions(
-        planned.plan, Warehouse(settings.warehouse), part, batch_mib=settings.ingest.batch_mib
+        planned.plan,
+        Warehouse(settings.warehouse),
+        part,
+        batch_mib=settings.ingest.batch_mib,
+        fence=planned.fence,
     )
 
 

@@ -109,9 +109,7 @@ def s3_endpoint():
         }
     )
     yield url
-    if proc is not None:
-        proc.terminate()
-        proc.wait(timeout=10)
+    _stop(proc)
 
 
 @pytest.fixture
@@ -162,6 +160,21 @@ def _serve(cmd: list[str], host_port: tuple[str, int], what: str):
     pytest.fail(f"{what} did not start on {host_port[0]}:{host_port[1]}")
 
 
+def _stop(proc) -> None:
+    """Stop an emulator a fixture started: SIGTERM, then SIGKILL if it is still up after 10 s
+    (Azurite under load outlives a SIGTERM that long, and the teardown used to fail a test)."""
+    import subprocess
+
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def _free_port() -> int:
     import socket
 
@@ -195,9 +208,7 @@ def gcs_endpoint():
         proc = _serve([*cmd, "-backend", "memory"], ("127.0.0.1", port), "fake-gcs-server")
     os.environ["STORAGE_EMULATOR_HOST"] = url
     yield url
-    if proc is not None:
-        proc.terminate()
-        proc.wait(timeout=10)
+    _stop(proc)
 
 
 @pytest.fixture
@@ -240,9 +251,7 @@ def azure_endpoint():
         f"AccountKey={AZURITE_KEY};BlobEndpoint={url};"
     )
     yield url
-    if proc is not None:
-        proc.terminate()
-        proc.wait(timeout=10)
+    _stop(proc)
 
 
 @pytest.fixture

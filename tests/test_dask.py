@@ -234,12 +234,14 @@ def test_dask_workers_share_no_disk_with_the_driver(
                 on_dask = nightly.with_options(
                     task_runner=DaskTaskRunner(address=cluster.scheduler_address)
                 )
-                night = on_dask(
+                state = on_dask(
                     run_date=END,
                     options=RunOptions(
                         config_path=str(s3_cfg), task_runner=f"dask={cluster.scheduler_address}"
                     ),
+                    return_state=True,
                 )
+                night = state.result()
                 assert pids == set(client.run(os.getpid).values())  # the same 2 workers
         finally:
             for p in procs:
@@ -247,6 +249,9 @@ def test_dask_workers_share_no_disk_with_the_driver(
             for p in procs:
                 p.wait(timeout=30)
     assert night.steps.score.rows > 0
+    # ingest's slices ran on the workers, which hold no lease: each read the run's lock object
+    # and found its token there before writing raw partitions
+    assert _task_names(state.state_details.flow_run_id).count("ingest-dates") == 2
     a = read_parquet(Warehouse(tmp_path / "local" / "warehouse").recommendations(END))
     b = read_parquet(Warehouse(f"{s3_bucket}/warehouse").recommendations(END))
     assert a.height == b.height > 0

@@ -18,8 +18,7 @@ Two phases, same run, same files:
 
 Printed: events, seconds (and CPU seconds) and events/s of each phase, the ratio ours /
 baseline, and peak RSS. Issue 17.1's goal: ratio at most 4x (ingest + clean at >= 0.25x the
-bare read) at 2M and 10M events.
-There is no target for the ratio: the extra time is what the validation, dedupe, quarantine,
+bare read) at 2M and 10M events. The extra time is what the validation, dedupe, quarantine,
 atomic writes and manifests cost, and the figure says how much that is.
 
     python benchmarks/bench_ingest.py --events-millions 2

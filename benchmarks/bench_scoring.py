@@ -18,7 +18,9 @@ thread, into buffers allocated once; implicit: one BLAS thread, as implicit itse
 warns otherwise) and the best one counts. The phases take turns on slices of ``--slice-users``
 users (every phase on a slice, then the next slice), so the load from elsewhere on a shared
 machine, which drifts over minutes, hits all of them alike; a phase's time is the sum over the
-slices. This is repeated ``--repeats`` times, best total kept; a repeat that would end past
+slices. Each slice also gives a paired ratio (the best matmul set-up's seconds over ours, run
+seconds apart), printed as median and quartiles over every slice and repeat. This is repeated
+``--repeats`` times, best total kept; a repeat that would end past
 ``--time-limit`` is skipped (said in the output), so the table always prints. The SQL sink is timed on the first ``--sql-rows`` rows.
 
 Synthetic data: random float32 factors (seeded), ~``--history`` random items per user.
@@ -327,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, tuple[float, int]] = {}
     cpu_s: dict[str, float] = {}
     outputs: dict[str, list[Any]] = {}
+    paired: list[float] = []  # per slice: the best matmul set-up's time over ours, same slice
     for rep in range(a.repeats):  # round robin: a load spike from elsewhere hits every phase
         left = a.time_limit - (time.perf_counter() - start)
         if rep and sum(sec for sec, _m in results.values()) > left:
@@ -335,12 +338,16 @@ def main(argv: list[str] | None = None) -> int:
         total = {name: [0.0, 0.0, 0] for name in phases}
         outs: dict[str, list[Any]] = {name: [] for name in phases}
         for lo, hi in slices:  # every phase on the same slice, then the next slice
+            on_slice = {}
             for name, (blas, fn) in phases.items():
                 sec, cpu, out, mem = timed(functools.partial(fn, lo, hi), blas)
+                on_slice[name] = sec
                 total[name][0] += sec
                 total[name][1] += cpu
                 total[name][2] = max(total[name][2], mem)
                 outs[name].append(out)
+            bound_sec = min(v for n, v in on_slice.items() if n.startswith("matmul"))
+            paired.append(bound_sec / on_slice[OURS])
         for name, (sec, cpu, mem) in total.items():
             best = results.get(name, (float("inf"), 0))
             results[name] = (min(sec, best[0]), max(mem, best[1]))
@@ -372,6 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     rows.append((f"{OURS} / matmul bound", rate[OURS] / bound, 0.8))
     for name, ratio, target in rows:
         print(f"{name:52s} {ratio:6.2f}x {target:5.1f}x  {'PASS' if ratio >= target else 'FAIL'}")
+    q = np.quantile(paired, [0.0, 0.25, 0.5, 0.75, 1.0])
+    print(
+        f"paired per slice (ours and the best matmul set-up seconds apart, {len(paired)} slices): "
+        f"/ matmul bound median {q[2]:.2f}x, quartiles {q[1]:.2f}x-{q[3]:.2f}x, "
+        f"range {q[0]:.2f}x-{q[4]:.2f}x"
+    )
     # on a shared machine the wall clock also measures the neighbours; CPU seconds measure the work
     cpu_bound = min(v for n, v in cpu_s.items() if n.startswith("matmul"))
     cpu_imp = min((v for n, v in cpu_s.items() if n.startswith("implicit")), default=None)

@@ -127,13 +127,13 @@ def check_leases(target: Any) -> None:
 def held_fence(target: Any) -> Fence | None:
     """The fence of the lease this context holds over ``target`` (for work sent to another
     process), or None when no lease fences it (local disk, or no lock held)."""
-    url = str(target)
+    url = str(target).rstrip("/") + "/"  # the warehouse root itself, or a path under it
     held = _HELD.get(())
     if not held:
         with _ALL_LOCK:
             held = tuple(_ALL.values())
     for lease in held:
-        if url.rstrip("/") + "/" == lease.root or url.startswith(lease.root):
+        if url.startswith(lease.root):
             return Fence(lease.url, lease.token)
     return None
 

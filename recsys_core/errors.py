@@ -8,8 +8,9 @@ A nightly step is retried only when running it again can give another outcome:
   for the ingest step only (the drop may still arrive); the caller says so with ``missing_ok``.
 * **permanent** (never retried): everything else: configuration and validation errors
   (``ValueError``, pydantic's ``ValidationError``), a corrupt file, an unknown model, a missing
-  local model directory, a date whose lock another run holds, and programming errors. Running them
-  again would fail the same way after the same wait.
+  local model directory, a date whose lock another run holds, a run that lost its lock
+  (:class:`~recsys_core.io.LeaseLostError`), and programming errors. Running them again would fail
+  the same way after the same wait.
 """
 
 from __future__ import annotations

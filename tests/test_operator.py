@@ -16,7 +16,7 @@ import pytest
 from flows.parameters import RunOptions
 from recsys_core.errors import is_transient
 from recsys_core.ingest import LandingSchemaError, MissingPartitionError
-from recsys_core.io import CorruptFileError, RunLockedError
+from recsys_core.io import CorruptFileError, LeaseLostError, RunLockedError
 from recsys_core.landing import generate_synthetic
 from recsys_core.pipeline import InjectedFault
 from recsys_core.reporting import night_markdown, report_link
@@ -36,6 +36,7 @@ END = dt.date(2026, 1, 6)
         (CorruptFileError("x.parquet: truncated"), False),
         (LandingSchemaError("a.csv: missing column 'user_id'"), False),
         (RunLockedError("held by pid=1"), False),
+        (LeaseLostError("lost the lock s3://b/w/_locks/d.lock: taken over"), False),
         (KeyError("bug"), False),
         (IsADirectoryError("a folder where a file was expected"), False),
     ],

@@ -148,7 +148,7 @@ def check_fence(fence: Fence | None, target: Any) -> None:
         token = None
     if token != fence.token:
         raise LeaseLostError(
-            f"lost the lock {fence.url}: {_taken_by(loc)}; stopped before writing {target} "
+            f"lost the lock {fence.url}: {_holder(current)}; stopped before writing {target} "
             "(this run publishes nothing more; re-run the date once the other run has finished)"
         )
 
@@ -159,6 +159,11 @@ def _taken_by(loc: Location) -> str:
         current = read_versioned(loc)
     except Exception as exc:  # the renewal already lost: say so even if this read fails
         return f"the lock object changed (could not read it: {exc})"
+    return _holder(current)
+
+
+def _holder(current: tuple[bytes, str] | None) -> str:
+    """Who holds the lock, from its object as read (None: it is gone)."""
     if current is None:
         return "the lock object is gone (deleted by another process)"
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 from dataclasses import dataclass, fields, is_dataclass
 from functools import lru_cache
@@ -17,7 +18,7 @@ from recsys_core.ingest import load_catalog, load_clean_events
 from recsys_core.interactions import Interactions, distinct_count
 from recsys_core.io import Warehouse
 
-__all__ = ["DataWindow", "code_version", "jsonable", "load_window"]
+__all__ = ["DataWindow", "code_version", "jsonable", "load_window", "ranking_threads"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,13 @@ class DataWindow:
             "first_event": str(ts.min()) if ts is not None else None,
             "last_event": str(ts.max()) if ts is not None else None,
         }
+
+
+def ranking_threads(settings: Settings) -> int:
+    """Blocks of users a step ranks at once when it is the only work of its task (the search,
+    the gate, a single score shard): ``scoring.threads``, or every core. Rankings do not depend
+    on it."""
+    return settings.scoring.threads or (os.cpu_count() or 1)
 
 
 def load_window(settings: Settings, run_date: dt.date) -> DataWindow:

@@ -21,7 +21,6 @@ Tonight's protocol for ``run_date`` D (all data read is dated on or before D):
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from typing import Any
 
@@ -49,7 +48,13 @@ from recsys_core.io import (
     read_json,
 )
 from recsys_core.models import get_model_class
-from recsys_core.pipeline._context import DataWindow, code_version, jsonable, load_window
+from recsys_core.pipeline._context import (
+    DataWindow,
+    code_version,
+    jsonable,
+    load_window,
+    ranking_threads,
+)
 from recsys_core.pipeline._faults import maybe_fail
 from recsys_core.registry import ModelRegistry, make_model_id
 from recsys_core.results import (
@@ -68,12 +73,6 @@ from recsys_core.results import (
 from recsys_core.tuning import pick_best
 
 __all__ = ["embed_step", "evaluate_step", "prepare_arms", "train_step"]
-
-
-def ranking_threads(settings: Settings) -> int:
-    """Blocks of users ranked at once by the search and the gate: ``scoring.threads``, or every
-    core (each of these steps is the only work of its task; rankings do not depend on it)."""
-    return settings.scoring.threads or (os.cpu_count() or 1)
 
 
 # ---- embed ----------------------------------------------------------------------------------------

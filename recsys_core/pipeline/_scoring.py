@@ -11,7 +11,6 @@ for a run that lost its lock -- is therefore never merged into another run's par
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 from typing import Any
 
@@ -30,6 +29,7 @@ from recsys_core.io import (
     read_parquet,
     read_parquet_many,
 )
+from recsys_core.pipeline._context import ranking_threads
 from recsys_core.pipeline._faults import maybe_fail
 from recsys_core.registry import ModelRegistry
 from recsys_core.results import ScoreResult, ShardResult, Skipped, SqlResult
@@ -108,7 +108,7 @@ def _recommend(
         users,
         settings.k,
         block_size=settings.scoring.block_size,
-        threads=settings.scoring.threads or ((os.cpu_count() or 1) if n_shards == 1 else 1),
+        threads=ranking_threads(settings) if n_shards == 1 else settings.scoring.threads or 1,
         candidate_items=candidates,
         exclude_items=settings.scoring.exclude_items or None,
     )

@@ -135,8 +135,10 @@ def _parser() -> argparse.ArgumentParser:
         "(0: do not serve them)",
     )
     p = sub.add_parser("deploy", help="register the deployments on a work pool")
-    p.add_argument("--pool", required=True)
-    p.add_argument("--cron", default="0 2 * * *")
+    p.add_argument(
+        "--pool", required=True, help="work pool name (`prefect work-pool create NAME` first)"
+    )
+    p.add_argument("--cron", default="0 2 * * *", help="nightly schedule, UTC")
     _add_common(p)
 
     p = sub.add_parser(

@@ -52,10 +52,14 @@ class RunOptions(BaseModel):
         description="TOML config file on the machine that runs the flow (also RECSYS_CONFIG).",
     )
     landing: str | None = Field(
-        default=None, description="Landing zone root: a folder or s3:// URL (overrides the config)."
+        default=None,
+        description="Landing zone root: a folder, or a file://, s3://, gs:// or az:// URL "
+        "(overrides the config).",
     )
     warehouse: str | None = Field(
-        default=None, description="Warehouse root: a folder or s3:// URL (overrides the config)."
+        default=None,
+        description="Warehouse root: a folder, or a file://, s3://, gs:// or az:// URL "
+        "(overrides the config).",
     )
     task_runner: str | None = Field(
         default=None,

@@ -338,3 +338,29 @@ def test_an_ingest_slice_elsewhere_writes_only_while_its_run_holds_the_lock(
     done = pipeline.ingest_slice_step(settings, planned, part)
     assert len(done.written) == len(part) > 0
     assert len([f for f in files_under(wh.root) if f.startswith("raw/")]) == len(part)
+
+
+def test_a_slice_of_an_earlier_run_is_refused_while_a_later_run_here_holds_the_lock(
+    landing_master, s3_bucket, tmp_path
+):
+    """The lease this process holds must be the slice's own run's (same token), not merely one
+    of the same lock: after the run that planned the slice let go and a later run in this
+    process took the lock, the earlier run's slice reads the lock object, finds the later run's
+    token and writes nothing (it used to skip that read and write under the later run's lock)."""
+    from recsys_core import pipeline
+    from recsys_core.config import load_settings
+    from recsys_core.io import LeaseLostError
+
+    settings = load_settings(
+        _config(tmp_path / "recsys.toml", str(landing_master), f"{s3_bucket}/warehouse")
+    )
+    wh = Warehouse(settings.warehouse)
+    name = f"run_date={END.isoformat()}"
+    with wh.lock(name):
+        planned = pipeline.plan_ingest_step(settings, END)
+    (part,) = planned.slices(1)
+    # a later run of the date, in this process
+    with wh.lock(name), pytest.raises(LeaseLostError) as err:
+        pipeline.ingest_slice_step(settings, planned, part)
+    assert f"lost the lock {wh.root / '_locks' / name}.lock" in str(err.value)
+    assert not [f for f in files_under(wh.root) if f.startswith("raw/")]

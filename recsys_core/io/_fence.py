@@ -139,9 +139,11 @@ def held_fence(target: Any) -> Fence | None:
 
 
 def held_here(fence: Fence) -> bool:
-    """Whether this process holds the lease of ``fence`` (its writes are then fenced by it)."""
+    """Whether this process holds the lease of ``fence`` (its writes are then fenced by it): the
+    same lock *and* the same token. A lease of the same lock taken later by another run in this
+    process is not it: work carrying the older run's fence must still read the lock object."""
     with _ALL_LOCK:
-        return any(lease.url == fence.url for lease in _ALL.values())
+        return any(lease.url == fence.url and lease.token == fence.token for lease in _ALL.values())
 
 
 @contextmanager

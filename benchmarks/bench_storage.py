@@ -14,7 +14,11 @@ latency per request and more bandwidth).
    date; the process's object cache emptied first, as on a fresh worker), and the CPU seconds
    of this process and of the S3 server it started (steadier than wall time on a shared
    machine); each S3 night's requests, by operation.
-3. backfill of 8 dates (a fresh S3 warehouse each) with the thread runner, then with a 2-worker
+3. with ``--steps``: where the S3 night's extra time goes. The same cold and warm nights through
+   the core step functions called directly (no Prefect, as ``bench_nightly``'s direct mode), on
+   local disk and on S3, ``--repeats`` times: per step the median wall seconds of each, the
+   extra CPU seconds of this process and the S3 server's CPU seconds on S3, and the requests.
+4. backfill of 8 dates (a fresh S3 warehouse each) with the thread runner, then with a 2-worker
    Dask ``LocalCluster`` (processes, one for the whole backfill): seconds and the ratio Dask /
    threads (on 2 cores Dask cannot win: it adds serialisation and a second copy of the model). The recommendations
    of every phase are checked equal.
@@ -22,6 +26,7 @@ latency per request and more bandwidth).
     python benchmarks/bench_storage.py                 # ~1,500 users x 400 items x 20 days
     python benchmarks/bench_storage.py --users 5000 --repeats 1
     python benchmarks/bench_storage.py --no-backfill   # the nightly only (each S3 night prints its requests)
+    python benchmarks/bench_storage.py --no-backfill --steps --repeats 3   # + the per-step table
 """
 
 from __future__ import annotations
@@ -182,6 +187,102 @@ def timed_night(run_date: dt.date, cfg: Path) -> tuple[float, float]:
     return wall, (state.timestamp - start).total_seconds()
 
 
+def direct_night(cfg: Path, day: dt.date, server, requests: collections.Counter) -> dict:
+    """One night through the core step functions, as ``flows.nightly`` wires them (the score
+    shards on threads, as the thread runner runs them), without Prefect or the date's lock:
+    ``{step: (wall s, CPU s of this process, CPU s of the S3 server, requests by op)}``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from recsys_core import pipeline
+    from recsys_core.config import load_settings
+    from recsys_core.results import RunSteps
+
+    settings = load_settings(cfg)
+    rows: dict[str, tuple[float, float, float, collections.Counter]] = {}
+    steps: dict = {}
+
+    def step(name: str, fn, *args):
+        requests.clear()
+        c0, s0, t0 = (
+            time.process_time(),
+            cpu_seconds(server) - time.process_time(),
+            time.perf_counter(),
+        )
+        out = fn(*args)
+        wall = time.perf_counter() - t0
+        own = time.process_time() - c0
+        rows[name] = (wall, own, cpu_seconds(server) - time.process_time() - s0, requests.copy())
+        return out
+
+    def score():
+        n = settings.scoring.shards
+        with ThreadPoolExecutor(n) as pool:
+            shards = list(pool.map(lambda i: pipeline.score_shard(settings, day, i, n), range(n)))
+        return pipeline.merge_scores(settings, day, shards)
+
+    steps["ingest"] = step("ingest", pipeline.ingest_step, settings, day)
+    steps["clean"] = step("clean", pipeline.clean_step, settings, day)
+    steps["embed"] = step("embed", pipeline.embed_step, settings, day)
+    steps["train"] = step("train", pipeline.train_step, settings, day)
+    challenger = steps["train"].challenger
+    steps["evaluate"] = step("evaluate", pipeline.evaluate_step, settings, day, challenger)
+    steps["score"] = step("score", score)
+    step("report", pipeline.finalize_step, settings, day, RunSteps(**steps))
+    return rows
+
+
+def step_breakdown(landing: Path, tmp: Path, repeats: int, server, requests) -> None:
+    """Print, per core step, what the S3 night costs beyond the local one (see module doc)."""
+    from recsys_core.io import forget_cached_objects
+
+    runs: dict[tuple[str, str], list[dict]] = collections.defaultdict(list)
+    for i in range(repeats):
+        wh = str(tmp / f"steps-local-{i}" / "warehouse")
+        cfg = write_config(tmp / f"steps-local-{i}", str(landing), wh, shards=2)
+        for name, day in (("cold", END), ("warm", WARM)):
+            runs["local", name].append(direct_night(cfg, day, None, requests))
+        bucket = new_bucket()
+        upload(landing, f"{bucket}/landing")
+        cfg = write_config(tmp / f"steps-s3-{i}", f"{bucket}/landing", f"{bucket}/warehouse", 2)
+        for name, day in (("cold", END), ("warm", WARM)):
+            forget_cached_objects()  # as a fresh worker
+            runs["S3", name].append(direct_night(cfg, day, server, requests))
+    med = statistics.median
+    for name in ("cold", "warm"):
+        local, remote = runs["local", name], runs["S3", name]
+        print(
+            f"\n{name} night by core step, no Prefect (median of {repeats}; extra = S3 - local; "
+            "server = the S3 server's CPU):"
+        )
+        print(
+            f"  {'step':9s} {'local s':>8s} {'S3 s':>7s} {'extra s':>8s} {'our CPU +s':>10s} "
+            f"{'server s':>9s}  requests"
+        )
+        totals = [0.0] * 5
+        for step in local[0]:
+            lo = med(r[step][0] for r in local)
+            so = med(r[step][0] for r in remote)
+            cpu = med(r[step][1] for r in remote) - med(r[step][1] for r in local)
+            srv = med(r[step][2] for r in remote)
+            ops = remote[-1][step][3]
+            n = sum(ops.values())
+            for j, v in enumerate((lo, so, so - lo, cpu, srv)):
+                totals[j] += v
+            per_op = ", ".join(
+                f"{op.replace('_objects_v2', '').replace('_objects', 's').replace('_object', '')} {k}"
+                for op, k in ops.most_common()
+            )
+            print(
+                f"  {step:9s} {lo:8.2f} {so:7.2f} {so - lo:+8.2f} {cpu:+10.2f} {srv:9.2f}  "
+                f"{n}{f' ({per_op})' if n else ''}"
+            )
+        lo, so, extra, cpu, srv = totals
+        print(
+            f"  {'night':9s} {lo:8.2f} {so:7.2f} {extra:+8.2f} {cpu:+10.2f} {srv:9.2f}  "
+            f"ratio {so / lo:.2f}x"
+        )
+
+
 def _runs(xs: list[float]) -> str:
     return ", ".join(f"{x:.2f}" for x in xs)
 
@@ -194,6 +295,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--backfill-days", type=int, default=8)
     ap.add_argument("--no-backfill", action="store_true", help="the nightly comparison only")
+    ap.add_argument(
+        "--steps", action="store_true", help="also time each core step on local disk and on S3"
+    )
     args = ap.parse_args()
     requests = count_s3_requests()
 
@@ -295,6 +399,8 @@ def main() -> None:
                 "(nightly() returns on a whole second after its start: Prefect joins its flow-run "
                 "heartbeat thread, which sleeps in 1 s steps; the first figure is the run's own cost)"
             )
+            if args.steps:
+                step_breakdown(landing, tmp, args.repeats, server, requests)
             if args.no_backfill:
                 return
 

@@ -201,17 +201,15 @@ def direct_night(cfg: Path, day: dt.date, server, requests: collections.Counter)
     rows: dict[str, tuple[float, float, float, collections.Counter]] = {}
     steps: dict = {}
 
+    def server_cpu() -> float:  # the S3 server's CPU seconds so far (0 without one)
+        return cpu_seconds(server) - time.process_time()
+
     def step(name: str, fn, *args):
         requests.clear()
-        c0, s0, t0 = (
-            time.process_time(),
-            cpu_seconds(server) - time.process_time(),
-            time.perf_counter(),
-        )
+        c0, s0, t0 = time.process_time(), server_cpu(), time.perf_counter()
         out = fn(*args)
-        wall = time.perf_counter() - t0
-        own = time.process_time() - c0
-        rows[name] = (wall, own, cpu_seconds(server) - time.process_time() - s0, requests.copy())
+        wall, own = time.perf_counter() - t0, time.process_time() - c0
+        rows[name] = (wall, own, server_cpu() - s0, requests.copy())
         return out
 
     def score():
@@ -263,7 +261,7 @@ def step_breakdown(landing: Path, tmp: Path, repeats: int, server, requests) -> 
             lo = med(r[step][0] for r in local)
             so = med(r[step][0] for r in remote)
             cpu = med(r[step][1] for r in remote) - med(r[step][1] for r in local)
-            srv = med(r[step][2] for r in remote)
+            srv = max(0.0, med(r[step][2] for r in remote))  # no "-0.00" from clock steps
             ops = remote[-1][step][3]
             n = sum(ops.values())
             for j, v in enumerate((lo, so, so - lo, cpu, srv)):

@@ -168,30 +168,17 @@ class StepMeter:
 
 
 def run_direct(settings: Any, day: dt.date, meter: StepMeter) -> Any:
-    """The nightly's steps as ``flows.nightly.run_pipeline`` wires them, without Prefect; the
-    night's :class:`~recsys_core.results.RunSummary`."""
-    from recsys_core import pipeline
-    from recsys_core.results import RunSteps
+    """The nightly's steps as ``flows.nightly.run_pipeline`` wires them, without Prefect (one
+    score shard); the night's :class:`~recsys_core.results.RunSummary`."""
+    from benchmarks._direct import run_night
 
-    steps: dict[str, Any] = {}
-
-    def timed(name: str, fn: Any, *args: Any, **kw: Any) -> Any:
+    def timed(name: str, fn: Any, *args: Any) -> Any:
         meter.start()
-        out = fn(*args, **kw)
+        out = fn(*args)
         meter.stop(name)
         return out
 
-    steps["ingest"] = timed("ingest", pipeline.ingest_step, settings, day)
-    steps["clean"] = timed("clean", pipeline.clean_step, settings, day)
-    steps["embed"] = timed("embed", pipeline.embed_step, settings, day)
-    steps["train"] = timed("train", pipeline.train_step, settings, day)
-    challenger = steps["train"].challenger
-    steps["evaluate"] = timed("evaluate", pipeline.evaluate_step, settings, day, challenger)
-    meter.start()
-    shard = pipeline.score_shard(settings, day, 0, 1)
-    steps["score"] = pipeline.merge_scores(settings, day, [shard])
-    meter.stop("score")
-    return timed("report", pipeline.finalize_step, settings, day, RunSteps(**steps))
+    return run_night(settings, day, timed, shards=1)
 
 
 def run_flow(config: Path, day: dt.date, meter: StepMeter) -> Any:

@@ -188,18 +188,13 @@ def timed_night(run_date: dt.date, cfg: Path) -> tuple[float, float]:
 
 
 def direct_night(cfg: Path, day: dt.date, server, requests: collections.Counter) -> dict:
-    """One night through the core step functions, as ``flows.nightly`` wires them (the score
-    shards on threads, as the thread runner runs them), without Prefect or the date's lock:
-    ``{step: (wall s, CPU s of this process, CPU s of the S3 server, requests by op)}``."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from recsys_core import pipeline
+    """One night through the core step functions (:func:`benchmarks._direct.run_night`: the
+    score shards on threads, no Prefect, no lock): ``{step: (wall s, CPU s of this process, CPU
+    s of the S3 server, requests by op)}``."""
+    from benchmarks._direct import run_night
     from recsys_core.config import load_settings
-    from recsys_core.results import RunSteps
 
-    settings = load_settings(cfg)
     rows: dict[str, tuple[float, float, float, collections.Counter]] = {}
-    steps: dict = {}
 
     def server_cpu() -> float:  # the S3 server's CPU seconds so far (0 without one)
         return cpu_seconds(server) - time.process_time()
@@ -212,20 +207,7 @@ def direct_night(cfg: Path, day: dt.date, server, requests: collections.Counter)
         rows[name] = (wall, own, server_cpu() - s0, requests.copy())
         return out
 
-    def score():
-        n = settings.scoring.shards
-        with ThreadPoolExecutor(n) as pool:
-            shards = list(pool.map(lambda i: pipeline.score_shard(settings, day, i, n), range(n)))
-        return pipeline.merge_scores(settings, day, shards)
-
-    steps["ingest"] = step("ingest", pipeline.ingest_step, settings, day)
-    steps["clean"] = step("clean", pipeline.clean_step, settings, day)
-    steps["embed"] = step("embed", pipeline.embed_step, settings, day)
-    steps["train"] = step("train", pipeline.train_step, settings, day)
-    challenger = steps["train"].challenger
-    steps["evaluate"] = step("evaluate", pipeline.evaluate_step, settings, day, challenger)
-    steps["score"] = step("score", score)
-    step("report", pipeline.finalize_step, settings, day, RunSteps(**steps))
+    run_night(load_settings(cfg), day, step)
     return rows
 
 

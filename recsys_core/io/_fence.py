@@ -116,23 +116,23 @@ def check_leases(target: Any) -> None:
     held = _HELD.get(())
     if held is None:
         return
-    if not held:  # no run context: the leases held here over the warehouse of ``target``
-        url = str(target)
-        with _ALL_LOCK:
-            held = tuple(lease for lease in _ALL.values() if url.startswith(lease.root))
-    for lease in held:
+    for lease in held or _held_over(target):  # no run context: every lease held here over it
         lease.check(target)
+
+
+def _held_over(target: Any) -> tuple[Lease, ...]:
+    """Every lease held in this process over the warehouse of ``target`` (the root itself or a
+    path under it)."""
+    url = str(target).rstrip("/") + "/"
+    with _ALL_LOCK:
+        return tuple(lease for lease in _ALL.values() if url.startswith(lease.root))
 
 
 def held_fence(target: Any) -> Fence | None:
     """The fence of the lease this context holds over ``target`` (for work sent to another
     process), or None when no lease fences it (local disk, or no lock held)."""
     url = str(target).rstrip("/") + "/"  # the warehouse root itself, or a path under it
-    held = _HELD.get(())
-    if not held:
-        with _ALL_LOCK:
-            held = tuple(_ALL.values())
-    for lease in held:
+    for lease in _HELD.get(()) or _held_over(target):
         if url.startswith(lease.root):
             return Fence(lease.url, lease.token)
     return None

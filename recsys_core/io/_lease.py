@@ -142,11 +142,8 @@ def check_fence(fence: Fence | None, target: Any) -> None:
         return
     loc = location(fence.url)
     current = read_versioned(loc)
-    try:
-        token = json.loads(current[0]).get("token") if current is not None else None
-    except (ValueError, AttributeError):
-        token = None
-    if token != fence.token:
+    info = _lock_info(current[0]) if current is not None else None
+    if (info or {}).get("token") != fence.token:
         raise LeaseLostError(
             f"lost the lock {fence.url}: {_holder(current)}; stopped before writing {target} "
             "(this run publishes nothing more; re-run the date once the other run has finished)"
@@ -162,13 +159,21 @@ def _taken_by(loc: Location) -> str:
     return _holder(current)
 
 
+def _lock_info(data: bytes) -> dict[str, Any] | None:
+    """A lock object's fields (holder, token, ...), or None when it is not a JSON object."""
+    try:
+        info = json.loads(data)
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
+
+
 def _holder(current: tuple[bytes, str] | None) -> str:
     """Who holds the lock, from its object as read (None: it is gone)."""
     if current is None:
         return "the lock object is gone (deleted by another process)"
-    try:
-        info = json.loads(current[0])
-    except ValueError:
+    info = _lock_info(current[0])
+    if info is None:
         return "the lock object was overwritten with unreadable content"
     return (
         f"taken over by {info.get('holder', 'an unknown holder')} (since "

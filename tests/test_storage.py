@@ -891,6 +891,49 @@ def test_registry_on_each_backend(root):
         assert sum(1 for f in files_under(reg.root / "pop-2") if f.endswith("model.json")) == 1
 
 
+def test_a_model_loads_without_listing_its_folder(remote_root, monkeypatch):
+    """The entry names the upload folder's files and the versions their uploads returned: a
+    load lists nothing, and in the process that uploaded them fetches nothing either (a fresh
+    worker fetches each file once). An entry written before the names were recorded lists the
+    folder, as it did."""
+    from recsys_core.io import _storage, forget_cached_objects
+    from recsys_core.registry import ModelRegistry
+
+    reg = ModelRegistry(f"{remote_root}/models")
+    model = _fitted()
+    entry = reg.register(
+        model,
+        model_id="pop-1",
+        name="popularity",
+        params={},
+        data_window={},
+        metrics={},
+        code_version="t",
+        embedding_model_id=None,
+        run_date=D1,
+    )
+    assert sorted(entry["file_versions"]) == ["arrays.npz", "model.json"]
+    listings, reads = [], []
+    fs = reg.root.fs  # fsspec's cached instance, the one every model file goes through
+    real_list, real_cat = _storage._list, fs.cat
+    monkeypatch.setattr(
+        _storage, "_list", lambda loc, base: listings.append(base) or real_list(loc, base)
+    )
+    monkeypatch.setattr(
+        fs, "cat", lambda keys, **kw: reads.append(list(keys)) or real_cat(keys, **kw)
+    )
+    users = ["a", "b"]
+    expected = model.recommend(users, 2)
+    assert reg.load_model("pop-1", entry=entry).recommend(users, 2).equals(expected)
+    assert listings == [] and reads == []  # uploaded by this process: held in memory
+    forget_cached_objects()  # as a fresh worker
+    assert reg.load_model("pop-1").recommend(users, 2).equals(expected)
+    assert listings == [] and len(reads) == 1 and len(reads[0]) == 2  # both files, one round
+    legacy = {k: v for k, v in reg.entry("pop-1").items() if k != "file_versions"}
+    assert reg.load_model("pop-1", entry=legacy).recommend(users, 2).equals(expected)
+    assert len(listings) == 1
+
+
 def test_concurrent_promotions_keep_every_change(remote_root):
     """Compare-and-swap on champion.json: 6 concurrent promotions, none lost from the chain."""
     from recsys_core.registry import ModelRegistry

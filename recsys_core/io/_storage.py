@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar, copy_context
@@ -355,8 +355,9 @@ def _written_version(out: Any) -> str | None:
     return None
 
 
-def write_bytes_remote(loc: Location, data: bytes) -> None:
-    """One upload: the object appears whole or not at all.
+def write_bytes_remote(loc: Location, data: bytes) -> str | None:
+    """One upload: the object appears whole or not at all. Returns the new object's version
+    (its ETag) when the client reports it, else None.
 
     The bytes go to this process's cache under the version the upload returned, so a step that
     lists and reads back what an earlier step of the run wrote (clean reads raw, train reads
@@ -366,7 +367,9 @@ def write_bytes_remote(loc: Location, data: bytes) -> None:
     kwargs = _content_type(loc)
     with _changing(loc):
         out = with_retries(_url(loc), "write", lambda: loc.fs.pipe_file(_key(loc), data, **kwargs))
-    _blob_cache_put(str(loc), _written_version(out), data)
+    version = _written_version(out)
+    _blob_cache_put(str(loc), version, data)
+    return version
 
 
 def _content_type(loc: Location) -> dict[str, str]:
@@ -383,14 +386,15 @@ def _content_type(loc: Location) -> dict[str, str]:
     return {}
 
 
-def put_remote_file(local: Path, loc: Location) -> None:
-    """Upload a local file in one PUT (or one multipart upload: visible only when complete)."""
+def put_remote_file(local: Path, loc: Location) -> str | None:
+    """Upload a local file in one PUT (or one multipart upload: visible only when complete).
+    Returns the new object's version when known (a small file's single PUT), else None."""
     if local.stat().st_size <= BLOB_CACHE_BYTES // 16:  # small: one PUT, kept in the cache
-        write_bytes_remote(loc, local.read_bytes())
-        return
+        return write_bytes_remote(loc, local.read_bytes())
     check_leases(loc)
     with _changing(loc):
         with_retries(_url(loc), "upload", lambda: loc.fs.put_file(str(local), _key(loc)))
+    return None
 
 
 def _local_version(path: Path) -> str:
@@ -770,9 +774,14 @@ def list_names(loc: Location) -> list[str]:
 
 
 @contextmanager
-def local_copy(loc: Location) -> Iterator[Path]:
+def local_copy(loc: Location, files: Mapping[str, str | None] | None = None) -> Iterator[Path]:
     """A local path with the content of the folder ``loc`` (itself when local; else downloaded,
-    every file at once)."""
+    every file at once).
+
+    ``files``: the folder's files as ``{relative path: version or None}``, known to the caller
+    (a folder written once under a unique name, whose files and versions its uploader recorded):
+    then nothing is listed, and a file whose version is in this process's cache is not fetched.
+    """
     import shutil
     import tempfile
 
@@ -782,15 +791,23 @@ def local_copy(loc: Location) -> Iterator[Path]:
         return
     tmp = Path(tempfile.mkdtemp(prefix="recsys-dl-"))
     try:
-        download_files([(loc / rel, tmp / rel) for rel in files_under(loc)])  # one batch
+        rels = list(files) if files is not None else files_under(loc)
+        versions = {str(loc / rel): v for rel, v in (files or {}).items()}
+        download_files([(loc / rel, tmp / rel) for rel in rels], versions=versions)  # one batch
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def download_files(pairs: list[tuple[Location, Path]]) -> None:
+def download_files(
+    pairs: list[tuple[Location, Path]], *, versions: Mapping[str, str | None] | None = None
+) -> None:
     """Copy each ``(location, local path)``: object-store files are fetched concurrently in one
-    batch; a file gone since it was listed raises FileNotFoundError naming its URL."""
+    batch; a file gone since it was listed (or recorded) raises FileNotFoundError naming its URL.
+
+    ``versions``: ``{URL: version}`` recorded when the files were written (:func:`local_copy`),
+    used for the cache instead of a listing's; a URL not in it, or None, is looked up by the
+    listing's version as usual."""
     remote = [(location(src), Path(dst)) for src, dst in pairs]
     for _, dst in remote:
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -803,7 +820,8 @@ def download_files(pairs: list[tuple[Location, Path]]) -> None:
     fs = remote[0][0].fs
     blobs: dict[str, Any] = {}
     for src, _ in remote:
-        cached = _blob_cache_get(str(src), listed_version(src))
+        known = (versions or {}).get(str(src))
+        cached = _blob_cache_get(str(src), known or listed_version(src))
         if cached is not None:
             blobs[src.path] = cached
     keys = [s.path for s, _ in remote if s.path not in blobs]
@@ -839,8 +857,9 @@ def signed_url(loc: Location, expires_seconds: int) -> str:
         return str(loc)
 
 
-def upload_dir(local: Path, loc: Location) -> list[str]:
-    """Upload every file under the local folder ``local`` to ``loc``; returns the relative paths."""
+def upload_dir(local: Path, loc: Location) -> dict[str, str | None]:
+    """Upload every file under the local folder ``local`` to ``loc``; returns ``{relative path:
+    the new object's version, or None when the client did not report it}``, in path order."""
     rels = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
-    concurrently(lambda rel: put_remote_file(local / rel, loc / rel), rels)
-    return rels
+    versions = concurrently(lambda rel: put_remote_file(local / rel, loc / rel), rels)
+    return dict(zip(rels, versions, strict=True))

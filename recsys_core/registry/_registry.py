@@ -17,8 +17,9 @@ pointer to a half-written model. ``champion.json`` carries the stack of earlier 
 
 On an object store (``s3://``, ``gs://``, ``az://``: no rename, no ``flock``) the same guarantees
 come from a pointer published last: a model's files are uploaded under ``<model_id>/v-<unique>/``
-and ``entry.json`` (one PUT, naming that folder in ``files``) is written after them, so a reader
-sees the old complete model or the new one; ``champion.json`` and ``history.jsonl`` are replaced
+and ``entry.json`` (one PUT, naming that folder in ``files`` and its files with the versions
+their uploads returned in ``file_versions``) is written after them, so a reader sees the old
+complete model or the new one, and downloads the files it names without listing the folder; ``champion.json`` and ``history.jsonl`` are replaced
 with compare-and-swap writes (``If-Match`` on the version read, the ETag or GCS generation;
 ``If-None-Match`` when absent), retried when another writer got there first. Loading downloads
 the files into a temporary folder.
@@ -197,8 +198,10 @@ class ModelRegistry:
                             "Recommender.save() or a fitted Recommender"
                         )
                     shutil.copytree(local, staged)
-            upload_dir(staged, self.root / model_id / version)
-        entry = {**entry, "files": version}
+            uploaded = upload_dir(staged, self.root / model_id / version)
+        # the folder's files and their versions: a loader fetches them without listing it (the
+        # folder's name is unique, so what it holds never changes)
+        entry = {**entry, "files": version, "file_versions": uploaded}
         atomic_write_json(self.root / model_id / ENTRY_FILE, entry)
         for name in list_names(self.root / model_id):  # earlier uploads of this id
             if name.startswith("v-") and name != version:
@@ -349,7 +352,9 @@ class ModelRegistry:
 
     def _load(self, model_id: str, entry: dict[str, Any]) -> Recommender:
         files = entry.get("files")  # ``<id>/v-.../`` on an object store, else ``<id>/``
-        with local_copy(self.root / model_id / files if files else self.root / model_id) as local:
+        folder = self.root / model_id / files if files else self.root / model_id
+        # an entry written before ``file_versions`` was recorded: the folder is listed
+        with local_copy(folder, entry.get("file_versions") if files else None) as local:
             return Recommender.load(local)
 
     # ---- internals ----------------------------------------------------------------------------

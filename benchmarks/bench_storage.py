@@ -13,7 +13,7 @@ latency per request and more bandwidth).
    (``--days`` dates to catch up) and for the warm night after it on the same warehouse (one new
    date; the process's object cache emptied first, as on a fresh worker), and the CPU seconds
    of this process and of the S3 server it started (steadier than wall time on a shared
-   machine); each S3 night's requests, by operation.
+   machine); each S3 night's requests by operation, and their latencies summed by operation.
 3. with ``--steps``: where the S3 night's extra time goes. The same cold and warm nights through
    the core step functions called directly (no Prefect, as ``bench_nightly``'s direct mode), on
    local disk and on S3, ``--repeats`` times: per step the median wall seconds of each, the
@@ -130,17 +130,39 @@ def recs(warehouse: str, day: dt.date):
     return read_parquet(Warehouse(warehouse).recommendations(day))
 
 
-def count_s3_requests() -> collections.Counter:
+class Requests(collections.Counter):
+    """Requests by operation, and ``seconds``: each operation's request latencies summed (from
+    the call to its answer; requests that overlap each count whole)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.seconds: collections.Counter = collections.Counter()
+
+    def clear(self) -> None:
+        super().clear()
+        self.seconds.clear()
+
+    def latency(self) -> str:
+        """``op s, ...``, the largest first."""
+        return ", ".join(f"{op} {sec:.2f} s" for op, sec in self.seconds.most_common())
+
+
+def count_s3_requests() -> Requests:
     """Requests sent to S3 by this process, by operation (cleared before each S3 nightly)."""
     import s3fs
     from fsspec.asyn import sync_wrapper
 
-    counts: collections.Counter = collections.Counter()
+    counts = Requests()
     call = s3fs.S3FileSystem._call_s3
 
     async def counted(self, method, *args, **kwargs):
-        counts[method if isinstance(method, str) else getattr(method, "__name__", "?")] += 1
-        return await call(self, method, *args, **kwargs)
+        op = method if isinstance(method, str) else getattr(method, "__name__", "?")
+        counts[op] += 1
+        t0 = time.perf_counter()
+        try:
+            return await call(self, method, *args, **kwargs)
+        finally:
+            counts.seconds[op] += time.perf_counter() - t0
 
     s3fs.S3FileSystem._call_s3 = counted
     # s3fs's blocking ``call_s3`` (conditional writes: locks, leases, the champion pointer) was
@@ -340,7 +362,10 @@ def main() -> None:
                     requests.clear()
                     night("S3", name, day, cfg)
                     per_op = ", ".join(f"{op} {n}" for op, n in requests.most_common())
-                    print(f"S3 {name} night {i + 1}: {sum(requests.values())} requests ({per_op})")
+                    print(
+                        f"S3 {name} night {i + 1}: {sum(requests.values())} requests ({per_op}); "
+                        f"summed request time: {requests.latency()}"
+                    )
                 assert recs(f"{bucket}/warehouse", END).equals(local_recs), "S3 != local"
                 assert recs(f"{bucket}/warehouse", WARM).equals(local_warm), "S3 != local"
             for name in ("cold", "warm"):

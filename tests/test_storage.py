@@ -396,6 +396,18 @@ def _fitted():
     return get_model_class("popularity")({}).fit(Interactions.from_frame(events))
 
 
+#: What ``ModelRegistry.register`` records beside the model, for the tests that need any entry.
+_ENTRY: dict = dict(
+    name="popularity",
+    params={},
+    data_window={},
+    metrics={},
+    code_version="t",
+    embedding_model_id=None,
+    run_date=D1,
+)
+
+
 def test_pending_clean_dates_tell_same_second_stamps_apart(remote_root, tmp_path, monkeypatch):
     """Object stores stamp objects to the second, so a raw partition and the manifest cleaned
     from it usually look equally old. Such a date is pending only if its raw object changed since
@@ -901,17 +913,7 @@ def test_a_model_loads_without_listing_its_folder(remote_root, monkeypatch):
 
     reg = ModelRegistry(f"{remote_root}/models")
     model = _fitted()
-    entry = reg.register(
-        model,
-        model_id="pop-1",
-        name="popularity",
-        params={},
-        data_window={},
-        metrics={},
-        code_version="t",
-        embedding_model_id=None,
-        run_date=D1,
-    )
+    entry = reg.register(model, model_id="pop-1", **_ENTRY)
     assert sorted(entry["file_versions"]) == ["arrays.npz", "model.json"]
     listings, reads = [], []
     fs = reg.root.fs  # fsspec's cached instance, the one every model file goes through
@@ -942,17 +944,7 @@ def test_concurrent_promotions_keep_every_change(remote_root):
     model = _fitted()
     ids = [f"pop-{i}" for i in range(6)]
     for mid in ids:
-        reg.register(
-            model,
-            model_id=mid,
-            name="popularity",
-            params={},
-            data_window={},
-            metrics={},
-            code_version="t",
-            embedding_model_id=None,
-            run_date=D1,
-        )
+        reg.register(model, model_id=mid, **_ENTRY)
     threads = [threading.Thread(target=reg.promote, args=(mid, "race")) for mid in ids]
     for t in threads:
         t.start()

@@ -19,10 +19,10 @@ On an object store (``s3://``, ``gs://``, ``az://``: no rename, no ``flock``) th
 come from a pointer published last: a model's files are uploaded under ``<model_id>/v-<unique>/``
 and ``entry.json`` (one PUT, naming that folder in ``files`` and its files with the versions
 their uploads returned in ``file_versions``) is written after them, so a reader sees the old
-complete model or the new one, and downloads the files it names without listing the folder; ``champion.json`` and ``history.jsonl`` are replaced
-with compare-and-swap writes (``If-Match`` on the version read, the ETag or GCS generation;
+complete model or the new one; ``champion.json`` and ``history.jsonl`` are replaced with
+compare-and-swap writes (``If-Match`` on the version read, the ETag or GCS generation;
 ``If-None-Match`` when absent), retried when another writer got there first. Loading downloads
-the files into a temporary folder.
+the files the entry names into a temporary folder, without listing it.
 
 Model ids are generated (:func:`make_model_id`) and validated against :data:`MODEL_ID_RE`; ids from
 data never become paths.

@@ -934,6 +934,11 @@ def test_a_model_loads_without_listing_its_folder(remote_root, monkeypatch):
     legacy = {k: v for k, v in reg.entry("pop-1").items() if k != "file_versions"}
     assert reg.load_model("pop-1", entry=legacy).recommend(users, 2).equals(expected)
     assert len(listings) == 1
+    # a file the entry names but that is gone (an upload folder collected meanwhile): its URL
+    delete(reg.root / "pop-1" / entry["files"] / "arrays.npz")
+    forget_cached_objects()
+    with pytest.raises(FileNotFoundError, match=rf"pop-1/{entry['files']}/arrays\.npz.*gone"):
+        reg.load_model("pop-1")
 
 
 def test_concurrent_promotions_keep_every_change(remote_root):

@@ -837,7 +837,8 @@ def download_files(
         if blob is None or isinstance(blob, FileNotFoundError):
             raise FileNotFoundError(
                 errno.ENOENT,
-                f"{src}: listed but gone when read (deleted or replaced meanwhile?); re-run",
+                f"{src}: listed (or named by the entry that recorded it) but gone when read "
+                "(deleted or replaced meanwhile?); re-run",
                 str(src),
             )
         if isinstance(blob, BaseException):

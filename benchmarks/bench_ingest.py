@@ -177,10 +177,11 @@ def floor(root: Path, scratch: Path) -> dict[str, tuple[float, float]]:
         for sub in ("clean/events", "clean/items", "quarantine")
         for p in parts(sub)
     }
-    raw = [pl.read_parquet(p) for p in parts("raw/events") + parts("raw/items")]
+    raw_events = [pl.read_parquet(p) for p in parts("raw/events")]
+    raw = raw_events + [pl.read_parquet(p) for p in parts("raw/items")]
     events = pl.concat([df for p, df in outputs.items() if p.parts[-3] == "events"])
     by_date = events.sort("date", "_source_file", "_source_row")  # the order clean reads raw in
-    raw_events = pl.concat(raw[: len(parts("raw/events"))]).select("timestamp")
+    timestamps = pl.concat(raw_events).select("timestamp")
     n = itertools.count()
 
     def in_pool(fn, items) -> None:
@@ -215,7 +216,7 @@ def floor(root: Path, scratch: Path) -> dict[str, tuple[float, float]]:
         "clean + quarantine partitions written": _timed(write_outputs),
         "clean events sorted to output order": _timed(lambda: by_date.sort(key)),
         "timestamps parsed (today's parser)": _timed(
-            lambda: add_timestamp_us(raw_events, "timestamp", "_ts")
+            lambda: add_timestamp_us(timestamps, "timestamp", "_ts")
         ),
         "raw as uncompressed Parquet: write": _timed(write_raw("parquet")),
         "raw as uncompressed Parquet: read": _timed(read_raw("parquet")),

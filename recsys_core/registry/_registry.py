@@ -354,7 +354,7 @@ class ModelRegistry:
         files = entry.get("files")  # ``<id>/v-.../`` on an object store, else ``<id>/``
         folder = self.root / model_id / files if files else self.root / model_id
         # an entry written before ``file_versions`` was recorded: the folder is listed
-        with local_copy(folder, entry.get("file_versions") if files else None) as local:
+        with local_copy(folder, entry.get("file_versions")) as local:
             return Recommender.load(local)
 
     # ---- internals ----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from test_server_e2e import Processes, _free_port, _wait_healthy, server_env
 
 from flows.parameters import RunOptions
 from recsys_core.io import (
@@ -364,3 +365,78 @@ def test_a_slice_of_an_earlier_run_is_refused_while_a_later_run_here_holds_the_l
         pipeline.ingest_slice_step(settings, planned, part)
     assert f"lost the lock {wh.root / '_locks' / name}.lock" in str(err.value)
     assert not [f for f in files_under(wh.root) if f.startswith("raw/")]
+
+
+def test_a_work_pool_runs_each_night_on_a_fresh_worker_that_keeps_nothing(
+    local_baseline, landing_master, s3_bucket, tmp_path
+):
+    """The README's work-pool example against a real Prefect server, on S3: ``recsys deploy
+    --pool``, then each night's run picked up by ``prefect worker start --run-once`` started in
+    its own empty folder with its own HOME and TMPDIR (as a fresh container would be). The
+    second night finds everything the first left in the warehouse only (its catch-up is not
+    redone, the gate compares with the first night's champion), neither worker keeps anything on
+    its disk (but matplotlib's font cache), and both nights equal the local-disk backfill."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    landing = _upload_landing(landing_master, s3_bucket)
+    cfg = _config(tmp_path / "recsys.toml", landing, f"{s3_bucket}/warehouse")
+    wh = Warehouse(f"{s3_bucket}/warehouse")
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    port = _free_port()
+    env = server_env(home, f"http://127.0.0.1:{port}/api", ui=False)
+    procs = Processes(tmp_path)
+    try:
+        procs.start(
+            "server",
+            [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+             "127.0.0.1", "--port", str(port), "--no-scheduler", "--no-ui"],
+            env,
+        )  # fmt: skip
+        _wait_healthy(env["PREFECT_API_URL"], procs)
+        with SyncPrefectClient(env["PREFECT_API_URL"]) as client:
+            client.create_work_pool(WorkPoolCreate(name="recsys", type="process"))
+            res = subprocess.run(
+                [sys.executable, "-m", "deployments.cli", "deploy", "--pool", "recsys",
+                 "--config", str(cfg)],
+                capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+            )  # fmt: skip
+            assert res.returncode == 0, res.stderr[-3000:]
+            manual = client.read_deployment_by_name("recsys-nightly/manual")
+            assert manual.work_pool_name == "recsys"
+            for i, day in enumerate((START, END)):
+                run = client.create_flow_run_from_deployment(
+                    manual.id, parameters={"run_date": day.isoformat()}
+                )
+                box = tmp_path / f"worker-{i}"
+                for sub in ("cwd", "home", "tmp"):
+                    (box / sub).mkdir(parents=True)
+                worker_env = {**env, "HOME": str(box / "home"), "TMPDIR": str(box / "tmp")}
+                worker = subprocess.run(
+                    [str(Path(sys.executable).with_name("prefect")), "worker", "start",
+                     "--pool", "recsys", "--run-once"],
+                    capture_output=True, text=True, cwd=box / "cwd", env=worker_env,
+                    timeout=600,
+                )  # fmt: skip
+                assert worker.returncode == 0, worker.stdout[-3000:] + worker.stderr[-3000:]
+                run = client.read_flow_run(run.id)
+                assert run.state is not None and run.state.is_completed(), (
+                    f"{run.name}: {run.state and run.state.message}\n{worker.stdout[-3000:]}"
+                )
+                assert run.name == f"nightly-{day.isoformat()}"
+                # nothing on the worker's disk but matplotlib's font cache (rebuilt anywhere)
+                left = [p.relative_to(box).as_posix() for p in box.rglob("*") if p.is_file()]
+                assert all(f.startswith("home/.cache/matplotlib/") for f in left), left
+    finally:
+        procs.stop_all()
+    first, second = (read_json(wh.run_marker(d)) for d in (START, END))
+    assert len(first["steps"]["ingest"]["dates"]["events"]) == 5  # the first night's catch-up
+    assert second["steps"]["ingest"]["dates"]["events"] == [END.isoformat()]
+    assert first["steps"]["evaluate"]["champion_before"] is None
+    assert (
+        second["steps"]["evaluate"]["champion_before"]
+        == first["steps"]["evaluate"]["champion_after"]
+    )
+    _assert_same(wh, local_baseline)
+    _no_leftovers(wh)

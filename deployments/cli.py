@@ -139,6 +139,19 @@ def _parser() -> argparse.ArgumentParser:
         "--pool", required=True, help="work pool name (`prefect work-pool create NAME` first)"
     )
     p.add_argument("--cron", default="0 2 * * *", help="nightly schedule, UTC")
+    p.add_argument(
+        "--image",
+        help="container image with this project installed, for a Docker, Kubernetes or ECS pool "
+        "(used as it is: nothing is built or pushed)",
+    )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment variable of every flow run, e.g. AWS_REGION=eu-west-1 (repeatable); "
+        "keep secrets in the pool's job template or a role",
+    )
     _add_common(p)
 
     p = sub.add_parser(
@@ -505,7 +518,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from deployments.serve import deploy_all
 
-    ids = deploy_all(args.pool, _options(args), cron=args.cron)
+    env = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--env {item!r}: expected NAME=VALUE, e.g. AWS_REGION=eu-west-1")
+        env[name.strip()] = value
+    ids = deploy_all(args.pool, _options(args), cron=args.cron, image=args.image, env=env)
     print("\n".join(str(i) for i in ids))
     return 0
 

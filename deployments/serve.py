@@ -19,7 +19,7 @@ per-date lock: the second fails at once naming the lock file and its holder.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -187,18 +187,33 @@ def deploy_all(
     work_pool_name: str,
     defaults: RunOptions | None = None,
     cron: str = NIGHTLY_CRON,
+    *,
+    image: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> list[UUID]:
     """Register the three deployments on a work pool (``prefect worker start --pool NAME`` runs them).
 
     The entrypoints are module paths (``flows.nightly.nightly``), so a *process* worker needs this
     project importable: install it (``pip install -e .``) or start the worker from the repository
-    root. Container pools need an image with the project installed (see ``deployments/README.md``).
+    root. A container pool (Docker, Kubernetes, ECS) runs each flow run in ``image``, which must
+    have the project installed (see ``deployments/README.md``); it is used as it is (nothing is
+    built or pushed). ``env``: environment variables of every flow run (job variables), e.g.
+    ``AWS_REGION`` or ``AWS_ENDPOINT_URL``; keep secrets in the pool's job template or a role,
+    not here (job variables are stored in the deployment). A pool without an ``image``
+    variable (a process pool) refuses ``image``: Prefect's ValueError names the pool.
     """
     from prefect import deploy
 
+    deployments = build_deployments(defaults, cron=cron)
+    if env:
+        for d in deployments:
+            d.job_variables = {**d.job_variables, "env": dict(env)}
     return deploy(
-        *build_deployments(defaults, cron=cron),
+        *deployments,
         work_pool_name=work_pool_name,
+        image=image,
+        build=False,
+        push=False,
         print_next_steps_message=False,
         ignore_warnings=True,
     )

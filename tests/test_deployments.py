@@ -309,3 +309,71 @@ def test_deploy_all_registers_the_three_on_a_work_pool(prefect_harness, tmp_path
     assert all(d.parameters == {"options": {"warehouse": str(tmp_path / "wh")}} for d in deps)
     assert deps[0].entrypoint == "flows.nightly.nightly"
     assert [d.global_concurrency_limit.limit for d in deps] == [1, 1, 1]
+
+
+#: The part of a container pool's base job template that ``deploy`` looks at (the Docker and
+#: Kubernetes workers' templates have these variables among others).
+_CONTAINER_TEMPLATE = {
+    "job_configuration": {"image": "{{ image }}", "env": "{{ env }}"},
+    "variables": {
+        "type": "object",
+        "properties": {
+            "image": {"type": "string", "default": "prefecthq/prefect:3-latest"},
+            "env": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+}
+
+
+@pytest.mark.prefect
+def test_deploy_to_a_container_pool_sets_the_image_and_the_runs_environment(
+    prefect_harness, tmp_path, capsys
+):
+    """``recsys deploy --image --env`` on a container pool: every deployment runs in the image
+    (nothing built or pushed) with the environment given; on a process pool --image is refused
+    in one line naming the pool, and a malformed --env before anything is registered."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from deployments.cli import main
+
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(
+            WorkPoolCreate(
+                name="recsys-test-k8s", type="kubernetes", base_job_template=_CONTAINER_TEMPLATE
+            ),
+            overwrite=True,
+        )
+        client.create_work_pool(
+            WorkPoolCreate(name="recsys-test-process", type="process"), overwrite=True
+        )
+    wh = "s3://acme-lake/recsys"
+    rc = main(
+        ["deploy", "--pool", "recsys-test-k8s", "--image", "registry.example/recsys:1.4",
+         "--env", "AWS_REGION=eu-west-1", "--env", "AWS_ENDPOINT_URL=http://minio:9000",
+         "--warehouse", wh]
+    )  # fmt: skip
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    ids = out.out.split()[-3:]  # after Prefect's table, one id per deployment
+    with get_client(sync_client=True) as client:
+        deps = [client.read_deployment(i) for i in ids]
+    assert [d.name for d in deps] == ["nightly", "manual", "backfill"]
+    for d in deps:
+        assert d.work_pool_name == "recsys-test-k8s"
+        assert d.job_variables == {
+            "image": "registry.example/recsys:1.4",
+            "env": {"AWS_REGION": "eu-west-1", "AWS_ENDPOINT_URL": "http://minio:9000"},
+        }
+        assert d.parameters == {"options": {"warehouse": wh}}
+
+    rc = main(
+        ["deploy", "--pool", "recsys-test-process", "--image", "r/recsys:1", "--warehouse", wh]
+    )
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1
+    assert "recsys deploy: failed:" in err and "'recsys-test-process'" in err and "image" in err
+
+    rc = main(["deploy", "--pool", "recsys-test-k8s", "--env", "AWS_REGION", "--warehouse", wh])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--env 'AWS_REGION': expected NAME=VALUE" in err

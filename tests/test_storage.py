@@ -783,6 +783,38 @@ def test_checkpoints_held_in_memory_are_bounded(monkeypatch):
     assert _checkpoint._kept("e") is None and _checkpoint._kept("a") is small
 
 
+def test_objects_held_in_memory_are_bounded(monkeypatch):
+    """The bytes of read and written objects: at most BLOB_CACHE_BYTES, the least recently used
+    dropped first, a version put again counted once; none larger than BLOB_MAX_BYTES, and none
+    without a version (nothing would tell a stale copy)."""
+    from collections import OrderedDict
+
+    from recsys_core.io import _storage
+
+    monkeypatch.setattr(_storage, "BLOB_CACHE_BYTES", 3000)
+    monkeypatch.setattr(_storage, "BLOB_MAX_BYTES", 1500)
+    monkeypatch.setattr(_storage, "_BLOBS", OrderedDict())
+    monkeypatch.setattr(_storage, "_BLOB_BYTES", [0])
+    put, get = _storage._blob_cache_put, _storage._blob_cache_get
+    for key in "abc":
+        put(f"s3://b/{key}", "v1", bytes(800))
+    put("s3://b/c", "v1", bytes(800))  # the same version again: still 2,400 bytes
+    assert get("s3://b/a", "v1") is not None  # now the most recently used
+    put("s3://b/d", "v1", bytes(800))  # 3,200 bytes: the least recently used (b) goes
+    assert get("s3://b/b", "v1") is None
+    assert all(get(f"s3://b/{k}", "v1") is not None for k in "acd")
+    assert _storage._BLOB_BYTES == [2400]
+    assert get("s3://b/a", "v2") is None  # another version is another object
+    put("s3://b/e", "v1", bytes(1600))  # over BLOB_MAX_BYTES: not held, nothing dropped
+    put("s3://b/f", None, bytes(10))  # no version: not held
+    assert get("s3://b/e", "v1") is None and _storage._BLOB_BYTES == [2400]
+    put("s3://b/g", "v1", bytes(1500))  # 3,900: a and c, the least recently used, go
+    assert [k for k in "acdg" if get(f"s3://b/{k}", "v1") is not None] == ["d", "g"]
+    assert _storage._BLOB_BYTES == [2300]
+    _storage.forget_cached_objects()
+    assert _storage._BLOB_BYTES == [0] and get("s3://b/d", "v1") is None
+
+
 def test_catalog_on_local_disk_keeps_no_checkpoint(tmp_path):
     from recsys_core.ingest import load_catalog
 

@@ -274,6 +274,8 @@ def exists(loc: Location) -> bool:
 #: showed: steps and scoring shards on one worker fetch each partition version once.
 _BLOBS: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 _BLOBS_LOCK = threading.Lock()
+#: Bytes held in ``_BLOBS`` (kept with it, so a put does not sum every blob).
+_BLOB_BYTES = [0]
 BLOB_CACHE_BYTES = 256 * 2**20
 #: The largest object held (a checkpoint of every clean event, read by train, evaluate and the
 #: report, may be tens of MiB); a larger one is fetched each time it is read.
@@ -288,6 +290,7 @@ def forget_cached_objects() -> None:
     """Empty this process's object caches and listed versions (as a fresh worker starts)."""
     with _BLOBS_LOCK:
         _BLOBS.clear()
+        _BLOB_BYTES[0] = 0
     with _LISTED_LOCK:
         _LISTED.clear()
     for forget in _FORGET_HOOKS:
@@ -314,12 +317,14 @@ def _blob_cache_get(url: str, version: str | None) -> bytes | None:
 def _blob_cache_put(url: str, version: str | None, blob: bytes) -> None:
     if version is None or len(blob) > BLOB_MAX_BYTES:
         return
+    key = (url, version)
     with _BLOBS_LOCK:
-        _BLOBS[(url, version)] = blob
-        total = sum(len(b) for b in _BLOBS.values())
-        while total > BLOB_CACHE_BYTES and _BLOBS:
-            _, old = _BLOBS.popitem(last=False)
-            total -= len(old)
+        old = _BLOBS.pop(key, None)
+        _BLOB_BYTES[0] += len(blob) - (len(old) if old is not None else 0)
+        _BLOBS[key] = blob  # the most recently used, last
+        while _BLOB_BYTES[0] > BLOB_CACHE_BYTES and _BLOBS:
+            _, dropped = _BLOBS.popitem(last=False)
+            _BLOB_BYTES[0] -= len(dropped)
 
 
 def held_in_memory(loc: Location) -> bool:

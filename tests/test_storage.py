@@ -1049,6 +1049,26 @@ def test_wrong_credentials_are_explained(s3_endpoint, monkeypatch):
         _fresh_s3_clients()
 
 
+def test_missing_credentials_are_explained_at_once(s3_endpoint, monkeypatch, tmp_path):
+    """No credentials anywhere (no keys, no profile, no role): one line naming the URL and
+    where credentials come from, after one attempt (retrying cannot help)."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to ask for
+    _fresh_s3_clients()
+    try:
+        with pytest.raises(StorageError) as err:
+            atomic_write_json(Warehouse("s3://some-bucket/wh").manifest(D1), {})
+    finally:
+        _fresh_s3_clients()
+    msg = str(err.value)
+    assert msg.startswith("s3://some-bucket/wh/manifests/date=2026-01-01.json: write failed: ")
+    assert "no credentials found" in msg and "AWS_PROFILE" in msg and "\n" not in msg
+    assert "attempts" not in msg
+
+
 class _FlakyProxy:
     """A TCP proxy to the S3 server that cuts the connection in the middle of the next
     ``fail_puts`` PUT requests (after forwarding part of them): a real network error mid-write."""
@@ -1124,8 +1144,12 @@ def test_network_error_mid_write(s3_bucket, s3_endpoint, monkeypatch, fail_puts,
         if succeeds:
             atomic_write_parquet(_frame(9), target)
         else:
-            with pytest.raises(StorageError, match=r"s3://.*/wh/recommendations/run_date=2026"):
+            with pytest.raises(
+                StorageError,
+                match=r"s3://.*/wh/recommendations/run_date=2026.*: write failed after 2 attempts",
+            ):
                 atomic_write_parquet(_frame(9), target)
+            assert proxy.cut >= 2  # ours, each with the client's own retries
         assert proxy.cut >= 1
     finally:
         proxy.close()

@@ -197,7 +197,20 @@ def _transient(exc: BaseException) -> bool:
     ) or (isinstance(exc, OSError) and exc.errno in (errno.EIO, errno.ECONNRESET, errno.EPIPE))
 
 
-def _explain(url: str, op: str, exc: BaseException) -> StorageError | FileNotFoundError:
+#: Where each backend takes its credentials from (for the messages that say none worked).
+_CREDENTIALS_HINT = (
+    "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or a role for s3://, "
+    "GOOGLE_APPLICATION_CREDENTIALS or workload identity for gs://, "
+    "AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_NAME / AZURE_STORAGE_ACCOUNT_KEY "
+    "for az://"
+)
+
+
+def _explain(
+    url: str, op: str, exc: BaseException, attempts: int = 1
+) -> StorageError | FileNotFoundError:
+    """``exc`` (from ``attempts`` tries of ``op`` on ``url``) as one line that names the URL and,
+    for a missing bucket or credentials, what to do."""
     text = f"{type(exc).__name__}: {exc}"
     low = text.lower()
     missing = ("bucket does not exist", "nosuchbucket", "containernotfound")
@@ -208,18 +221,31 @@ def _explain(url: str, op: str, exc: BaseException) -> StorageError | FileNotFou
             f"{url}: {op} failed: bucket {bucket!r} does not exist; create it or fix the "
             f"storage URL ({text})"
         )
+    if any(
+        s in low
+        for s in (
+            "nocredentialserror",
+            "unable to locate credentials",
+            "defaultcredentialserror",
+            "could not automatically determine credentials",
+        )
+    ):
+        return StorageError(
+            f"{url}: {op} failed: no credentials found; set them in the environment "
+            f"({_CREDENTIALS_HINT}) ({text})"
+        )
     if isinstance(exc, PermissionError) or any(
         s in low for s in ("accessdenied", "access denied", "invalidaccesskeyid", "signature")
     ):
         return StorageError(
             f"{url}: {op} failed: access denied; check the credentials in the environment "
-            f"(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE for s3://, "
-            f"GOOGLE_APPLICATION_CREDENTIALS for gs://, AZURE_STORAGE_CONNECTION_STRING or "
-            f"AZURE_STORAGE_ACCOUNT_NAME / AZURE_STORAGE_ACCOUNT_KEY for az://) ({text})"
+            f"({_CREDENTIALS_HINT}) ({text})"
         )
     if isinstance(exc, FileNotFoundError):
         return FileNotFoundError(errno.ENOENT, f"{url}: not found ({op})", url)
-    return StorageError(f"{url}: {op} failed after {RETRIES} attempt(s): {text}")
+    if attempts > 1:
+        return StorageError(f"{url}: {op} failed after {attempts} attempts: {text}")
+    return StorageError(f"{url}: {op} failed: {text}")
 
 
 def with_retries(url: str, op: str, fn: Callable[[], T], *, attempts: int | None = None) -> T:
@@ -236,7 +262,7 @@ def with_retries(url: str, op: str, fn: Callable[[], T], *, attempts: int | None
             if _transient(exc) and i + 1 < attempts:
                 time.sleep(min(0.2 * 2**i, 5.0))
                 continue
-            raise _explain(url, op, exc) from exc
+            raise _explain(url, op, exc, i + 1) from exc
     raise AssertionError("unreachable")
 
 

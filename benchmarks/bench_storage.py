@@ -169,6 +169,24 @@ def count_s3_requests() -> Requests:
     # s3fs's blocking ``call_s3`` (conditional writes: locks, leases, the champion pointer) was
     # bound to the original coroutine when the class was made: count it too
     s3fs.S3FileSystem.call_s3 = sync_wrapper(counted)
+
+    # whole-object uploads, downloads and listings go through obstore (recsys_core.io._s3)
+    from recsys_core.io import _s3
+
+    def through(op: str, fn):
+        def timed_call(*args, **kwargs):
+            counts[op] += 1
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                counts.seconds[op] += time.perf_counter() - t0
+
+        return timed_call
+
+    _s3.put = through("put_object", _s3.put)
+    _s3.get = through("get_object", _s3.get)
+    _s3.list_prefix = through("list_objects_v2", _s3.list_prefix)  # one request per 1,000 keys
     return counts
 
 

@@ -33,6 +33,7 @@ from contextvars import ContextVar, copy_context
 from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
+from recsys_core.io import _s3 as _s3_data
 from recsys_core.io._conditional import PreconditionFailed, StorageError, backend_for
 from recsys_core.io._fence import check_leases
 
@@ -373,9 +374,20 @@ def read_bytes(loc: Location, *, cached: bool = False) -> bytes:
     cached = _blob_cache_get(str(loc), version)
     if cached is not None:
         return cached
-    blob = with_retries(_url(loc), "read", lambda: loc.fs.cat_file(_key(loc), **one_get(loc.fs)))
+    blob = with_retries(_url(loc), "read", lambda: _get(loc))
     _blob_cache_put(str(loc), version, blob)
     return blob
+
+
+def _s3(loc: Location) -> bool:
+    return loc.protocol in ("s3", "s3a")
+
+
+def _get(loc: Location) -> bytes:
+    """One GET of the whole object (S3: through obstore, see :mod:`recsys_core.io._s3`)."""
+    if _s3(loc):
+        return _s3_data.get(loc.fs, _key(loc))
+    return loc.fs.cat_file(_key(loc), **one_get(loc.fs))
 
 
 def _written_version(out: Any) -> str | None:
@@ -395,22 +407,36 @@ def write_bytes_remote(loc: Location, data: bytes) -> str | None:
     clean) fetches nothing: the listing must show that same version for the copy to be used.
     """
     check_leases(loc)
-    kwargs = _content_type(loc)
+    if _s3(loc):
+        kind = _mime_type(loc)
+
+        def upload() -> str | None:
+            return _s3_data.put(loc.fs, _key(loc), data, kind)
+    else:
+        kwargs = _content_type(loc)
+
+        def upload() -> str | None:
+            return _written_version(loc.fs.pipe_file(_key(loc), data, **kwargs))
+
     with _changing(loc):
-        out = with_retries(_url(loc), "write", lambda: loc.fs.pipe_file(_key(loc), data, **kwargs))
-    version = _written_version(out)
+        version = with_retries(_url(loc), "write", upload)
     _blob_cache_put(str(loc), version, data)
     return version
 
 
-def _content_type(loc: Location) -> dict[str, str]:
-    """The upload option that labels ``loc``'s type from its name (a report opens as a page)."""
+def _mime_type(loc: Location) -> str | None:
+    """``loc``'s type from its name, for the upload to label (a report opens as a page)."""
     import mimetypes
 
-    kind = mimetypes.guess_type(loc.name)[0]
+    return mimetypes.guess_type(loc.name)[0]
+
+
+def _content_type(loc: Location) -> dict[str, str]:
+    """The fsspec upload option that labels ``loc``'s type (see :func:`_mime_type`)."""
+    kind = _mime_type(loc)
     if kind is None:
         return {}
-    if loc.protocol in ("s3", "s3a"):
+    if _s3(loc):
         return {"ContentType": kind}
     if loc.protocol in ("gs", "gcs"):
         return {"content_type": kind}
@@ -581,8 +607,9 @@ def files_under(loc: Location) -> list[str]:
 def _find(loc: Location, base: str) -> dict[str, dict[str, Any]]:
     """``{bucket/key: details}`` of every object under the prefix ``base`` (``bucket/key/``).
 
-    On S3 one ``ListObjectsV2`` request per 1,000 keys and nothing else (s3fs's ``find`` adds a
-    HEAD and a second listing when the prefix is empty, the case of every first write of a table).
+    On S3 one ``ListObjectsV2`` request per 1,000 keys and nothing else, through obstore
+    (s3fs's ``find`` would add a HEAD and a second listing when the prefix is empty, the case of
+    every first write of a table).
     Within a :func:`listing_snapshot`, a prefix listed before is not listed again (callers must
     not modify the result).
     """
@@ -601,28 +628,9 @@ def _find(loc: Location, base: str) -> dict[str, dict[str, Any]]:
 
 
 def _list(loc: Location, base: str) -> dict[str, dict[str, Any]]:
-    if loc.protocol not in ("s3", "s3a"):
-        return loc.fs.find(base, detail=True)
-    fs = loc.fs
-    bucket, _, prefix = base.partition("/")
-
-    async def pages() -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        more: dict[str, str] = {}
-        while True:
-            page = await fs._call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, **more)
-            for obj in page.get("Contents", []):
-                if obj["Key"].endswith("/"):  # a folder placeholder, not a file
-                    continue
-                name = f"{bucket}/{obj['Key']}"
-                out[name] = {**obj, "name": name, "size": obj["Size"], "type": "file"}
-            if not page.get("IsTruncated"):
-                return out
-            more = {"ContinuationToken": page["NextContinuationToken"]}
-
-    from fsspec.asyn import sync
-
-    return sync(fs.loop, pages)
+    if _s3(loc):
+        return _s3_data.list_prefix(loc.fs, base)
+    return loc.fs.find(base, detail=True)
 
 
 #: ``url -> (etag, when listed)`` from the latest listings; see :func:`listed_version`.
@@ -860,9 +868,12 @@ def download_files(
         first = fs.unstrip_protocol(keys[0]) + (
             f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
         )
-        blobs.update(
-            with_retries(first, "read", lambda: fs.cat(keys, on_error="return", **one_get(fs)))
-        )
+        if _s3(remote[0][0]):  # obstore: one GET each, at once; errors returned like cat's
+            blobs.update(zip(keys, concurrently(_s3_get_or_error(fs), keys), strict=True))
+        else:
+            blobs.update(
+                with_retries(first, "read", lambda: fs.cat(keys, on_error="return", **one_get(fs)))
+            )
     for src, dst in remote:
         blob = blobs.get(src.path)
         if blob is None or isinstance(blob, FileNotFoundError):
@@ -875,6 +886,16 @@ def download_files(
         if isinstance(blob, BaseException):
             blob = read_bytes(src)  # retried and explained one by one
         dst.write_bytes(blob)
+
+
+def _s3_get_or_error(fs: Any) -> Callable[[str], bytes | BaseException]:
+    def get(key: str) -> bytes | BaseException:
+        try:
+            return _s3_data.get(fs, key)
+        except Exception as exc:
+            return exc
+
+    return get
 
 
 def signed_url(loc: Location, expires_seconds: int) -> str:

@@ -1070,6 +1070,47 @@ def test_missing_credentials_are_explained_at_once(s3_endpoint, monkeypatch, tmp
     assert "attempts" not in msg
 
 
+def test_s3_stores_take_the_s3fs_clients_configuration(s3_endpoint, s3_bucket, monkeypatch):
+    """The obstore store of a bucket talks to the endpoint, as the principal, that the s3fs client
+    of the same location resolved: a custom endpoint as given (bucket in the path); AWS itself
+    with the bucket in the host and in the bucket's own region (one HeadBucket, as botocore
+    follows it); credentials asked again within 5 minutes, sooner when they expire sooner."""
+    import datetime as dt
+
+    import s3fs
+
+    from recsys_core.io import _s3
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    store = _s3.store_for(fs, s3_bucket.removeprefix("s3://"))
+    assert _s3.store_for(fs, s3_bucket.removeprefix("s3://")) is store  # one per bucket
+    assert store.config["endpoint"] == s3_endpoint
+    assert "virtual_hosted_style_request" not in store.config
+    creds = store.credential_provider()
+    now = dt.datetime.now(dt.UTC)
+    assert creds["access_key_id"] == os.environ["AWS_ACCESS_KEY_ID"]
+    assert now < creds["expires_at"] <= now + dt.timedelta(minutes=5)
+
+    fs.call_s3("create_bucket", Bucket="recsys-eu", CreateBucketConfiguration={
+        "LocationConstraint": "eu-west-1"})  # fmt: skip
+    assert _s3.bucket_region(fs, "recsys-eu") == "eu-west-1"
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # AWS itself (nothing is sent to it here)
+    monkeypatch.setattr(_s3, "bucket_region", lambda fs, bucket: "eu-west-2")
+    aws = _s3.store_for(s3fs.S3FileSystem(skip_instance_cache=True), "acme-lake")
+    assert aws.config["virtual_hosted_style_request"] == "true"
+    assert aws.config["region"] == "eu-west-2" and "endpoint" not in aws.config
+
+    class Temporary:  # botocore's refreshable credentials, 7 minutes from expiry
+        _expiry_time = now + dt.timedelta(minutes=7)
+
+        async def get_frozen_credentials(self):
+            return type("Frozen", (), {"access_key": "a", "secret_key": "s", "token": "t"})
+
+    soon = _s3._Credentials(fs, Temporary())()
+    assert soon["token"] == "t" and soon["expires_at"] == now + dt.timedelta(minutes=2)
+
+
 class _FlakyProxy:
     """A TCP proxy to the S3 server that cuts the connection in the middle of the next
     ``fail_puts`` PUT requests (after forwarding part of them): a real network error mid-write."""

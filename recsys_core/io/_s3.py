@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import threading
 from typing import Any
 
@@ -37,8 +38,14 @@ _NETWORK = (
     "broken pipe",
     "timed out",
 )
-#: Renew credentials this long before they expire.
+#: Renew credentials this long before they expire, and ask for them at least this often.
 _EARLY = dt.timedelta(minutes=5)
+_ASK_AGAIN = dt.timedelta(minutes=5)
+#: How long obstore keeps retrying one request (its default is 3 minutes); ours come on top.
+_RETRY_FOR = dt.timedelta(seconds=60)
+#: The endpoints of AWS itself, where requests name the bucket in the host (anything else, from
+#: ``AWS_ENDPOINT_URL`` or a profile, is used as given, with the bucket in the path).
+_AWS = re.compile(r"https://s3([.-][a-z0-9-]+)?\.amazonaws\.com/?")
 
 
 def _split(key: str) -> tuple[str, str]:
@@ -47,7 +54,9 @@ def _split(key: str) -> tuple[str, str]:
 
 
 class _Credentials:
-    """obstore's credential provider over the s3fs client's own (botocore) credentials."""
+    """obstore's credential provider over the s3fs client's own (botocore) credentials: asked
+    again every :data:`_ASK_AGAIN` (botocore refreshes temporary ones before they expire), or
+    before the credentials' own expiry when botocore knows it and it comes sooner."""
 
     def __init__(self, fs: Any, credentials: Any) -> None:
         self.fs, self.credentials = fs, credentials
@@ -56,12 +65,15 @@ class _Credentials:
         from fsspec.asyn import sync
 
         frozen = sync(self.fs.loop, self.credentials.get_frozen_credentials)
-        expiry = getattr(self.credentials, "_expiry_time", None)  # refreshable ones only
+        expires = dt.datetime.now(dt.UTC) + _ASK_AGAIN
+        expiry = getattr(self.credentials, "_expiry_time", None)  # temporary credentials
+        if isinstance(expiry, dt.datetime) and expiry.tzinfo is not None:
+            expires = min(expires, expiry - _EARLY)
         return {
             "access_key_id": frozen.access_key,
             "secret_access_key": frozen.secret_key,
             "token": frozen.token,
-            "expires_at": expiry - _EARLY if expiry is not None else None,
+            "expires_at": expires,
         }
 
 
@@ -84,20 +96,34 @@ def store_for(fs: Any, bucket: str) -> Any:
         raise NoCredentialsError()
     config: dict[str, Any] = {"region": meta.region_name or "us-east-1"}
     endpoint = meta.endpoint_url or ""
-    if endpoint and not endpoint.rstrip("/").endswith(".amazonaws.com"):
+    if endpoint and not _AWS.fullmatch(endpoint):
         config["endpoint"] = endpoint  # MinIO, R2, Ceph, a local server: path-style requests
-    else:
-        config["virtual_hosted_style_request"] = True  # AWS itself
+    else:  # AWS itself; botocore follows a bucket to its region, object_store does not
+        config["virtual_hosted_style_request"] = True
+        config["region"] = bucket_region(fs, bucket) or config["region"]
     attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", "5"))
     store = S3Store(
         bucket,
         config=config,
         client_options={"allow_http": endpoint.startswith("http://")},
-        retry_config={"max_retries": max(0, attempts - 1)},
+        retry_config={"max_retries": max(0, attempts - 1), "retry_timeout": _RETRY_FOR},
         credential_provider=_Credentials(fs, credentials),
     )
     with _LOCK:
         return stores.setdefault(bucket, store)
+
+
+def bucket_region(fs: Any, bucket: str) -> str | None:
+    """The region ``bucket`` lives in, from one ``HeadBucket`` through s3fs (botocore follows
+    the bucket's redirect and S3 names the region in ``x-amz-bucket-region``); None if it cannot
+    tell (the first request through the store then fails naming the bucket)."""
+    from fsspec.asyn import sync
+
+    try:
+        head = sync(fs.loop, fs._call_s3, "head_bucket", Bucket=bucket)
+    except Exception:
+        return None
+    return head.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
 
 
 def _translated(exc: BaseException) -> BaseException:

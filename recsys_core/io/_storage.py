@@ -8,7 +8,9 @@ way on every backend; every byte read or written goes through the functions of t
 Credentials and endpoints come from each cloud's standard environment (for S3:
 ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``, profiles),
 never from the repository. ``s3fs`` is a dependency; ``gcsfs`` and ``adlfs`` are optional and
-asked for in one line when a ``gs://`` or ``az://`` URL is used without them.
+asked for in one line when a ``gs://`` or ``az://`` URL is used without them. On ``s3://`` the
+bytes of whole objects and the listings travel through obstore, configured from the s3fs client
+(see :mod:`recsys_core.io._s3`).
 
 Object stores have no rename: a single ``PUT`` is atomic per object (a reader sees the old object or
 the new one), so a file is written with one upload, never in place. Conditional writes

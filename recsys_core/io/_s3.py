@@ -121,8 +121,8 @@ def bucket_region(fs: Any, bucket: str) -> str | None:
 
     try:
         head = sync(fs.loop, fs._call_s3, "head_bucket", Bucket=bucket)
-    except Exception:
-        return None
+    except Exception as exc:  # a 403 (no s3:ListBucket) still names the region
+        head = getattr(exc.__cause__, "response", None) or getattr(exc, "response", None) or {}
     return head.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
 
 

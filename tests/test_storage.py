@@ -136,15 +136,7 @@ def test_what_a_run_wrote_is_read_back_from_memory_only_at_the_listed_version(
     wh = Warehouse(remote_root)
     target = wh.clean("events", D1)
     atomic_write_parquet(_frame(3), target)
-    fs = location(target).fs  # one client per process (fsspec caches it)
-    real_cat = fs.cat
-    fetched: list[object] = []
-
-    def counting_cat(path, *args, **kwargs):
-        fetched.append(path)
-        return real_cat(path, *args, **kwargs)
-
-    monkeypatch.setattr(fs, "cat", counting_cat)
+    fetched = _count_reads(monkeypatch, location(target).fs)
     assert read_parquet_many([wh.clean("events", d) for d in wh.clean_dates("events")])[0].equals(
         _frame(3)
     )
@@ -154,6 +146,37 @@ def test_what_a_run_wrote_is_read_back_from_memory_only_at_the_listed_version(
         _frame(5)
     )
     assert len(fetched) == 1
+
+
+def _count_reads(monkeypatch, fs) -> list[str]:
+    """The object paths read through ``fs`` from now on (this test), one entry per object:
+    fsspec's ``cat``/``cat_file`` (GCS, Azure; adlfs's ``cat`` calls its ``cat_file``, counted
+    once) and obstore's GETs (S3, :mod:`recsys_core.io._s3`)."""
+    from recsys_core.io import _s3
+
+    read: list[str] = []
+    depth = [0]
+
+    def counting(real, paths_of):
+        def call(path, *args, **kwargs):
+            if not depth[0]:
+                read.extend(paths_of(path))
+            depth[0] += 1
+            try:
+                return real(path, *args, **kwargs)
+            finally:
+                depth[0] -= 1
+
+        return call
+
+    def paths(path) -> list[str]:
+        return [str(p) for p in path] if isinstance(path, list) else [str(path)]
+
+    for name in ("cat", "cat_file"):
+        monkeypatch.setattr(fs, name, counting(getattr(fs, name), paths))
+    real_get = _s3.get
+    monkeypatch.setattr(_s3, "get", lambda fs_, key: read.append(key) or real_get(fs_, key))
+    return read
 
 
 def _parquet_bytes(df: pl.DataFrame) -> bytes:
@@ -643,24 +666,7 @@ def test_events_checkpoint_gives_the_full_read_and_is_rewritten_every_few_partit
     from recsys_core.io import _checkpoint
 
     monkeypatch.setattr(_checkpoint, "KEPT_BYTES", 0)
-    fs = location(wh.root).fs
-    fetched: list[str] = []
-    depth = [0]  # adlfs's cat calls its cat_file: one fetch, counted once
-
-    def counting(real):
-        def call(path, *a, **k):
-            if not depth[0]:
-                fetched.append(str(path))
-            depth[0] += 1
-            try:
-                return real(path, *a, **k)
-            finally:
-                depth[0] -= 1
-
-        return call
-
-    for name in ("cat", "cat_file"):
-        monkeypatch.setattr(fs, name, counting(getattr(fs, name)))
+    fetched = _count_reads(monkeypatch, location(wh.root).fs)
     want = full(days[15])
     forget_cached_objects()
     for _ in range(3):
@@ -940,22 +946,19 @@ def test_a_model_loads_without_listing_its_folder(remote_root, monkeypatch):
     load lists nothing, and in the process that uploaded them fetches nothing either (a fresh
     worker fetches each file once). An entry written before the names were recorded lists the
     folder, as it did."""
-    from recsys_core.io import _s3, _storage, forget_cached_objects
+    from recsys_core.io import _storage, forget_cached_objects
     from recsys_core.registry import ModelRegistry
 
     reg = ModelRegistry(f"{remote_root}/models")
     model = _fitted()
     entry = reg.register(model, model_id="pop-1", **_ENTRY)
     assert sorted(entry["file_versions"]) == ["arrays.npz", "model.json"]
-    listings, reads = [], []
-    fs = reg.root.fs  # fsspec's cached instance, the one every model file goes through
-    real_list, real_cat, real_get = _storage._list, fs.cat, _s3.get
+    listings = []
+    real_list = _storage._list
     monkeypatch.setattr(
         _storage, "_list", lambda loc, base: listings.append(base) or real_list(loc, base)
     )
-    # a batch of reads: one fsspec cat (GCS, Azure), or GETs sent at once through obstore (S3)
-    monkeypatch.setattr(fs, "cat", lambda keys, **kw: reads.extend(keys) or real_cat(keys, **kw))
-    monkeypatch.setattr(_s3, "get", lambda fs_, key: reads.append(key) or real_get(fs_, key))
+    reads = _count_reads(monkeypatch, reg.root.fs)  # the client every model file goes through
     users = ["a", "b"]
     expected = model.recommend(users, 2)
     assert reg.load_model("pop-1", entry=entry).recommend(users, 2).equals(expected)

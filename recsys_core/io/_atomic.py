@@ -27,15 +27,12 @@ import pyarrow.parquet as pq
 
 from recsys_core.io._fence import check_leases
 from recsys_core.io._storage import (
-    _blob_cache_get,
-    _blob_cache_put,
+    fetch_many,
     is_remote,
     listed_version,
     location,
-    one_get,
     put_remote_file,
     read_bytes,
-    with_retries,
     write_bytes_remote,
 )
 
@@ -186,25 +183,7 @@ def read_parquet_many(paths: list[Any], **kwargs: Any) -> list[pl.DataFrame]:
     remote = [p for p in locs if is_remote(p)]
     if not remote:
         return [read_parquet(p, **kwargs) for p in locs]
-    fs = remote[0].fs
-    versions = {p.path: listed_version(p) for p in remote}
-    blobs: dict[str, Any] = {}
-    for p in remote:
-        cached = _blob_cache_get(str(p), versions[p.path])
-        if cached is not None:
-            blobs[p.path] = cached
-    keys = [p.path for p in remote if p.path not in blobs]
-    if keys:
-        fetched = with_retries(
-            f"{fs.unstrip_protocol(keys[0])} (and {len(keys) - 1} more)",
-            "read",
-            lambda: fs.cat(keys, on_error="return", **one_get(fs)),
-        )
-        for p in remote:
-            blob = fetched.get(p.path)
-            if p.path in keys and isinstance(blob, bytes):
-                _blob_cache_put(str(p), versions[p.path], blob)
-        blobs.update(fetched)
+    blobs = fetch_many(remote, {p.path: listed_version(p) for p in remote})
     out = []
     for p in locs:
         if not is_remote(p):
@@ -219,8 +198,7 @@ def read_parquet_many(paths: list[Any], **kwargs: Any) -> list[pl.DataFrame]:
                 str(p),
             )
         if isinstance(blob, BaseException):
-            with_retries(str(p), "read", lambda p=p: read_bytes(p))  # explained, retried once more
-            blob = read_bytes(p)
+            blob = read_bytes(p)  # retried, and explained if it fails again
         try:
             out.append(pl.read_parquet(io.BytesIO(blob), **kwargs))
         except Exception as exc:

@@ -167,8 +167,9 @@ def get(fs: Any, key: str) -> bytes:
 
 
 def list_prefix(fs: Any, base: str) -> dict[str, dict[str, Any]]:
-    """``{bucket/key: details}`` of every object under ``base`` (``bucket/prefix/``), in the
-    shape s3fs gives (``name``, ``size``, ``type``, ``ETag``, ``LastModified``)."""
+    """``{bucket/key: details}`` of every object under ``base`` (``bucket/prefix/``), with the
+    fields of s3fs's listing that the readers use (``size``, ``type``, ``ETag``,
+    ``LastModified``)."""
     import obstore
 
     bucket, prefix = _split(base)
@@ -178,12 +179,8 @@ def list_prefix(fs: Any, base: str) -> dict[str, dict[str, Any]]:
             for meta in batch:
                 if meta["path"].endswith("/"):  # a folder placeholder, not a file
                     continue
-                name = f"{bucket}/{meta['path']}"
-                out[name] = {
-                    "name": name,
-                    "Key": meta["path"],
+                out[f"{bucket}/{meta['path']}"] = {
                     "size": meta["size"],
-                    "Size": meta["size"],
                     "type": "file",
                     "ETag": meta["e_tag"],
                     "LastModified": meta["last_modified"],

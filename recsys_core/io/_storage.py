@@ -48,6 +48,7 @@ __all__ = [
     "delete_tree",
     "download_files",
     "exists",
+    "fetch_many",
     "files_under",
     "files_with_stats",
     "forget_cached_objects",
@@ -269,13 +270,6 @@ def with_retries(url: str, op: str, fn: Callable[[], T], *, attempts: int | None
     raise AssertionError("unreachable")
 
 
-def one_get(fs: Any) -> dict[str, Any]:
-    """Read options for one request per object: s3fs otherwise asks each object's size first
-    (a HEAD before every GET) to split large downloads."""
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return {"max_concurrency": 1} if {"s3", "s3a"} & set(protocols) else {}
-
-
 # ---- operations --------------------------------------------------------------------------------
 def exists(loc: Location) -> bool:
     """Whether a file (object) is at ``loc``."""
@@ -389,7 +383,7 @@ def _get(loc: Location) -> bytes:
     """One GET of the whole object (S3: through obstore, see :mod:`recsys_core.io._s3`)."""
     if _s3(loc):
         return _s3_data.get(loc.fs, _key(loc))
-    return loc.fs.cat_file(_key(loc), **one_get(loc.fs))
+    return loc.fs.cat_file(_key(loc))
 
 
 def _written_version(out: Any) -> str | None:
@@ -409,21 +403,17 @@ def write_bytes_remote(loc: Location, data: bytes) -> str | None:
     clean) fetches nothing: the listing must show that same version for the copy to be used.
     """
     check_leases(loc)
-    if _s3(loc):
-        kind = _mime_type(loc)
-
-        def upload() -> str | None:
-            return _s3_data.put(loc.fs, _key(loc), data, kind)
-    else:
-        kwargs = _content_type(loc)
-
-        def upload() -> str | None:
-            return _written_version(loc.fs.pipe_file(_key(loc), data, **kwargs))
-
     with _changing(loc):
-        version = with_retries(_url(loc), "write", upload)
+        version = with_retries(_url(loc), "write", lambda: _put(loc, data))
     _blob_cache_put(str(loc), version, data)
     return version
+
+
+def _put(loc: Location, data: bytes) -> str | None:
+    """One PUT of the whole object (S3: through obstore); the new version when reported."""
+    if _s3(loc):
+        return _s3_data.put(loc.fs, _key(loc), data, _mime_type(loc))
+    return _written_version(loc.fs.pipe_file(_key(loc), data, **_content_type(loc)))
 
 
 def _mime_type(loc: Location) -> str | None:
@@ -436,11 +426,7 @@ def _mime_type(loc: Location) -> str | None:
 def _content_type(loc: Location) -> dict[str, str]:
     """The fsspec upload option that labels ``loc``'s type (see :func:`_mime_type`)."""
     kind = _mime_type(loc)
-    if kind is None:
-        return {}
-    if _s3(loc):
-        return {"ContentType": kind}
-    if loc.protocol in ("gs", "gcs"):
+    if kind is not None and loc.protocol in ("gs", "gcs"):
         return {"content_type": kind}
     return {}
 
@@ -858,24 +844,10 @@ def download_files(
     remote = [(s, d) for s, d in remote if is_remote(s)]
     if not remote:
         return
-    fs = remote[0][0].fs
-    blobs: dict[str, Any] = {}
-    for src, _ in remote:
-        known = (versions or {}).get(str(src))
-        cached = _blob_cache_get(str(src), known or listed_version(src))
-        if cached is not None:
-            blobs[src.path] = cached
-    keys = [s.path for s, _ in remote if s.path not in blobs]
-    if keys:
-        first = fs.unstrip_protocol(keys[0]) + (
-            f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
-        )
-        if _s3(remote[0][0]):  # obstore: one GET each, at once; errors returned like cat's
-            blobs.update(zip(keys, concurrently(_s3_get_or_error(fs), keys), strict=True))
-        else:
-            blobs.update(
-                with_retries(first, "read", lambda: fs.cat(keys, on_error="return", **one_get(fs)))
-            )
+    blobs = fetch_many(
+        [src for src, _ in remote],
+        {s.path: (versions or {}).get(str(s)) or listed_version(s) for s, _ in remote},
+    )
     for src, dst in remote:
         blob = blobs.get(src.path)
         if blob is None or isinstance(blob, FileNotFoundError):
@@ -890,14 +862,42 @@ def download_files(
         dst.write_bytes(blob)
 
 
-def _s3_get_or_error(fs: Any) -> Callable[[str], bytes | BaseException]:
-    def get(key: str) -> bytes | BaseException:
-        try:
-            return _s3_data.get(fs, key)
-        except Exception as exc:
-            return exc
+def fetch_many(
+    locs: list[Location], versions: Mapping[str, str | None]
+) -> dict[str, bytes | BaseException]:
+    """The bytes of object-store files of one filesystem, by ``loc.path``, in one batch: a file
+    whose ``versions[loc.path]`` is in this process's cache comes from there; the others are
+    fetched at once (S3: one GET each through obstore; else one fsspec ``cat``) and go to the
+    cache under that version. A file that could not be read maps to its exception (a
+    FileNotFoundError when gone), for the caller to name."""
+    blobs: dict[str, bytes | BaseException] = {}
+    for loc in locs:
+        cached = _blob_cache_get(str(loc), versions.get(loc.path))
+        if cached is not None:
+            blobs[loc.path] = cached
+    keys = [loc.path for loc in locs if loc.path not in blobs]
+    if not keys:
+        return blobs
+    fs = locs[0].fs
+    if _s3(locs[0]):
 
-    return get
+        def get(key: str) -> bytes | BaseException:
+            try:
+                return _s3_data.get(fs, key)
+            except Exception as exc:
+                return exc
+
+        fetched = dict(zip(keys, concurrently(get, keys), strict=True))
+    else:
+        first = fs.unstrip_protocol(keys[0]) + (
+            f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+        )
+        fetched = with_retries(first, "read", lambda: fs.cat(keys, on_error="return"))
+    for loc in locs:
+        blob = fetched.get(loc.path)
+        if isinstance(blob, bytes):
+            _blob_cache_put(str(loc), versions.get(loc.path), blob)
+    return {**blobs, **fetched}
 
 
 def signed_url(loc: Location, expires_seconds: int) -> str:

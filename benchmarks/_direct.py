@@ -24,8 +24,11 @@ def run_night(settings: Any, day: dt.date, step: Step, shards: int | None = None
     n = shards or settings.scoring.shards
 
     def score() -> Any:
+        model = steps["evaluate"].champion_after
         with ThreadPoolExecutor(n) as pool:
-            parts = list(pool.map(lambda i: pipeline.score_shard(settings, day, i, n), range(n)))
+            parts = list(
+                pool.map(lambda i: pipeline.score_shard(settings, day, i, n, model), range(n))
+            )
         return pipeline.merge_scores(settings, day, parts)
 
     steps: dict[str, Any] = {}

@@ -102,8 +102,10 @@ def run_pipeline(settings: Settings, run_date: dt.date, force: bool = False) -> 
         settings, run_date, steps["train"].challenger
     )
     n = n_shards(settings)
+    model = steps["evaluate"].champion_after  # the gate's model, whatever another run promotes
     futures = [
-        score_shard_task.with_options(**retry).submit(settings, run_date, i, n) for i in range(n)
+        score_shard_task.with_options(**retry).submit(settings, run_date, i, n, model)
+        for i in range(n)
     ]
     shards = [f.result() for f in futures]
     steps["score"] = merge_task.with_options(**retry)(settings, run_date, shards)

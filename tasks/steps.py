@@ -208,9 +208,9 @@ def evaluate_task(settings: Settings, run_date: dt.date, challenger_id: str) -> 
 
 @task(name="score-shard", **_COMMON)
 def score_shard_task(
-    settings: Settings, run_date: dt.date, shard: int, n_shards: int
+    settings: Settings, run_date: dt.date, shard: int, n_shards: int, model_id: str | None = None
 ) -> ShardResult:
-    out = pipeline.score_shard(settings, run_date, shard, n_shards)
+    out = pipeline.score_shard(settings, run_date, shard, n_shards, model_id)
     get_run_logger().info(
         "shard %d/%d: %d users, %d rows", shard + 1, n_shards, out.users, out.rows
     )

@@ -135,3 +135,28 @@ def test_a_shard_staged_late_by_another_run_is_never_merged(first_night, tmp_pat
     assert recs.group_by("user_id").len()["len"].max() == settings.k
     staging = Path(settings.warehouse) / "_staging"
     assert not [p for p in staging.rglob("*") if p.is_file()]  # the late shard is cleared too
+
+
+def test_shards_score_with_the_model_the_gate_left_serving(first_night, tmp_path):
+    """A concurrent run of another date that promotes between this run's gate and its shards
+    does not change the model the shards score with: they are given the gate's model."""
+    settings = _copy(first_night, tmp_path / "w")
+    registry = ModelRegistry(Warehouse(settings.warehouse).models_dir)
+    before = registry.champion_id()
+    train, ev = _night(settings, D2)
+    assert ev.champion_after == train.challenger != before
+    registry.promote(before, "another run's gate")  # after this run's gate, before its shards
+
+    gated = pipeline.score_shard(settings, D2, 0, 1, ev.champion_after)
+    now = pipeline.score_shard(settings, D2, 0, 1)  # no model given: the champion of the moment
+    assert (gated.model_id, now.model_id) == (train.challenger, before)
+    merged = pipeline.merge_scores(settings, D2, [gated])
+    assert merged.model_id == train.challenger
+    model = registry.load_model(train.challenger)
+    recs = read_parquet(merged.path)
+    users = sorted(set(recs["user_id"].to_list()))[:5]
+    expected = model.recommend(users, settings.k).sort(["user_id", "rank"])
+    got = recs.filter(recs["user_id"].is_in(users)).sort(["user_id", "rank"])
+    assert got["item_id"].to_list() == expected["item_id"].to_list()
+    other = registry.load_model(before).recommend(users, settings.k).sort(["user_id", "rank"])
+    assert other["item_id"].to_list() != expected["item_id"].to_list()  # the check can tell

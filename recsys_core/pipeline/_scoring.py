@@ -65,8 +65,18 @@ def active_users(settings: Settings, run_date: dt.date, known: set[str]) -> list
 
 
 @listing_snapshot()
-def score_shard(settings: Settings, run_date: dt.date, shard: int, n_shards: int) -> ShardResult:
+def score_shard(
+    settings: Settings,
+    run_date: dt.date,
+    shard: int,
+    n_shards: int,
+    model_id: str | None = None,
+) -> ShardResult:
     """Recommend for users ``shard, shard + n_shards, ...`` of the sorted active users.
+
+    ``model_id``: the model this run's gate left serving (``EvaluateResult.champion_after``), so
+    that every shard scores with the model the run decided on, even if a concurrent run of
+    another date promotes a different one meanwhile; None: the registry's champion now.
 
     With an experiment configured, each user is scored by their arm's model (see
     :func:`recsys_core.pipeline.prepare_arms`) and the rows carry ``arm``; the shard's
@@ -81,10 +91,16 @@ def score_shard(settings: Settings, run_date: dt.date, shard: int, n_shards: int
     registry = ModelRegistry(wh.models_dir)
     if settings.abtest.experiment:
         return _score_shard_arms(settings, run_date, shard, n_shards, wh, registry)
-    champion = registry.champion()
-    if champion is None:
-        raise RuntimeError(f"no champion model in {wh.models_dir}; run train and evaluate first")
-    model = registry.load_model(champion["model_id"], cached=True, entry=champion)
+    if model_id is None:
+        champion = registry.champion()
+        if champion is None:
+            raise RuntimeError(
+                f"no champion model in {wh.models_dir}; run train and evaluate first"
+            )
+        model_id = champion["model_id"]
+        model = registry.load_model(model_id, cached=True, entry=champion)
+    else:
+        model = registry.load_model(model_id, cached=True)
     users = active_users(settings, run_date, set(model.user_ids_))[shard::n_shards]
     catalog = load_catalog(wh, as_of=run_date)
     recs = _recommend(settings, model, users, catalog, n_shards)
@@ -96,7 +112,7 @@ def score_shard(settings: Settings, run_date: dt.date, shard: int, n_shards: int
         users=len(users),
         rows=recs.height,
         path=str(path),
-        model_id=champion["model_id"],
+        model_id=model_id,
     )
 
 

@@ -199,13 +199,17 @@ def timed(fn) -> float:
 def cpu_seconds(server: subprocess.Popen | None) -> float:
     """CPU seconds used so far by this process (every thread) and by the S3 server the bench
     started (none when ``$AWS_ENDPOINT_URL`` names one)."""
+    return time.process_time() + server_seconds(server)
+
+
+def server_seconds(server: subprocess.Popen | None) -> float:
+    """CPU seconds used so far by the S3 server the bench started (0 without one)."""
     import psutil
 
-    own = time.process_time()
     if server is None:
-        return own
+        return 0.0
     t = psutil.Process(server.pid).cpu_times()
-    return own + t.user + t.system
+    return t.user + t.system
 
 
 def timed_night(run_date: dt.date, cfg: Path) -> tuple[float, float]:
@@ -365,10 +369,14 @@ def main() -> None:
             times: dict[tuple[str, str], list[tuple[float, float]]] = collections.defaultdict(list)
             cpu: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
 
+            served: dict[str, list[tuple[float, int]]] = collections.defaultdict(list)
+
             def night(side: str, name: str, day: dt.date, cfg: Path) -> None:
-                c0 = cpu_seconds(server)
+                c0, s0 = cpu_seconds(server), server_seconds(server)
                 times[side, name].append(timed_night(day, cfg))
                 cpu[side, name].append(cpu_seconds(server) - c0)
+                if side == "S3":  # (the server's CPU seconds, requests) of this night
+                    served[name].append((server_seconds(server) - s0, sum(requests.values())))
 
             for i in range(args.repeats):
                 wh = str(tmp / f"local-{i}" / "warehouse")
@@ -425,6 +433,17 @@ def main() -> None:
                         f"{name} nightly, CPU seconds of this process and the S3 server (best of "
                         f"{args.repeats}; steadier than wall time on a shared machine): local "
                         f"{lo:.2f}, S3 {so:.2f}, ratio {so / lo:.2f}x"
+                    )
+                for name in ("cold", "warm"):
+                    # the server answers one request at a time (its CPU per request does not
+                    # fall with more clients): while it works, the night waits on it
+                    srv = statistics.median(s for s, _ in served[name])
+                    n = served[name][0][1]
+                    lo = min(r[1] for r in times["local", name])
+                    print(
+                        f"{name} nightly, the S3 server's own CPU: {srv:.2f} s for {n} requests "
+                        f"({1000 * srv / n:.1f} ms each, median of {args.repeats}); the local "
+                        f"night plus that alone is {(lo + srv) / lo:.2f}x the local night"
                     )
             print(
                 "(nightly() returns on a whole second after its start: Prefect joins its flow-run "

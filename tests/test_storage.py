@@ -34,6 +34,7 @@ from recsys_core.io import (
     StorageError,
     Warehouse,
     atomic_path,
+    atomic_write_bytes,
     atomic_write_json,
     atomic_write_parquet,
     delete,
@@ -1275,3 +1276,37 @@ def test_report_link_is_presigned_on_s3(s3_bucket, s3_endpoint):
     with urllib.request.urlopen(link, timeout=10) as resp:  # usable without credentials
         assert resp.read() == b"<html>night</html>"
         assert resp.headers["Content-Type"] == "text/html"  # a browser shows it as a page
+
+
+def test_dated_partitions_read_the_same_on_every_backend(root, tmp_path):
+    """``read_dated_parquet`` reads object-store partitions in one multi-source scan: the same
+    frame as local disk, also when a file lacks a column or an earlier version wrote a column
+    with another type; a damaged file is named."""
+    from recsys_core.ingest._load import read_dated_parquet
+    from recsys_core.io import forget_cached_objects
+
+    days = [D1, D2, D2 + dt.timedelta(days=1)]
+    frames = [
+        pl.DataFrame({"user_id": ["a", "b"], "n": [1, 2]}),
+        pl.DataFrame({"user_id": ["c"]}),  # no "n"
+        pl.DataFrame({"user_id": ["d", "e", "f"], "n": ["7", "8", "9"]}),  # "n" as text
+    ]
+    local, remote = Warehouse(tmp_path / "wh"), Warehouse(root)
+    for day, frame in zip(days, frames, strict=True):
+        for wh in (local, remote):
+            atomic_write_parquet(frame, wh.clean("events", day))
+    schema = {"user_id": pl.String(), "n": pl.Int64()}
+    forget_cached_objects()
+    got = read_dated_parquet({d: remote.clean("events", d) for d in days}, schema, "date")
+    want = read_dated_parquet({d: local.clean("events", d) for d in days}, schema, "date")
+    assert got.equals(want)
+    assert got["date"].to_list() == [D1, D1, D2, days[2], days[2], days[2]]
+    assert got["n"].to_list() == [1, 2, None, 7, 8, 9]
+    # the first two files agree on types: one scan, no fallback, the same rows and dates
+    two = read_dated_parquet({d: remote.clean("events", d) for d in days[:2]}, schema, "date")
+    assert two.equals(want.head(3))
+
+    atomic_write_bytes(remote.clean("events", D2), b"PAR1 not parquet")
+    forget_cached_objects()
+    with pytest.raises(CorruptFileError, match=re.escape(str(remote.clean("events", D2)))):
+        read_dated_parquet({d: remote.clean("events", d) for d in days}, schema, "date")

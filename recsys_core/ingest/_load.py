@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
@@ -16,11 +18,12 @@ from recsys_core.io import (
     BLOB_MAX_BYTES,
     CorruptFileError,
     Warehouse,
-    atomic_path,
+    atomic_write_with,
     fold_with_checkpoint,
     held_in_memory,
     is_remote,
     listed_checkpoint,
+    read_bytes_many,
     read_checkpoint,
     read_json,
     read_parquet,
@@ -63,7 +66,8 @@ def read_dated_parquet(
     """Concatenate Parquet files (date order) with ``schema``; optionally add each file's date.
 
     One multi-file scan (fast for thousands of partitions); if it fails, files are read one by one
-    so that a damaged file raises :class:`~recsys_core.io.CorruptFileError` naming it.
+    so that a damaged file raises :class:`~recsys_core.io.CorruptFileError` naming it, and files
+    whose columns differ in type (or lack one: null) are cast one by one.
     """
     days = sorted(files)
     out_schema = dict(schema)
@@ -73,26 +77,55 @@ def read_dated_parquet(
         return pl.DataFrame(schema=out_schema)
     paths = [str(files[d]) for d in days]
     if is_remote(files[days[0]]):  # fetched through recsys_core.io in one concurrent batch
-        frames = read_parquet_many([files[d] for d in days])
-        df = pl.concat(
-            [
-                f.select(
-                    [(pl.col(c) if c in f.columns else pl.lit(None)).cast(t).alias(c)
-                     for c, t in schema.items()]
-                ).with_columns(pl.lit(p).alias("_path"))
-                for f, p in zip(frames, paths, strict=True)
-            ]
-        )  # fmt: skip
-        return _finish(df, paths, days, date_col)
+        return _read_dated_remote(files, days, schema, date_col)
     try:
         lf = pl.scan_parquet(paths, include_file_paths="_path", missing_columns="insert")
         df = lf.select([pl.col(c).cast(t) for c, t in schema.items()] + [pl.col("_path")]).collect()
-    except Exception:  # find the damaged file and say which it is
+    except Exception:  # a damaged file (named), or files whose column types differ
         frames = [read_parquet(p).with_columns(pl.lit(p).alias("_path")) for p in paths]
-        df = pl.concat(
-            [f.select([pl.col(c).cast(t) for c, t in schema.items()] + ["_path"]) for f in frames]
-        )
+        df = _cast_each(frames, {**schema, "_path": pl.String()})
     return _finish(df, paths, days, date_col)
+
+
+def _cast_each(frames: list[pl.DataFrame], schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """``frames`` concatenated with ``schema``, each cast on its own (a column it lacks: null):
+    partitions written by different versions need not agree on their columns' types."""
+    return pl.concat(
+        [
+            f.select(
+                [(pl.col(c) if c in f.columns else pl.lit(None)).cast(t).alias(c)
+                 for c, t in schema.items()]
+            )
+            for f in frames
+        ]
+    )  # fmt: skip
+
+
+def _read_dated_remote(
+    files: Mapping[dt.date, Path],
+    days: list[dt.date],
+    schema: Mapping[str, pl.DataType],
+    date_col: str | None,
+) -> pl.DataFrame:
+    """:func:`read_dated_parquet` of object-store files: their bytes in one batch, then one
+    multi-source scan (only ``schema``'s columns are decoded); each row's date from the files'
+    row counts. If the scan fails, the files are read one by one: a damaged one is named, and
+    files whose column types differ (written by an earlier version) are cast one by one."""
+    blobs = read_bytes_many([files[d] for d in days])
+    try:
+        df = (
+            pl.scan_parquet([io.BytesIO(b) for b in blobs], missing_columns="insert")
+            .select([pl.col(c).cast(t) for c, t in schema.items()])
+            .collect()
+        )
+        rows = [pq.read_metadata(io.BytesIO(b)).num_rows for b in blobs]
+    except Exception:  # a damaged file (named), or files whose column types differ
+        frames = [read_parquet_many([files[d]])[0] for d in days]
+        df, rows = _cast_each(frames, schema), [f.height for f in frames]
+    if date_col is not None:
+        index = pl.Series(np.repeat(np.arange(len(days), dtype=np.uint32), rows))
+        df = df.with_columns(pl.Series(days, dtype=pl.Date).gather(index).alias(date_col))
+    return df.rechunk() if df.n_chunks() > MAX_CHUNKS else df
 
 
 #: Above this many chunks (about one per file read) a frame is made contiguous: thousands of
@@ -116,13 +149,14 @@ def _finish(
 def write_partition(df: pl.DataFrame, target: Path) -> Path:
     """Write one small partition atomically as Parquet (zstd, statistics).
 
-    Same atomic temp-file-and-rename as :func:`recsys_core.io.atomic_write_parquet`, but written
+    Written atomically as :func:`recsys_core.io.atomic_write_parquet` writes, but
     by pyarrow directly: about half the cost for the thousands of tiny partitions of a first
     MovieLens run. Same frame -> same bytes.
     """
     table = df.to_arrow().combine_chunks()
-    with atomic_path(target) as tmp:
-        pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+    atomic_write_with(
+        target, lambda dest: pq.write_table(table, dest, compression="zstd", write_statistics=True)
+    )
     return target
 
 
@@ -136,10 +170,12 @@ def write_raw_partition(
     default for 0.96x the size (2M events: 24.4 MiB). ``notes``: key-value metadata for the
     footer (the landing record; :func:`~recsys_core.io.read_parquet_notes` reads it back).
     Same frame and notes -> same bytes."""
-    with atomic_path(target) as tmp:
-        df.write_parquet(
-            tmp, compression="zstd", compression_level=1, statistics=False, metadata=notes or None
-        )
+    atomic_write_with(
+        target,
+        lambda dest: df.write_parquet(
+            dest, compression="zstd", compression_level=1, statistics=False, metadata=notes or None
+        ),
+    )
     return target
 
 

@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,10 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_parquet",
     "atomic_write_text",
+    "atomic_write_with",
     "read_json",
     "read_parquet",
+    "read_bytes_many",
     "read_parquet_many",
     "read_parquet_notes",
     "replace_dir",
@@ -141,17 +143,27 @@ def atomic_write_json(target: Any, obj: Any) -> Any:
     return atomic_write_text(target, text)
 
 
-def atomic_write_parquet(df: pl.DataFrame, target: Any, *, compression: str = "zstd") -> Any:
-    """Write ``df`` to ``target`` as Parquet (zstd), atomically, with statistics."""
+def atomic_write_with(target: Any, write: Callable[[Any], object]) -> Any:
+    """``write(dest)`` writes a whole file to ``dest``; it lands at ``target`` atomically.
+    ``dest`` is a temporary path beside ``target`` on local disk (:func:`atomic_path`), and an
+    in-memory buffer uploaded in one PUT on an object store (no temporary file to write, read
+    back and delete). Returns the target location."""
     target = location(target)
     if is_remote(target):
         buf = io.BytesIO()
-        df.write_parquet(buf, compression=compression, statistics=True)
+        write(buf)
         write_bytes_remote(target, buf.getvalue())
         return target
     with atomic_path(target) as tmp:
-        df.write_parquet(tmp, compression=compression, statistics=True)
+        write(tmp)
     return target
+
+
+def atomic_write_parquet(df: pl.DataFrame, target: Any, *, compression: str = "zstd") -> Any:
+    """Write ``df`` to ``target`` as Parquet (zstd), atomically, with statistics."""
+    return atomic_write_with(
+        target, lambda dest: df.write_parquet(dest, compression=compression, statistics=True)
+    )
 
 
 def read_parquet(path: Any, **kwargs: Any) -> pl.DataFrame:
@@ -175,20 +187,15 @@ def read_parquet(path: Any, **kwargs: Any) -> pl.DataFrame:
         ) from exc
 
 
-def read_parquet_many(paths: list[Any], **kwargs: Any) -> list[pl.DataFrame]:
-    """Read many Parquet files, in order. On an object store the objects are fetched concurrently
-    in one batch (thousands of small partitions cost one round of requests, not one each); an
-    object listed earlier but gone now raises FileNotFoundError naming its URL."""
+def read_bytes_many(paths: list[Any]) -> list[bytes]:
+    """The bytes of many object-store files, in order, fetched concurrently in one batch
+    (thousands of small partitions cost one round of requests, not one each); a file whose
+    listed version this process holds is not fetched. An object listed earlier but gone now
+    raises FileNotFoundError naming its URL."""
     locs = [location(p) for p in paths]
-    remote = [p for p in locs if is_remote(p)]
-    if not remote:
-        return [read_parquet(p, **kwargs) for p in locs]
-    blobs = fetch_many(remote, {p.path: listed_version(p) for p in remote})
+    blobs = fetch_many(locs, {p.path: listed_version(p) for p in locs}) if locs else {}
     out = []
     for p in locs:
-        if not is_remote(p):
-            out.append(read_parquet(p, **kwargs))
-            continue
         blob = blobs.get(p.path)
         if isinstance(blob, FileNotFoundError) or blob is None:
             raise FileNotFoundError(
@@ -199,8 +206,24 @@ def read_parquet_many(paths: list[Any], **kwargs: Any) -> list[pl.DataFrame]:
             )
         if isinstance(blob, BaseException):
             blob = read_bytes(p)  # retried, and explained if it fails again
+        out.append(blob)
+    return out
+
+
+def read_parquet_many(paths: list[Any], **kwargs: Any) -> list[pl.DataFrame]:
+    """Read many Parquet files, in order. On an object store the objects are fetched concurrently
+    in one batch (:func:`read_bytes_many`)."""
+    locs = [location(p) for p in paths]
+    if not any(is_remote(p) for p in locs):
+        return [read_parquet(p, **kwargs) for p in locs]
+    blobs = iter(read_bytes_many([p for p in locs if is_remote(p)]))
+    out = []
+    for p in locs:
+        if not is_remote(p):
+            out.append(read_parquet(p, **kwargs))
+            continue
         try:
-            out.append(pl.read_parquet(io.BytesIO(blob), **kwargs))
+            out.append(pl.read_parquet(io.BytesIO(next(blobs)), **kwargs))
         except Exception as exc:
             raise CorruptFileError(
                 f"{p}: corrupt or truncated Parquet file ({type(exc).__name__}: {exc}); "

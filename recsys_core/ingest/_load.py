@@ -149,9 +149,9 @@ def _finish(
 def write_partition(df: pl.DataFrame, target: Path) -> Path:
     """Write one small partition atomically as Parquet (zstd, statistics).
 
-    Written atomically as :func:`recsys_core.io.atomic_write_parquet` writes, but
-    by pyarrow directly: about half the cost for the thousands of tiny partitions of a first
-    MovieLens run. Same frame -> same bytes.
+    Written atomically as :func:`recsys_core.io.atomic_write_parquet` writes, but by pyarrow
+    directly: about half the cost for the thousands of tiny partitions of a first MovieLens run.
+    Same frame -> same bytes.
     """
     table = df.to_arrow().combine_chunks()
     atomic_write_with(

@@ -120,7 +120,7 @@ def _read_dated_remote(
         )
         rows = [pq.read_metadata(io.BytesIO(b)).num_rows for b in blobs]
     except Exception:  # a damaged file (named), or files whose column types differ
-        frames = [read_parquet_many([files[d]])[0] for d in days]
+        frames = read_parquet_many([files[d] for d in days])  # the bytes are held: no requests
         df, rows = _cast_each(frames, schema), [f.height for f in frames]
     if date_col is not None:
         index = pl.Series(np.repeat(np.arange(len(days), dtype=np.uint32), rows))

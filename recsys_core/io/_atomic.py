@@ -11,7 +11,6 @@ in one upload, which the store makes visible whole or not at all; a killed uploa
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import os
@@ -27,12 +26,11 @@ import pyarrow.parquet as pq
 
 from recsys_core.io._fence import check_leases
 from recsys_core.io._storage import (
-    fetch_many,
     is_remote,
-    listed_version,
     location,
     put_remote_file,
     read_bytes,
+    read_bytes_many,
     write_bytes_remote,
 )
 
@@ -44,7 +42,6 @@ __all__ = [
     "atomic_write_parquet",
     "atomic_write_text",
     "atomic_write_with",
-    "read_bytes_many",
     "read_json",
     "read_parquet",
     "read_parquet_many",
@@ -187,32 +184,9 @@ def read_parquet(path: Any, **kwargs: Any) -> pl.DataFrame:
         ) from exc
 
 
-def read_bytes_many(paths: list[Any]) -> list[bytes]:
-    """The bytes of many object-store files, in order, fetched concurrently in one batch
-    (thousands of small partitions cost one round of requests, not one each); a file whose
-    listed version this process holds is not fetched. An object listed earlier but gone now
-    raises FileNotFoundError naming its URL."""
-    locs = [location(p) for p in paths]
-    blobs = fetch_many(locs, {p.path: listed_version(p) for p in locs}) if locs else {}
-    out = []
-    for p in locs:
-        blob = blobs.get(p.path)
-        if isinstance(blob, FileNotFoundError) or blob is None:
-            raise FileNotFoundError(
-                errno.ENOENT,
-                f"{p}: listed but gone when read (deleted by a concurrent re-run or a lifecycle "
-                "rule?); re-run the step",
-                str(p),
-            )
-        if isinstance(blob, BaseException):
-            blob = read_bytes(p)  # retried, and explained if it fails again
-        out.append(blob)
-    return out
-
-
 def read_parquet_many(paths: list[Any], **kwargs: Any) -> list[pl.DataFrame]:
     """Read many Parquet files, in order. On an object store the objects are fetched concurrently
-    in one batch (:func:`read_bytes_many`)."""
+    in one batch (:func:`~recsys_core.io._storage.read_bytes_many`)."""
     locs = [location(p) for p in paths]
     if not any(is_remote(p) for p in locs):
         return [read_parquet(p, **kwargs) for p in locs]

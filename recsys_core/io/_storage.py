@@ -64,6 +64,7 @@ __all__ = [
     "put_remote_file",
     "put_if_absent",
     "read_bytes",
+    "read_bytes_many",
     "read_versioned",
     "resolve_location",
     "signed_url",
@@ -830,11 +831,7 @@ def download_files(
     pairs: list[tuple[Location, Path]], *, versions: Mapping[str, str | None] | None = None
 ) -> None:
     """Copy each ``(location, local path)``: object-store files are fetched concurrently in one
-    batch; a file gone since it was listed (or recorded) raises FileNotFoundError naming its URL.
-
-    ``versions``: ``{URL: version}`` recorded when the files were written (:func:`local_copy`),
-    used for the cache instead of a listing's; a URL not in it, or None, is looked up by the
-    listing's version as usual."""
+    batch (:func:`read_bytes_many`, ``versions`` as there)."""
     remote = [(location(src), Path(dst)) for src, dst in pairs]
     for _, dst in remote:
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -842,24 +839,43 @@ def download_files(
     for src, dst in local:
         dst.write_bytes(src.read_bytes())
     remote = [(s, d) for s, d in remote if is_remote(s)]
-    if not remote:
-        return
+    blobs = read_bytes_many([src for src, _ in remote], versions=versions)
+    for (_, dst), blob in zip(remote, blobs, strict=True):
+        dst.write_bytes(blob)
+
+
+def read_bytes_many(
+    paths: list[Any], *, versions: Mapping[str, str | None] | None = None
+) -> list[bytes]:
+    """The bytes of object-store files of one filesystem, in order, fetched concurrently in one
+    batch (thousands of small partitions cost one round of requests, not one each); a file whose
+    version this process holds is not fetched. A file gone since it was listed (or recorded)
+    raises FileNotFoundError naming its URL.
+
+    ``versions``: ``{URL: version}`` recorded when the files were written (:func:`local_copy`),
+    used for the cache instead of a listing's; a URL not in it, or None, is looked up by the
+    listing's version as usual."""
+    locs = [location(p) for p in paths]
+    if not locs:
+        return []
     blobs = fetch_many(
-        [src for src, _ in remote],
-        {s.path: (versions or {}).get(str(s)) or listed_version(s) for s, _ in remote},
+        locs, {p.path: (versions or {}).get(str(p)) or listed_version(p) for p in locs}
     )
-    for src, dst in remote:
-        blob = blobs.get(src.path)
+    out = []
+    for p in locs:
+        blob = blobs.get(p.path)
         if blob is None or isinstance(blob, FileNotFoundError):
             raise FileNotFoundError(
                 errno.ENOENT,
-                f"{src}: listed (or named by the entry that recorded it) but gone when read "
-                "(deleted or replaced meanwhile?); re-run",
-                str(src),
+                f"{p}: listed (or named by the entry that recorded it) but gone when read "
+                "(deleted or replaced by a concurrent re-run or a lifecycle rule?); re-run the "
+                "step",
+                str(p),
             )
         if isinstance(blob, BaseException):
-            blob = read_bytes(src)  # retried and explained one by one
-        dst.write_bytes(blob)
+            blob = read_bytes(p)  # retried one by one, and explained if it fails again
+        out.append(blob)
+    return out
 
 
 def fetch_many(

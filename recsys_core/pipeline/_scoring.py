@@ -91,16 +91,15 @@ def score_shard(
     registry = ModelRegistry(wh.models_dir)
     if settings.abtest.experiment:
         return _score_shard_arms(settings, run_date, shard, n_shards, wh, registry)
+    entry = None  # the model's entry, when read already
     if model_id is None:
-        champion = registry.champion()
-        if champion is None:
+        entry = registry.champion()
+        if entry is None:
             raise RuntimeError(
                 f"no champion model in {wh.models_dir}; run train and evaluate first"
             )
-        model_id = champion["model_id"]
-        model = registry.load_model(model_id, cached=True, entry=champion)
-    else:
-        model = registry.load_model(model_id, cached=True)
+        model_id = entry["model_id"]
+    model = registry.load_model(model_id, cached=True, entry=entry)
     users = active_users(settings, run_date, set(model.user_ids_))[shard::n_shards]
     catalog = load_catalog(wh, as_of=run_date)
     recs = _recommend(settings, model, users, catalog, n_shards)
